@@ -1,0 +1,1 @@
+"""Hydra glue: schemas generated from registered components, config groups, composition, plugins."""

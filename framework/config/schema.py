@@ -1,0 +1,202 @@
+"""Config schemas derived from component signatures, and validation of config nodes against them.
+
+The keyword-only parameters of a registered component are its schema. :func:`schema_for` turns
+them into an OmegaConf structured config (a dataclass), which gives type checking and unknown-key
+errors both in Hydra composition and in :meth:`Registry.build` from a plain dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import inspect
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Dict, List, Literal, Optional, Union
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from framework.errors import ConfigError, did_you_mean
+from framework.registry import Knob, Registry, knobs
+
+__all__ = ["schema_for", "resolve_knobs", "validate", "omegaconf_type"]
+
+_PRIMITIVES = (int, float, bool, str, bytes)
+
+
+def omegaconf_type(ann: Any) -> Any:
+    """Map a Python annotation to the closest type OmegaConf can check (``Any`` if none)."""
+    origin = typing.get_origin(ann)
+    args = typing.get_args(ann)
+    if origin is Annotated:
+        return Any  # Spec[...]: a nested component node, validated by its own schema
+    if ann in _PRIMITIVES or (inspect.isclass(ann) and issubclass(ann, enum.Enum)):
+        return ann
+    if origin in (Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        inner = omegaconf_type(rest[0]) if len(rest) == 1 else Any
+        return Optional[inner] if type(None) in args and inner is not Any else inner
+    if origin is Literal:
+        kinds = {type(a) for a in args}
+        return kinds.pop() if len(kinds) == 1 and kinds <= set(_PRIMITIVES) else Any
+    if origin in (list, tuple, Sequence, typing.List, typing.Tuple) or ann in (list, tuple):
+        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+            inner_types = {omegaconf_type(a) for a in args}
+            inner = inner_types.pop() if len(inner_types) == 1 else Any
+        else:
+            inner = omegaconf_type(args[0]) if args else Any
+        return List[inner]  # type: ignore[valid-type]
+    if origin in (dict, Mapping) or ann is dict:
+        if args and args[0] is str:
+            return Dict[str, omegaconf_type(args[1])]  # type: ignore[misc]
+        return Dict[Any, Any]
+    return Any
+
+
+def _to_plain(value: Any) -> Any:
+    """Tuples -> lists, recursively, so defaults fit OmegaConf containers."""
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _to_plain(v) for k, v in value.items()}
+    return value
+
+
+def _field(knob: Knob) -> tuple[str, Any, Any]:
+    typ = omegaconf_type(knob.annotation)
+    if knob.registry is not None:
+        # The node is filled by the config group (Hydra) or by the signature default (Python).
+        typ = Optional[Any] if knob.optional else Any
+        default = None if knob.default is None else MISSING
+        return knob.name, typ, dataclasses.field(default=default)
+    if knob.required:
+        return knob.name, typ, dataclasses.field(default=MISSING)
+    default = _to_plain(knob.default)
+    if default is None and typ is not Any and typing.get_origin(typ) is not Union:
+        typ = Optional[typ]
+    if isinstance(default, (list, dict)):
+        return knob.name, typ, dataclasses.field(default_factory=functools.partial(_copy, default))
+    return knob.name, typ, dataclasses.field(default=default)
+
+
+def _copy(x: Any) -> Any:
+    return _to_plain(x)
+
+
+@functools.lru_cache(maxsize=None)
+def schema_for(component: Any, name: str) -> type:
+    """A dataclass with ``name`` plus one field per knob of ``component``.
+
+    Knobs that are nested components (``Spec[R]``) become ``Any`` fields; when their default is a
+    registered name, the dataclass also carries a Hydra ``defaults`` list selecting that option of
+    the nested config group, so composing ``group=Name`` yields a complete node.
+    """
+    fields: list[Any] = []
+    defaults: list[Any] = ["_self_"]
+    for knob in knobs(component):
+        fields.append(_field(knob))
+        if knob.registry is not None and (isinstance(knob.default, str) or knob.default is None):
+            defaults.append({knob.name: knob.default})
+    head = [("name", str, dataclasses.field(default=name))]
+    if len(defaults) > 1:
+        head.insert(0, ("defaults", List[Any], dataclasses.field(default_factory=functools.partial(list, defaults))))
+    cls = dataclasses.make_dataclass(f"{name}Config", head + fields)
+    cls.__doc__ = f"Config schema of {name}, generated from its constructor."
+    return cls
+
+
+def _as_mapping(spec: Any, path: str) -> dict:
+    if isinstance(spec, str):
+        return {"name": spec}
+    if isinstance(spec, DictConfig):
+        spec = OmegaConf.to_container(spec, resolve=True)
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"config path '{path}': expected a component name or a mapping, got {spec!r}")
+    spec = dict(spec)
+    spec.pop("defaults", None)
+    if "name" not in spec or spec["name"] is None:
+        raise ConfigError(f"config path '{path}': missing 'name' (which component to build)")
+    return spec
+
+
+def resolve_knobs(registry: Registry, spec: Any, *, path: str) -> tuple[Any, dict]:
+    """Validate ``spec`` against the schema of the component it names.
+
+    Returns:
+        (component, kwargs): the registered callable and its keyword arguments; knobs that the
+        config leaves unset are omitted so the signature default applies.
+    Raises:
+        ConfigError: unknown component name, unknown key, wrong type, missing required value or a
+        value outside a ``Literal[...]``; the message names ``path`` and the closest valid names.
+    """
+    spec = _as_mapping(spec, path)
+    name = spec.pop("name")
+    component = registry.get(name, path=f"{path}.name")
+    ks = {k.name: k for k in knobs(component)}
+    for key in spec:
+        if key not in ks:
+            raise ConfigError(
+                f"config path '{path}.{key}': {name} ({registry._name}) has no knob {key!r}."
+                f"{did_you_mean(key, ks)} Its knobs: {', '.join(ks) or '(none)'}."
+            )
+    schema = OmegaConf.structured(schema_for(component, name))
+    try:
+        merged = OmegaConf.merge(schema, {k: v for k, v in spec.items() if not _is_spec(ks[k]) or v is None})
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", "") or ""
+        raise ConfigError(f"config path '{path}.{key}': {_first_line(e)}" if key else f"config path '{path}': {_first_line(e)}") from None
+    kwargs: dict[str, Any] = {}
+    for key, knob in ks.items():
+        if _is_spec(knob) and key in spec and spec[key] is not None:
+            kwargs[key] = spec[key]
+            continue
+        if OmegaConf.is_missing(merged, key):
+            if knob.required:
+                raise ConfigError(f"config path '{path}.{key}': required value of {name} is missing")
+            continue
+        value = merged[key]
+        kwargs[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        _check_literal(knob, kwargs[key], f"{path}.{key}")
+    return component, kwargs
+
+
+def _is_spec(knob: Knob) -> bool:
+    return knob.registry is not None
+
+
+def _check_literal(knob: Knob, value: Any, path: str) -> None:
+    ann = knob.annotation
+    if typing.get_origin(ann) in (Union, types.UnionType):
+        if value is None:
+            return
+        ann = next((a for a in typing.get_args(ann) if typing.get_origin(a) is Literal), ann)
+    if typing.get_origin(ann) is Literal:
+        allowed = typing.get_args(ann)
+        if value not in allowed:
+            raise ConfigError(
+                f"config path '{path}': {value!r} is not one of {list(allowed)}.{did_you_mean(str(value), map(str, allowed))}"
+            )
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def validate(spec: Any, registry: Registry, *, path: str) -> None:
+    """Check a whole component tree (names, keys, types, required values) without building it."""
+    component, kwargs = resolve_knobs(registry, spec, path=path)
+    for knob in knobs(component):
+        if knob.registry is None:
+            continue
+        child = kwargs.get(knob.name, knob.default)
+        if child is None:
+            if not knob.optional:
+                raise ConfigError(f"config path '{path}.{knob.name}': a {knob.registry._name} component is required")
+            continue
+        if child is inspect.Parameter.empty:
+            raise ConfigError(f"config path '{path}.{knob.name}': a {knob.registry._name} component is required")
+        if isinstance(child, (str, Mapping, DictConfig)):
+            validate(child, knob.registry, path=f"{path}.{knob.name}")
