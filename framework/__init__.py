@@ -5,3 +5,8 @@ in the registries of :mod:`framework.registry`.
 """
 
 __version__ = "0.1.0"
+
+import warnings as _warnings
+
+# fvcore.nn scripts its losses with torch.jit at import; recent torch deprecates that loudly.
+_warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)

@@ -13,10 +13,14 @@ class ConfigError(ValueError):
 def did_you_mean(word: str, candidates: Iterable[str], *, n: int = 3) -> str:
     """Return ``" Did you mean 'x'?"`` (or ``""``) for the closest ``candidates`` to ``word``."""
     candidates = sorted(set(map(str, candidates)))
-    close = difflib.get_close_matches(str(word), candidates, n=n, cutoff=0.5)
-    if not close:
-        lowered = {c.lower(): c for c in candidates}
-        close = [lowered[c] for c in difflib.get_close_matches(str(word).lower(), list(lowered), n=n, cutoff=0.5)]
+    lowered = {c.lower(): c for c in candidates}
+    scored = sorted(
+        ((difflib.SequenceMatcher(None, str(word).lower(), low).ratio(), orig) for low, orig in lowered.items()),
+        reverse=True,
+    )
+    # Keep the clear winners only: close enough, and not far behind the best match.
+    best = scored[0][0] if scored else 0.0
+    close = [c for r, c in scored[:n] if r >= 0.5 and r >= best - 0.1]
     if not close:
         return ""
     return " Did you mean " + " or ".join(repr(c) for c in close) + "?"

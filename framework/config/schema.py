@@ -48,6 +48,10 @@ def omegaconf_type(ann: Any) -> Any:
             inner = inner_types.pop() if len(inner_types) == 1 else Any
         else:
             inner = omegaconf_type(args[0]) if args else Any
+        if typing.get_origin(inner) is list:
+            # OmegaConf 2.3 rejects ints in List[List[float]] (flat List[float] converts them);
+            # the constructor receives plain lists either way.
+            inner = Any
         return List[inner]  # type: ignore[valid-type]
     if origin in (dict, Mapping) or ann is dict:
         if args and args[0] is str:

@@ -1,5 +1,17 @@
 """Typed containers: Boxes, Instances, ImageList, BitMasks, PolygonMasks."""
 
 from framework.structures.boxes import Boxes, pairwise_iou
+from framework.structures.image_list import ImageList
+from framework.structures.instances import Instances
+from framework.structures.masks import BitMasks, PolygonMasks, polygons_to_bitmask, rasterize_polygons_within_box
 
-__all__ = ["Boxes", "pairwise_iou"]
+__all__ = [
+    "BitMasks",
+    "Boxes",
+    "ImageList",
+    "Instances",
+    "PolygonMasks",
+    "pairwise_iou",
+    "polygons_to_bitmask",
+    "rasterize_polygons_within_box",
+]

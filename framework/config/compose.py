@@ -1,0 +1,146 @@
+"""Compose and validate configs, with errors that name the path and the closest valid choices.
+
+Hydra itself rejects unknown keys and wrong types at compose time (the component schemas are
+structured configs); this module adds what Hydra does not say: *did you mean ...?*, and the
+registry checks of component names. :func:`check_command_line` runs the same composition before
+``hydra.main`` takes over, so ``--cfg job`` and multirun sweeps fail on a typo before any job starts.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Sequence
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+
+from framework.config.groups import ROOTS, register_config_groups
+from framework.config.plugins import REPO_ROOT, discover_plugins
+from framework.config.schema import validate
+from framework.errors import ConfigError, did_you_mean
+
+__all__ = ["CONFIG_DIR", "setup", "compose", "validate_config", "check_command_line", "available_groups"]
+
+CONFIG_DIR = REPO_ROOT / "configs"
+_setup_done = False
+
+
+def setup() -> None:
+    """Import the built-in components and plugins, and make them Hydra config-group options."""
+    global _setup_done
+    if _setup_done:
+        return
+    import framework.modeling  # noqa: F401  (registers the built-in components)
+
+    discover_plugins()
+    register_config_groups()
+    _setup_done = True
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check every component subtree (``model``, ...) against the registries and schemas."""
+    for key, registry in ROOTS.items():
+        if key in cfg:
+            validate(cfg[key], registry, path=key)
+
+
+def compose(overrides: Sequence[str] = (), *, config_name: str = "train", config_dir: Path | None = None) -> DictConfig:
+    """Compose ``config_name`` with Hydra's Compose API, then validate it (tests, notebooks, preflight)."""
+    setup()
+    config_dir = Path(config_dir or CONFIG_DIR).resolve()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        try:
+            cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+        except (ConfigCompositionException, MissingConfigException) as e:
+            raise ConfigError(_explain(e, list(overrides), config_name)) from None
+    validate_config(cfg)
+    return cfg
+
+
+def check_command_line(overrides: Sequence[str], *, config_name: str = "train", config_dir: Path | None = None) -> None:
+    """Compose every choice a (multirun) command line can make; raise :class:`ConfigError` on the first bad one.
+
+    A sweep ``a=1,2`` is checked value by value, the other overrides at their first value, so
+    ``-m model/roi_pooler=ROIAlign,ROIAlgnV2`` fails before the first job runs.
+    """
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    firsts, variants = [], []
+    for o in parsed:
+        if o.is_sweep_override():
+            values = [str(v) for v in o.sweep_string_iterator()]
+            firsts.append(f"{o.get_key_element()}={values[0]}")
+            variants.append((len(firsts) - 1, [f"{o.get_key_element()}={v}" for v in values[1:]]))
+        else:
+            firsts.append(o.input_line)
+    compose(firsts, config_name=config_name, config_dir=config_dir)
+    for index, alternatives in variants:
+        for alt in alternatives:
+            compose(firsts[:index] + [alt] + firsts[index + 1 :], config_name=config_name, config_dir=config_dir)
+
+
+# --------------------------------------------------------------------------- error explanations
+def available_groups() -> list[str]:
+    """Every config group path Hydra can see (files in configs/, schemas in the ConfigStore)."""
+    loader = GlobalHydra.instance().config_loader()
+    out: list[str] = []
+
+    def walk(parent: str) -> None:
+        for g in loader.list_groups(parent):
+            path = f"{parent}/{g}" if parent else g
+            out.append(path)
+            walk(path)
+
+    walk("")
+    return sorted(out)
+
+
+def _explain(e: Exception, overrides: list[str], config_name: str) -> str:
+    msg = str(e).strip()
+    if e.__cause__ is not None and str(e.__cause__).strip() not in msg:
+        msg = f"{msg}\n{str(e.__cause__).strip()}"
+    m = re.search(r"Could not override '([^']+)'", msg) or re.search(r"Error merging override ([^=\s]+)=", msg)
+    hint = ""
+    if m:
+        key = m.group(1)
+        if "No match in the defaults list" in msg or "/" in key:
+            hint = did_you_mean(key.lstrip("+~"), available_groups())
+        else:
+            hint = _key_hint(key, [o for o in overrides if not _override_key(o) == key], config_name)
+    elif "Available options" in msg or "Could not find" in msg:
+        wanted = re.search(r"Could not (?:find|load) '([^']+)'", msg)
+        options = re.findall(r"^\t(\S+)", msg, flags=re.M)
+        if wanted:
+            hint = did_you_mean(wanted.group(1).rsplit("/", 1)[-1], options) or did_you_mean(
+                wanted.group(1), available_groups()
+            )
+    return f"{msg}\n{hint.strip()}" if hint else msg
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _key_hint(key: str, other_overrides: list[str], config_name: str) -> str:
+    """Closest existing key to ``key``, looked up in the config composed without the bad override."""
+    try:
+        cfg = hydra_compose(config_name=config_name, overrides=other_overrides)
+    except Exception:
+        return ""
+    node: object = cfg
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if isinstance(node, DictConfig) and part in node:
+            node = node[part]
+            continue
+        if isinstance(node, DictConfig):
+            where = ".".join(parts[:i]) or "<root>"
+            return did_you_mean(part, list(node.keys())) + f" Keys under '{where}': {', '.join(map(str, node.keys()))}."
+        break
+    return ""
+

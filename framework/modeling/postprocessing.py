@@ -1,0 +1,34 @@
+"""Map detections from the network's input resolution back to the original image size."""
+
+from __future__ import annotations
+
+from framework.layers.mask_ops import paste_masks_in_image
+from framework.structures import Boxes, Instances
+
+__all__ = ["detector_postprocess"]
+
+
+def detector_postprocess(results: Instances, output_height: int, output_width: int, *, mask_threshold: float = 0.5) -> Instances:
+    """Rescale boxes to ``(output_height, output_width)``, clip, drop empty boxes, paste masks.
+
+    Args:
+        results: detections at the resized input resolution ``results.image_size``, with
+            ``pred_boxes`` and optionally ``pred_masks`` (R, 1, M, M) probabilities.
+        output_height, output_width: the original image size.
+        mask_threshold: probability above which a pasted mask pixel is foreground.
+    Returns:
+        Instances of size (output_height, output_width); ``pred_masks`` becomes (R, H, W) bool.
+    """
+    scale_x = output_width / results.image_size[1]
+    scale_y = output_height / results.image_size[0]
+    out = Instances((output_height, output_width), **results.get_fields())
+    boxes: Boxes = out.pred_boxes
+    boxes.scale(scale_x, scale_y)
+    boxes.clip(out.image_size)
+    out = out[boxes.nonempty()]
+    if out.has("pred_masks"):
+        masks = out.pred_masks
+        if masks.dim() == 4:
+            masks = masks[:, 0]
+        out.pred_masks = paste_masks_in_image(masks, out.pred_boxes.tensor, out.image_size, threshold=mask_threshold)
+    return out

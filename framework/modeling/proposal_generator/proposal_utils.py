@@ -1,0 +1,89 @@
+"""Selecting proposals from dense RPN predictions, and adding ground truth to them."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torchvision.ops import batched_nms
+
+from framework.structures import Boxes, Instances
+
+__all__ = ["find_top_rpn_proposals", "add_ground_truth_to_proposals"]
+
+
+def find_top_rpn_proposals(
+    proposals: Sequence[torch.Tensor],
+    pred_objectness_logits: Sequence[torch.Tensor],
+    image_sizes: Sequence[tuple[int, int]],
+    *,
+    nms_thresh: float,
+    pre_nms_topk: int,
+    post_nms_topk: int,
+    min_box_size: float,
+    training: bool,
+) -> list[Instances]:
+    """Per level keep the ``pre_nms_topk`` highest-scoring boxes, then per image clip, drop small
+    boxes, run NMS within each level (``batched_nms`` with the level as the class) and keep the
+    ``post_nms_topk`` best over all levels.
+
+    Args:
+        proposals: per level (N, Hi*Wi*A, 4) decoded boxes.
+        pred_objectness_logits: per level (N, Hi*Wi*A).
+        image_sizes: (h, w) of each image before padding.
+    Returns:
+        per image Instances with ``proposal_boxes`` (Boxes) and ``objectness_logits`` (R,), sorted by score.
+    """
+    num_images = len(image_sizes)
+    device = proposals[0].device if proposals else torch.device("cpu")
+    batch_idx = torch.arange(num_images, device=device)
+    topk_scores, topk_proposals, level_ids = [], [], []
+    for level, (boxes_l, logits_l) in enumerate(zip(proposals, pred_objectness_logits)):
+        k = min(logits_l.shape[1], pre_nms_topk)
+        scores_l, idx = logits_l.topk(k, dim=1)  # (N, k), sorted
+        topk_scores.append(scores_l)
+        topk_proposals.append(boxes_l[batch_idx[:, None], idx])  # (N, k, 4)
+        level_ids.append(torch.full((k,), level, dtype=torch.int64, device=device))
+    scores_all = torch.cat(topk_scores, dim=1)
+    boxes_all = torch.cat(topk_proposals, dim=1)
+    levels_all = torch.cat(level_ids, dim=0)
+
+    results = []
+    for n, image_size in enumerate(image_sizes):
+        boxes, scores, levels = Boxes(boxes_all[n]), scores_all[n], levels_all
+        valid = torch.isfinite(boxes.tensor).all(dim=1) & torch.isfinite(scores)
+        if not valid.all():
+            if training:
+                raise FloatingPointError("RPN predicted non-finite boxes or scores: training has diverged")
+            boxes, scores, levels = boxes[valid], scores[valid], levels[valid]
+        boxes.clip(image_size)
+        keep = boxes.nonempty(threshold=min_box_size)
+        if not keep.all():
+            boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
+        keep = batched_nms(boxes.tensor, scores, levels, nms_thresh)[:post_nms_topk]
+        res = Instances(image_size)
+        res.proposal_boxes = boxes[keep]
+        res.objectness_logits = scores[keep]
+        results.append(res)
+    return results
+
+
+def add_ground_truth_to_proposals(targets: Sequence[Instances], proposals: Sequence[Instances]) -> list[Instances]:
+    """Append each image's gt boxes to its proposals, with a near-certain objectness logit.
+
+    Gives the RoI heads positive samples from the first iteration, when RPN proposals are poor.
+    """
+    out = []
+    for gt, props in zip(targets, proposals):
+        device = props.objectness_logits.device
+        # logit of probability 1 - 1e-10, as detectron2
+        gt_logit = math.log((1.0 - 1e-10) / (1 - (1.0 - 1e-10)))
+        gt_props = Instances(props.image_size)
+        gt_props.proposal_boxes = gt.gt_boxes.to(device)
+        gt_props.objectness_logits = torch.full((len(gt),), gt_logit, device=device)
+        for name, value in gt.get_fields().items():
+            if name.startswith("gt_") and props.has(name):
+                gt_props.set(name, value)
+        out.append(Instances.cat([props, gt_props]))
+    return out

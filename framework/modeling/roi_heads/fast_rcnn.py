@@ -1,0 +1,181 @@
+"""Fast R-CNN box predictor: class scores + class-specific box deltas, their losses and inference."""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import batched_nms
+
+from framework.layers import ShapeSpec
+from framework.modeling.box_regression import Box2BoxTransform, dense_box_regression_loss
+from framework.structures import Boxes, Instances
+from framework.utils.events import put_scalars
+
+__all__ = ["FastRCNNOutputLayers", "fast_rcnn_inference"]
+
+
+def fast_rcnn_inference(
+    boxes: Sequence[torch.Tensor],
+    scores: Sequence[torch.Tensor],
+    image_shapes: Sequence[tuple[int, int]],
+    *,
+    score_thresh: float,
+    nms_thresh: float,
+    topk_per_image: int,
+) -> tuple[list[Instances], list[torch.Tensor]]:
+    """Per image: drop scores <= ``score_thresh``, per-class NMS, keep the ``topk_per_image`` best.
+
+    Args:
+        boxes: per image (R, K*4) or (R, 4) for class-agnostic regression.
+        scores: per image (R, K+1) softmax probabilities, background last.
+        image_shapes: (h, w) per image, boxes are clipped to it.
+    Returns:
+        per image Instances(pred_boxes, scores, pred_classes), and the index of the RoI each came from.
+    """
+    results = [
+        _inference_single_image(b, s, shape, score_thresh, nms_thresh, topk_per_image)
+        for b, s, shape in zip(boxes, scores, image_shapes)
+    ]
+    return [r[0] for r in results], [r[1] for r in results]
+
+
+def _inference_single_image(boxes, scores, image_shape, score_thresh, nms_thresh, topk):
+    valid = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
+    if not valid.all():
+        boxes, scores = boxes[valid], scores[valid]
+    scores = scores[:, :-1]  # drop background
+    num_reg = boxes.shape[1] // 4
+    boxes = Boxes(boxes.reshape(-1, 4))
+    boxes.clip(image_shape)
+    boxes = boxes.tensor.view(-1, num_reg, 4)  # (R, K or 1, 4)
+    keep_mask = scores > score_thresh  # (R, K)
+    inds = keep_mask.nonzero()  # (M, 2): roi, class
+    boxes = boxes[inds[:, 0], 0] if num_reg == 1 else boxes[keep_mask]
+    scores = scores[keep_mask]
+    keep = batched_nms(boxes, scores, inds[:, 1], nms_thresh)
+    if topk >= 0:
+        keep = keep[:topk]
+    result = Instances(image_shape)
+    result.pred_boxes = Boxes(boxes[keep])
+    result.scores = scores[keep]
+    result.pred_classes = inds[keep, 1]
+    return result, inds[keep, 0]
+
+
+class FastRCNNOutputLayers(nn.Module):
+    """Two linear layers on the box-head feature: ``cls_score`` (K+1) and ``bbox_pred`` (K*4 or 4).
+
+    Built by the RoI heads (its knobs are theirs). Input (R, D) -> scores (R, K+1), deltas (R, K*4).
+    """
+
+    def __init__(
+        self,
+        input_shape: ShapeSpec,
+        num_classes: int,
+        *,
+        box2box_transform: Box2BoxTransform,
+        cls_agnostic_bbox_reg: bool = False,
+        smooth_l1_beta: float = 0.0,
+        box_reg_loss_type: Literal["smooth_l1", "giou", "diou", "ciou"] = "smooth_l1",
+        test_score_thresh: float = 0.05,
+        test_nms_thresh: float = 0.5,
+        test_topk_per_image: int = 100,
+        loss_weight_cls: float = 1.0,
+        loss_weight_box_reg: float = 1.0,
+    ):
+        super().__init__()
+        input_size = input_shape.channels * (input_shape.height or 1) * (input_shape.width or 1)
+        self.num_classes = num_classes
+        self.cls_score = nn.Linear(input_size, num_classes + 1)
+        self.bbox_pred = nn.Linear(input_size, (1 if cls_agnostic_bbox_reg else num_classes) * 4)
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        for layer in (self.cls_score, self.bbox_pred):
+            nn.init.constant_(layer.bias, 0)
+        self.box2box_transform = box2box_transform
+        self.smooth_l1_beta = smooth_l1_beta
+        self.box_reg_loss_type = box_reg_loss_type
+        self.test_score_thresh = test_score_thresh
+        self.test_nms_thresh = test_nms_thresh
+        self.test_topk_per_image = test_topk_per_image
+        self.loss_weight = {"loss_cls": loss_weight_cls, "loss_box_reg": loss_weight_box_reg}
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(R, D) or (R, C, H, W) -> scores (R, K+1), deltas (R, K*4)."""
+        x = x.flatten(1)
+        return self.cls_score(x), self.bbox_pred(x)
+
+    def losses(self, predictions: tuple[torch.Tensor, torch.Tensor], proposals: Sequence[Instances]) -> dict[str, torch.Tensor]:
+        """Softmax cross-entropy over sampled RoIs; box regression on the foreground ones, summed and
+        divided by the number of sampled RoIs (detectron2's normalisation).
+
+        ``proposals`` carry ``proposal_boxes``, ``gt_classes`` (K = background) and ``gt_boxes``.
+        """
+        scores, deltas = predictions
+        gt_classes = torch.cat([p.gt_classes for p in proposals]) if proposals else scores.new_zeros(0, dtype=torch.long)
+        self._log_accuracy(scores, gt_classes)
+        if proposals:
+            proposal_boxes = torch.cat([p.proposal_boxes.tensor for p in proposals])
+            gt_boxes = torch.cat([(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals])
+        else:
+            proposal_boxes = gt_boxes = deltas.new_zeros(0, 4)
+        loss_cls = F.cross_entropy(scores, gt_classes, reduction="mean") if gt_classes.numel() else scores.sum() * 0.0
+        losses = {"loss_cls": loss_cls, "loss_box_reg": self.box_reg_loss(proposal_boxes, gt_boxes, deltas, gt_classes)}
+        return {k: v * self.loss_weight[k] for k, v in losses.items()}
+
+    def box_reg_loss(self, proposal_boxes, gt_boxes, pred_deltas, gt_classes) -> torch.Tensor:
+        """Regression loss of the foreground RoIs, for the deltas of their gt class. Shapes: (R, 4), (R, 4), (R, K*4), (R,)."""
+        fg = ((gt_classes >= 0) & (gt_classes < self.num_classes)).nonzero()[:, 0]
+        if pred_deltas.shape[1] == 4:
+            fg_deltas = pred_deltas[fg]
+        else:
+            fg_deltas = pred_deltas.view(-1, self.num_classes, 4)[fg, gt_classes[fg]]
+        loss = dense_box_regression_loss(
+            [proposal_boxes[fg]], self.box2box_transform, [fg_deltas.unsqueeze(0)], [gt_boxes[fg]],
+            torch.ones(1, len(fg), dtype=torch.bool, device=pred_deltas.device),
+            box_reg_loss_type=self.box_reg_loss_type, smooth_l1_beta=self.smooth_l1_beta,
+        )
+        return loss / max(gt_classes.numel(), 1.0)
+
+    @staticmethod
+    def _log_accuracy(scores: torch.Tensor, gt_classes: torch.Tensor) -> None:
+        if gt_classes.numel() == 0:
+            return
+        num_classes = scores.shape[1] - 1
+        pred = scores.argmax(dim=1)
+        fg = (gt_classes >= 0) & (gt_classes < num_classes)
+        num_fg = fg.sum().item()
+        put_scalars(
+            **{
+                "fast_rcnn/cls_accuracy": (pred == gt_classes).float().mean().item(),
+                "fast_rcnn/fg_cls_accuracy": (pred[fg] == gt_classes[fg]).float().mean().item() if num_fg else 0.0,
+                "fast_rcnn/false_negative": (pred[fg] == num_classes).float().mean().item() if num_fg else 0.0,
+            }
+        )
+
+    def predict_boxes(self, predictions, proposals: Sequence[Instances]) -> list[torch.Tensor]:
+        """Decoded boxes per image, (Ri, K*4)."""
+        if not proposals:
+            return []
+        _, deltas = predictions
+        boxes = torch.cat([p.proposal_boxes.tensor for p in proposals])
+        pred = self.box2box_transform.apply_deltas(deltas, boxes)
+        return list(pred.split([len(p) for p in proposals]))
+
+    def predict_probs(self, predictions, proposals: Sequence[Instances]) -> list[torch.Tensor]:
+        """Softmax class probabilities per image, (Ri, K+1)."""
+        scores, _ = predictions
+        return list(F.softmax(scores, dim=-1).split([len(p) for p in proposals]))
+
+    def inference(self, predictions, proposals: Sequence[Instances]) -> tuple[list[Instances], list[torch.Tensor]]:
+        return fast_rcnn_inference(
+            self.predict_boxes(predictions, proposals),
+            self.predict_probs(predictions, proposals),
+            [p.image_size for p in proposals],
+            score_thresh=self.test_score_thresh,
+            nms_thresh=self.test_nms_thresh,
+            topk_per_image=self.test_topk_per_image,
+        )

@@ -1,0 +1,78 @@
+"""Composing configs with Hydra's Compose API: groups, overrides, and errors with did-you-mean."""
+
+import pytest
+
+from framework.config.compose import check_command_line, compose
+from framework.errors import ConfigError
+from framework.registry import META_ARCHITECTURES
+
+
+def test_default_is_mask_rcnn_r50_fpn():
+    cfg = compose([])
+    m = cfg.model
+    assert m.name == "GeneralizedRCNN"
+    assert m.backbone.name == "FPN" and m.backbone.bottom_up.name == "ResNet" and m.backbone.bottom_up.depth == 50
+    assert m.rpn.nms_thresh == 0.7 and m.rpn.post_nms_topk_train == 1000
+    assert list(m.rpn.anchor_generator.sizes) == [[32], [64], [128], [256], [512]]
+    assert m.roi_heads.mask_head.name == "MaskRCNNConvUpsampleHead"
+    assert m.roi_heads.box_pooler.name == m.roi_heads.mask_pooler.name == "ROIAlignV2"
+
+
+def test_faster_rcnn_has_no_mask_head():
+    assert compose(["model=faster_rcnn_R_50_FPN"]).model.roi_heads.mask_head is None
+
+
+def test_preset_values_and_knob_overrides():
+    cfg = compose(["model=mask_rcnn_R_101_FPN", "model.rpn.nms_thresh=0.6"])
+    assert cfg.model.backbone.bottom_up.depth == 101
+    assert cfg.model.rpn.nms_thresh == 0.6
+
+
+@pytest.mark.parametrize("pooler", ["ROIPool", "ROIAlign", "ROIAlignV2"])
+def test_roi_pooler_group_switches_both_branches(pooler):
+    heads = compose([f"model/roi_pooler={pooler}"]).model.roi_heads
+    assert heads.box_pooler.name == heads.mask_pooler.name == pooler
+    assert ("sampling_ratio" in heads.box_pooler) == (pooler != "ROIPool")
+
+
+def test_single_branch_group_and_nested_group():
+    cfg = compose(["model/roi_heads/box_pooler=ROIPool", "model/backbone/bottom_up=ResNet"])
+    assert cfg.model.roi_heads.box_pooler.name == "ROIPool"
+    assert cfg.model.roi_heads.mask_pooler.name == "ROIAlignV2"
+
+
+def test_plugin_from_projects_is_a_group_option():
+    cfg = compose(["model/roi_heads/mask_head=LiteMaskHead", "model.roi_heads.mask_head.conv_dim=32"])
+    assert cfg.model.roi_heads.mask_head.name == "LiteMaskHead"
+    assert cfg.model.roi_heads.mask_head.conv_dim == 32
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.rpn.nms_thres=0.6", r"Did you mean 'nms_thresh'\?"),
+        ("model.rpn.nms_thresh=abc", r"could not be converted to Float[\s\S]*model\.rpn\.nms_thresh"),
+        ("model=mask_rcnn_R50_FPN", r"Did you mean 'mask_rcnn_R_50_FPN'"),
+        ("model/roi_pooler=ROIAlgn", r"Did you mean 'ROIAlign'"),
+        ("model/roi_heads/mask_hed=LiteMaskHead", r"Did you mean 'model/roi_heads/mask_head'\?"),
+        ("model.backbone.bottom_up.name=ResNt", r"model\.backbone\.bottom_up\.name.*Did you mean 'ResNet'\?"),
+        ("model.backbone.bottom_up.norm=FrozenBNN", r"model\.backbone\.bottom_up\.norm.*Did you mean 'FrozenBN'\?"),
+    ],
+)
+def test_typos_fail_at_compose_time_with_suggestions(override, message):
+    with pytest.raises(ConfigError, match=message):
+        compose([override])
+
+
+def test_sweeps_are_checked_value_by_value():
+    check_command_line(["model.rpn.nms_thresh=0.6,0.7", "model/roi_pooler=ROIAlign,ROIAlignV2"])
+    with pytest.raises(ConfigError, match=r"Did you mean 'ROIAlignV2'"):
+        check_command_line(["model/roi_pooler=ROIAlign,ROIAlignV3"])
+
+
+def test_composed_faster_rcnn_builds():
+    cfg = compose(["model=faster_rcnn_R_50_FPN", "model.backbone.bottom_up.depth=18",
+                   "model.backbone.bottom_up.res2_out_channels=64"])
+    model = META_ARCHITECTURES.build(cfg.model, path="model")
+    assert not model.roi_heads.mask_on
+    assert model.proposal_generator.nms_thresh == 0.7

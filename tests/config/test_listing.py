@@ -1,0 +1,30 @@
+from pathlib import Path
+
+from framework.config.listing import describe, main, render_markdown
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "components.md"
+
+
+def test_components_doc_is_generated_from_the_registries():
+    expected = render_markdown(describe())
+    assert DOC.read_text() == expected, (
+        "docs/components.md is out of date: run `python tools/list_components.py --format markdown > docs/components.md`"
+    )
+
+
+def test_listing_shows_groups_knobs_and_defaults(capsys):
+    assert main(["--registry", "rpn_heads"]) == 0
+    out = capsys.readouterr().out
+    assert "config groups: model/rpn/head" in out
+    assert "StandardRPNHead" in out and "conv_dims: Sequence[int] = [-1]" in out
+
+
+def test_every_builtin_registry_is_listed():
+    names = {r["registry"] for r in describe()}
+    assert {"BACKBONES", "ANCHOR_GENERATORS", "PROPOSAL_GENERATORS", "RPN_HEADS", "ROI_HEADS",
+            "BOX_HEADS", "MASK_HEADS", "ROI_POOLERS", "META_ARCHITECTURES"} <= names
+
+
+def test_unknown_registry_suggests(capsys):
+    assert main(["--registry", "MASK_HEAD"]) == 2
+    assert "Did you mean 'MASK_HEADS'" in capsys.readouterr().err

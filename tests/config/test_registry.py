@@ -1,0 +1,118 @@
+from typing import Literal, Optional, Sequence
+
+import pytest
+from torch import nn
+
+from framework.errors import ConfigError
+from framework.registry import Registry, Spec, knobs
+
+TOYS = Registry("TOYS", "test components")
+PARTS = Registry("PARTS", "test sub-components")
+
+
+@PARTS.register()
+class Wheel(nn.Module):
+    def __init__(self, size: int, *, spokes: int = 12, material: Literal["steel", "carbon"] = "steel"):
+        super().__init__()
+        self.size, self.spokes, self.material = size, spokes, material
+
+
+@TOYS.register("Bike")
+class Bicycle(nn.Module):
+    def __init__(
+        self,
+        *,
+        wheel: Spec[PARTS] = "Wheel",
+        bell: Optional[Spec[PARTS]] = None,
+        gears: Sequence[int] = (1, 2, 3),
+        rider: str,
+    ):
+        super().__init__()
+        self.wheel = PARTS.build(wheel, size=26)
+        self.bell = None if bell is None else PARTS.build(bell, size=1)
+        self.gears, self.rider = list(gears), rider
+
+
+def test_register_by_decorator_and_name():
+    assert TOYS.names() == ["Bike"]
+    assert TOYS.get("Bike") is Bicycle
+    assert "Wheel" in PARTS.names()
+
+
+def test_build_uses_signature_defaults_and_runtime_args():
+    bike = TOYS.build({"name": "Bike", "rider": "ada"})
+    assert bike.gears == [1, 2, 3] and bike.rider == "ada"
+    assert bike.wheel.size == 26 and bike.wheel.spokes == 12 and bike.bell is None
+
+
+def test_build_nested_spec_as_name_or_mapping():
+    bike = TOYS.build({"name": "Bike", "rider": "x", "wheel": {"name": "Wheel", "spokes": 32}, "bell": "Wheel"})
+    assert bike.wheel.spokes == 32 and bike.bell.size == 1
+
+
+def test_unknown_name_suggests_closest():
+    with pytest.raises(ConfigError, match=r"TOYS has no component named 'Bkie'.*Did you mean 'Bike'\?"):
+        TOYS.build({"name": "Bkie"}, path="model")
+
+
+def test_unknown_key_names_path_and_suggests():
+    with pytest.raises(ConfigError, match=r"config path 'toys\.ridr'.*Did you mean 'rider'\?"):
+        TOYS.build({"name": "Bike", "ridr": "x"})
+
+
+def test_wrong_type_names_path():
+    with pytest.raises(ConfigError, match=r"config path 'm\.gears.*'"):
+        TOYS.build({"name": "Bike", "rider": "x", "gears": ["a"]}, path="m")
+
+
+def test_missing_required_value():
+    with pytest.raises(ConfigError, match=r"config path 'toys\.rider': required value of Bike is missing"):
+        TOYS.build({"name": "Bike"})
+
+
+def test_nested_error_reports_full_path():
+    with pytest.raises(ConfigError, match=r"'m\.wheel\.material'.*Did you mean 'carbon'"):
+        TOYS.build({"name": "Bike", "rider": "x", "wheel": {"name": "Wheel", "material": "carbn"}}, path="m")
+
+
+def test_already_built_object_passes_through():
+    wheel = Wheel(3)
+    assert PARTS.build(wheel) is wheel
+
+
+def test_runtime_argument_typo_is_a_programming_error():
+    with pytest.raises(TypeError, match="runtime argument"):
+        PARTS.build("Wheel", size=1, colour="red")
+
+
+def test_knobs_are_keyword_only_parameters():
+    assert [k.name for k in knobs(Wheel)] == ["spokes", "material"]
+    ks = {k.name: k for k in knobs(Bicycle)}
+    assert ks["wheel"].registry is PARTS and not ks["wheel"].optional
+    assert ks["bell"].registry is PARTS and ks["bell"].optional
+    assert ks["rider"].required
+
+
+def test_malformed_components_fail_at_registration():
+    with pytest.raises(TypeError, match="needs a type annotation"):
+
+        @TOYS.register()
+        class NoAnnotation:
+            def __init__(self, *, x=1):
+                pass
+
+    with pytest.raises(TypeError, match="no \\*args/\\*\\*kwargs"):
+
+        @TOYS.register()
+        class Kwargs:
+            def __init__(self, **kw: int):
+                pass
+
+
+def test_duplicate_name_is_rejected():
+    with pytest.raises(KeyError, match="already registered"):
+
+        @TOYS.register("Bike")
+        class Other:
+            def __init__(self, *, a: int = 1):
+                pass
