@@ -88,11 +88,15 @@ class Registry(_FvcoreRegistry):
     Args:
         name: e.g. ``"MASK_HEADS"``; used in error messages and listings.
         doc: one line saying what its entries are.
+        extra_keys: config keys every entry's node may carry besides its knobs, consumed by the
+            code that builds the entries and not passed to constructors; ``{key: (type, default)}``
+            (e.g. the ``priority`` of hooks).
     """
 
-    def __init__(self, name: str, doc: str = "") -> None:
+    def __init__(self, name: str, doc: str = "", *, extra_keys: Mapping[str, tuple[Any, Any]] | None = None) -> None:
         super().__init__(name)
         self.doc = doc
+        self.extra_keys: dict[str, tuple[Any, Any]] = dict(extra_keys or {})
 
     # ------------------------------------------------------------------ registration
     def register(self, obj: Any = None, *, name: str | None = None) -> Any:  # type: ignore[override]
@@ -106,7 +110,10 @@ class Registry(_FvcoreRegistry):
 
         def deco(o: Any) -> Any:
             key = name or o.__name__
-            knobs(o)  # fail at import time on a malformed signature, naming the class
+            # Fail at import time on a malformed signature, naming the class.
+            reserved = {"name", "defaults", *self.extra_keys}
+            if clash := [k.name for k in knobs(o) if k.name in reserved]:
+                raise TypeError(f"{_qualname(o)}: {sorted(reserved)} are reserved config keys of {self._name}: {clash}")
             if key in self._obj_map and self._obj_map[key] is not o:
                 raise KeyError(
                     f"{self._name}: the name {key!r} is already registered by "
@@ -206,8 +213,6 @@ def knobs(obj: Any) -> list[Knob]:
         ann = hints[p.name]
         registry, optional = _spec_registry(ann)
         out.append(Knob(p.name, ann, p.default, registry, optional or p.default is None))
-    if p_name_clash := [k.name for k in out if k.name in ("name", "defaults")]:
-        raise TypeError(f"{_qualname(obj)}: 'name'/'defaults' are reserved config keys: {p_name_clash}")
     try:
         obj.__framework_knobs__ = (obj, out)
     except (AttributeError, TypeError):

@@ -35,6 +35,7 @@ def setup() -> None:
     global _setup_done
     if _setup_done:
         return
+    import framework.engine  # noqa: F401  (registers the built-in hooks)
     import framework.modeling  # noqa: F401  (registers the built-in components)
 
     discover_plugins()
@@ -43,10 +44,15 @@ def setup() -> None:
 
 
 def validate_config(cfg: DictConfig) -> None:
-    """Check every component subtree (``model``, ...) against the registries and schemas."""
+    """Check every component subtree (``model``, each of ``hooks``) against the registries and schemas."""
+    from framework.engine.hooks import HOOKS
+
     for key, registry in ROOTS.items():
         if key in cfg:
             validate(cfg[key], registry, path=key)
+    for key, spec in (cfg.get("hooks") or {}).items():
+        if spec is not None:
+            validate(spec, HOOKS, path=f"hooks.{key}")
 
 
 def compose(overrides: Sequence[str] = (), *, config_name: str = "train", config_dir: Path | None = None) -> DictConfig:

@@ -9,17 +9,24 @@ Each option is the component's schema (:func:`framework.config.schema.schema_for
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 from hydra.core.config_store import ConfigStore
 
-from framework.config.schema import schema_for
+from framework.config.schema import registry_schema, schema_for
 from framework.registry import META_ARCHITECTURES, Registry, knobs
 
-__all__ = ["ROOTS", "iter_groups", "register_config_groups"]
+__all__ = ["ROOTS", "SECTIONS", "iter_groups", "register_config_groups"]
 
-#: Top-level config keys that hold a component, and the registry they draw from.
+#: Top-level config groups that hold a component, and the registry they draw from. ``hook`` options
+#: are placed under ``hooks.<key>`` by configs/hooks/*.yaml (``- /hook@<key>: <HookName>``).
 ROOTS: dict[str, Registry] = {"model": META_ARCHITECTURES}
+
+
+def default_roots() -> dict[str, Registry]:
+    from framework.engine.hooks import HOOKS  # the engine registers after the model registries
+
+    return {**ROOTS, "hook": HOOKS}
 
 
 def iter_groups(roots: dict[str, Registry] | None = None) -> Iterator[tuple[str, Registry]]:
@@ -40,8 +47,29 @@ def iter_groups(roots: dict[str, Registry] | None = None) -> Iterator[tuple[str,
                     continue
                 yield from walk(f"{group}/{knob.name}", knob.registry, chain + ((knob.registry, knob.name),))
 
-    for key, registry in (roots or ROOTS).items():
+    for key, registry in (roots or default_roots()).items():
         yield from walk(key, registry, ())
+
+
+def SECTIONS() -> dict[str, Any]:
+    """Schemas of the plain config sections, by option name of the ``_schema`` group.
+
+    configs/train.yaml places them (``- _schema@solver: solver``); each is the keyword-only
+    signature of the function or class that consumes the section, so its keys and types are
+    checked at compose time like a component's.
+    """
+    from framework.data.build import build_test_loader, build_train_loader
+    from framework.data.mapper import DatasetMapper
+    from framework.engine.lr_scheduler import build_lr_scheduler
+    from framework.engine.optim import build_optimizer
+
+    return {
+        "solver": build_optimizer,
+        "lr_scheduler": build_lr_scheduler,
+        "train_loader": build_train_loader,
+        "test_loader": build_test_loader,
+        "mapper": DatasetMapper,
+    }
 
 
 def register_config_groups(roots: dict[str, Registry] | None = None) -> list[str]:
@@ -50,6 +78,8 @@ def register_config_groups(roots: dict[str, Registry] | None = None) -> list[str
     groups = []
     for group, registry in iter_groups(roots):
         groups.append(group)
-        for name, component in registry:
-            cs.store(group=group, name=name, node=schema_for(component, name), provider="framework")
+        for name, _ in registry:
+            cs.store(group=group, name=name, node=registry_schema(registry, name), provider="framework")
+    for name, consumer in SECTIONS().items():
+        cs.store(group="_schema", name=name, node=schema_for(consumer), provider="framework")
     return groups

@@ -61,7 +61,10 @@ def describe() -> list[dict[str, Any]]:
                     "knobs": [(k.name, _spec_type(k), _default(k)) for k in knobs(component)],
                 }
             )
-        out.append({"registry": reg_name, "doc": registry.doc, "groups": groups_of.get(reg_name, []), "entries": entries})
+        extra = [f"{k} (default {d!r})" for k, (_, d) in registry.extra_keys.items()]
+        out.append(
+            {"registry": reg_name, "doc": registry.doc, "groups": groups_of.get(reg_name, []), "extra": extra, "entries": entries}
+        )
     return out
 
 
@@ -70,6 +73,8 @@ def render_text(info: list[dict[str, Any]]) -> str:
     for reg in info:
         groups = ", ".join(reg["groups"]) or "(no config group; built by code)"
         lines.append(f"{reg['registry']}: {reg['doc']}\n  config groups: {groups}")
+        if reg["extra"]:
+            lines.append(f"  every entry also takes: {', '.join(reg['extra'])}")
         for e in reg["entries"]:
             lines.append(f"  - {e['name']}  ({e['module']})")
             for name, typ, default in e["knobs"]:
@@ -101,6 +106,9 @@ def render_markdown(info: list[dict[str, Any]]) -> str:
         else:
             lines.append("Config groups: none (built by code or configured under its own key).")
         lines.append("")
+        if reg["extra"]:
+            lines.append(f"Every entry also takes: {', '.join(reg['extra'])}.")
+            lines.append("")
         for e in reg["entries"]:
             lines.append(f"### {e['name']}")
             lines.append("")

@@ -91,8 +91,11 @@ def _copy(x: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=None)
-def schema_for(component: Any, name: str) -> type:
-    """A dataclass with ``name`` plus one field per knob of ``component``.
+def schema_for(component: Any, name: str | None = None, extra_keys: tuple[tuple[str, Any, Any], ...] = ()) -> type:
+    """A dataclass with one field per knob of ``component`` (plus ``name`` when given, and ``extra_keys``).
+
+    Without ``name`` this is the schema of a plain config section (e.g. ``optimizer``: the knobs
+    of ``build_optimizer``).
 
     Knobs that are nested components (``Spec[R]``) become ``Any`` fields; when their default is a
     registered name, the dataclass also carries a Hydra ``defaults`` list selecting that option of
@@ -104,12 +107,20 @@ def schema_for(component: Any, name: str) -> type:
         fields.append(_field(knob))
         if knob.registry is not None and (isinstance(knob.default, str) or knob.default is None):
             defaults.append({knob.name: knob.default})
-    head = [("name", str, dataclasses.field(default=name))]
+    fields += [(key, typ, dataclasses.field(default=default)) for key, typ, default in extra_keys]
+    title = name or getattr(component, "__name__", "Section")
+    head = [] if name is None else [("name", str, dataclasses.field(default=name))]
     if len(defaults) > 1:
         head.insert(0, ("defaults", List[Any], dataclasses.field(default_factory=functools.partial(list, defaults))))
-    cls = dataclasses.make_dataclass(f"{name}Config", head + fields)
-    cls.__doc__ = f"Config schema of {name}, generated from its constructor."
+    cls = dataclasses.make_dataclass(f"{title}Config", head + fields)
+    cls.__doc__ = f"Config schema of {title}, generated from its signature."
     return cls
+
+
+def registry_schema(registry: Registry, name: str) -> type:
+    """The schema of the entry ``name`` of ``registry``, with the registry's extra keys."""
+    extra = tuple((k, typ, default) for k, (typ, default) in registry.extra_keys.items())
+    return schema_for(registry.get(name), name, extra)
 
 
 def _as_mapping(spec: Any, path: str) -> dict:
@@ -140,6 +151,8 @@ def resolve_knobs(registry: Registry, spec: Any, *, path: str) -> tuple[Any, dic
     name = spec.pop("name")
     component = registry.get(name, path=f"{path}.name")
     ks = {k.name: k for k in knobs(component)}
+    for key in registry.extra_keys:
+        spec.pop(key, None)  # consumed by whoever builds the entries, not a constructor argument
     for key in spec:
         if key not in ks:
             raise ConfigError(

@@ -13,7 +13,8 @@ def detector_postprocess(results: Instances, output_height: int, output_width: i
 
     Args:
         results: detections at the resized input resolution ``results.image_size``, with
-            ``pred_boxes`` and optionally ``pred_masks`` (R, 1, M, M) probabilities.
+            ``pred_boxes`` (or ``proposal_boxes`` for RPN-only outputs) and optionally
+            ``pred_masks`` (R, 1, M, M) probabilities.
         output_height, output_width: the original image size.
         mask_threshold: probability above which a pasted mask pixel is foreground.
     Returns:
@@ -22,7 +23,13 @@ def detector_postprocess(results: Instances, output_height: int, output_width: i
     scale_x = output_width / results.image_size[1]
     scale_y = output_height / results.image_size[0]
     out = Instances((output_height, output_width), **results.get_fields())
-    boxes: Boxes = out.pred_boxes
+    # RPN-only outputs carry proposal_boxes instead of pred_boxes (as detectron2 handles them)
+    box_field = next((f for f in ("pred_boxes", "proposal_boxes") if out.has(f)), None)
+    if box_field is None:
+        raise ValueError(
+            f"detector_postprocess needs 'pred_boxes' or 'proposal_boxes'; fields are {list(out.get_fields())}"
+        )
+    boxes: Boxes = out.get(box_field)
     boxes.scale(scale_x, scale_y)
     boxes.clip(out.image_size)
     out = out[boxes.nonempty()]
@@ -30,5 +37,5 @@ def detector_postprocess(results: Instances, output_height: int, output_width: i
         masks = out.pred_masks
         if masks.dim() == 4:
             masks = masks[:, 0]
-        out.pred_masks = paste_masks_in_image(masks, out.pred_boxes.tensor, out.image_size, threshold=mask_threshold)
+        out.pred_masks = paste_masks_in_image(masks, out.get(box_field), out.image_size, threshold=mask_threshold)
     return out

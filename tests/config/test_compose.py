@@ -7,9 +7,18 @@ from framework.errors import ConfigError
 from framework.registry import META_ARCHITECTURES
 
 
-def test_default_is_mask_rcnn_r50_fpn():
+def test_default_job_is_the_quick_cpu_config():
     cfg = compose([])
+    assert cfg.model.backbone.bottom_up.depth == 18
+    assert cfg.dataset.train.name == "synthetic_train"
+    assert cfg.model.roi_heads.num_classes == cfg.dataset.num_classes == 4
+    assert cfg.lr_scheduler.max_iter == cfg.train.max_iter
+
+
+def test_mask_rcnn_r50_fpn_has_detectron2_defaults():
+    cfg = compose(["model=mask_rcnn_R_50_FPN", "dataset=coco"])
     m = cfg.model
+    assert m.roi_heads.num_classes == 80
     assert m.name == "GeneralizedRCNN"
     assert m.backbone.name == "FPN" and m.backbone.bottom_up.name == "ResNet" and m.backbone.bottom_up.depth == 50
     assert m.rpn.nms_thresh == 0.7 and m.rpn.post_nms_topk_train == 1000
@@ -57,6 +66,10 @@ def test_plugin_from_projects_is_a_group_option():
         ("model/roi_heads/mask_hed=LiteMaskHead", r"Did you mean 'model/roi_heads/mask_head'\?"),
         ("model.backbone.bottom_up.name=ResNt", r"model\.backbone\.bottom_up\.name.*Did you mean 'ResNet'\?"),
         ("model.backbone.bottom_up.norm=FrozenBNN", r"model\.backbone\.bottom_up\.norm.*Did you mean 'FrozenBN'\?"),
+        ("solver.base_lrr=0.1", r"Did you mean 'base_lr'\?"),
+        ("hooks.checkpointer.perod=5", r"Did you mean 'period'\?"),
+        ("hooks.writer.name=PeriodicWritr", r"HOOKS has no component named 'PeriodicWritr'.*Did you mean 'PeriodicWriter'"),
+        ("dataset=cocoo", r"Did you mean 'coco'"),
     ],
 )
 def test_typos_fail_at_compose_time_with_suggestions(override, message):
@@ -68,6 +81,15 @@ def test_sweeps_are_checked_value_by_value():
     check_command_line(["model.rpn.nms_thresh=0.6,0.7", "model/roi_pooler=ROIAlign,ROIAlignV2"])
     with pytest.raises(ConfigError, match=r"Did you mean 'ROIAlignV2'"):
         check_command_line(["model/roi_pooler=ROIAlign,ROIAlignV3"])
+
+
+def test_hooks_are_a_dict_keyed_by_name():
+    cfg = compose(["hooks.checkpointer.period=7", "hooks.visualizer=null", "hooks.writer.priority=LOW"])
+    assert cfg.hooks.checkpointer.period == 7
+    assert cfg.hooks.visualizer is None
+    assert cfg.hooks.writer.priority == "LOW"
+    added = compose(["+hook@hooks.extra_timer=IterationTimer"])
+    assert added.hooks.extra_timer.name == "IterationTimer"
 
 
 def test_composed_faster_rcnn_builds():

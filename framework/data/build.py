@@ -1,0 +1,275 @@
+"""Data loaders: dataset dicts + a mapper -> batches (lists of mapped dicts) for training and testing.
+
+Reproducibility: the training loader gives every item of its sample stream its own seed, derived
+from the loader's ``seed`` and the item's position in the global stream, and seeds Python's
+``random``, numpy's and torch's global generators with it just while that item is mapped. The
+batches therefore depend only on ``seed`` (and ``start_iter``), not on ``num_workers`` nor on which
+worker mapped which item; a resumed run (``start_iter``) maps each later item exactly as the
+uninterrupted run did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import pickle
+import random
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Literal, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from framework.errors import ConfigError, did_you_mean
+from framework.utils import comm
+
+from .samplers import (
+    AspectRatioGroupedDataset,
+    InferenceSampler,
+    RepeatFactorTrainingSampler,
+    TrainingSampler,
+    repeat_factors_from_category_frequency,
+)
+
+__all__ = ["MapDataset", "DatasetMappingError", "build_train_loader", "build_test_loader", "worker_init_fn"]
+
+logger = logging.getLogger(__name__)
+
+TRAIN_SAMPLERS = ("TrainingSampler", "RepeatFactorTrainingSampler")
+
+
+class DatasetMappingError(RuntimeError):
+    """The mapper failed on one dataset item; the message names the item's file and the cause."""
+
+
+class MapDataset(Dataset):
+    """``dataset_list[i]`` mapped by ``mapper``, computed when item i is read.
+
+    Args:
+        dataset_list: dataset dicts.
+        mapper: dict -> model input dict (e.g. :class:`framework.data.mapper.DatasetMapper`).
+        serialize: store the dicts as one pickled byte buffer instead of Python objects. Forked
+            DataLoader workers otherwise duplicate the whole list in memory as reference counts
+            are touched (detectron2 does the same).
+
+    A failing mapper raises (never silently skips the item): errors that do not already name the
+    image file are re-raised as :class:`DatasetMappingError` naming it.
+    """
+
+    def __init__(self, dataset_list: Sequence[dict[str, Any]], mapper: Callable[[dict], Any], *, serialize: bool = True) -> None:
+        if not callable(mapper):
+            raise TypeError(f"MapDataset: mapper must be callable, got {mapper!r}")
+        self.mapper = mapper
+        self._serialized = serialize
+        if serialize:
+            blobs = [np.frombuffer(pickle.dumps(d, protocol=pickle.HIGHEST_PROTOCOL), dtype=np.uint8) for d in dataset_list]
+            self._ends = np.cumsum([len(b) for b in blobs], dtype=np.int64)
+            self._buffer = np.concatenate(blobs) if blobs else np.zeros(0, dtype=np.uint8)
+        else:
+            self._list = list(dataset_list)
+
+    def __len__(self) -> int:
+        return len(self._ends) if self._serialized else len(self._list)
+
+    def raw(self, idx: int) -> dict[str, Any]:
+        """The unmapped dataset dict ``idx`` (a fresh copy when serialized)."""
+        if not self._serialized:
+            return self._list[idx]
+        if not -len(self) <= idx < len(self):
+            raise IndexError(f"MapDataset index {idx} out of range for {len(self)} items")
+        idx %= len(self)
+        start = 0 if idx == 0 else int(self._ends[idx - 1])
+        return pickle.loads(self._buffer[start:int(self._ends[idx])].tobytes())
+
+    def __getitem__(self, idx: int) -> Any:
+        d = self.raw(idx)
+        file_name = d.get("file_name") if isinstance(d, dict) else None
+        try:
+            out = self.mapper(d)
+        except Exception as e:
+            if file_name is not None and str(file_name) in str(e):
+                raise
+            raise DatasetMappingError(f"mapping dataset item {idx} (file {file_name}, image_id="
+                                      f"{d.get('image_id') if isinstance(d, dict) else None}) failed: "
+                                      f"{type(e).__name__}: {e}") from e
+        if out is None:
+            raise DatasetMappingError(f"the mapper {self.mapper!r} returned None for dataset item {idx} (file {file_name}); "
+                                      "a mapper must return a dict (filter the dataset dicts beforehand instead)")
+        return out
+
+
+# ---------------------------------------------------------------------- seeding
+def _derive_seed(*entropy: int) -> int:
+    """A 32-bit seed mixing ``entropy`` (well spread even for consecutive inputs)."""
+    return int(np.random.SeedSequence([int(e) % 2**64 for e in entropy]).generate_state(1)[0])
+
+
+def _seed_global_rngs(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.default_generator.manual_seed(seed)  # CPU only: leaves CUDA generators alone
+
+
+@contextlib.contextmanager
+def _seeded_global_rngs(seed: int) -> Iterator[None]:
+    """Seed Python's, numpy's and torch's global generators; restore their states on exit.
+
+    Restoring keeps the caller's random streams untouched when mapping runs in the main process
+    (``num_workers=0``).
+    """
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    _seed_global_rngs(seed)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+
+
+def worker_init_fn(worker_id: int, *, seed: int, rank: int = 0) -> None:
+    """Seed a DataLoader worker's global generators from (``seed``, ``rank``, ``worker_id``).
+
+    Use with ``functools.partial(worker_init_fn, seed=..., rank=...)``. The training loader also
+    seeds every item on its own (see the module docstring); this covers anything else in the
+    worker that draws random numbers.
+    """
+    _seed_global_rngs(_derive_seed(seed, rank, worker_id))
+
+
+class _PositionedSampler(Sampler):
+    """Yields ``(global_position, index)`` for a rank-sliced infinite training sampler.
+
+    Rank r of W reads items r, r + W, ... of the global stream, from its ``start_index``-th on, so
+    its k-th item sits at global position ``(start_index + k) * W + r``.
+    """
+
+    def __init__(self, sampler: TrainingSampler | RepeatFactorTrainingSampler) -> None:
+        super().__init__()
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        s = self.sampler
+        for k, index in enumerate(s, start=s.start_index):
+            yield k * s.world_size + s.rank, index
+
+
+class _SeededMapDataset(Dataset):
+    """Maps item ``(position, index)`` with the global generators seeded from (seed, position)."""
+
+    def __init__(self, dataset: MapDataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        position, index = key
+        with _seeded_global_rngs(_derive_seed(self.seed, position)):
+            return self.dataset[index]
+
+
+def _list_collate(batch: list[Any]) -> list[Any]:
+    """Keep a batch as the list of per-image dicts (images differ in size: no stacking)."""
+    return list(batch)
+
+
+def _identity(item: Any) -> Any:
+    return item
+
+
+# ---------------------------------------------------------------------- loaders
+def build_train_loader(
+    dataset_dicts: Sequence[dict[str, Any]],
+    mapper: Callable[[dict], dict],
+    *,
+    total_batch_size: int,
+    num_workers: int = 2,
+    sampler: Literal["TrainingSampler", "RepeatFactorTrainingSampler"] = "TrainingSampler",
+    repeat_thresh: float = 0.0,
+    aspect_ratio_grouping: bool = True,
+    seed: Optional[int] = None,
+    start_iter: int = 0,
+) -> Iterable[list[dict[str, Any]]]:
+    """Infinite training batches of mapped dicts for this rank.
+
+    Args:
+        dataset_dicts: the training set (dataset dicts).
+        mapper: dict -> model input dict (e.g. ``DatasetMapper(is_train=True)``).
+        total_batch_size: images per iteration over all ranks; each rank gets
+            ``total_batch_size / world_size`` (must divide evenly).
+        num_workers: DataLoader worker processes (0: map in this process).
+        sampler: ``TrainingSampler`` (uniform) or ``RepeatFactorTrainingSampler`` (LVIS-style
+            oversampling of images with rare categories, see ``repeat_thresh``).
+        repeat_thresh: the ``t`` of :func:`repeat_factors_from_category_frequency`.
+        aspect_ratio_grouping: batch landscape and portrait images separately.
+        seed: seed of the sample order and of the augmentations; None draws one shared by all
+            ranks (not reproducible).
+        start_iter: the iteration to resume from: skips ``start_iter * per-rank batch`` samples of
+            this rank's stream. Exact without aspect-ratio grouping; with it, the item stream
+            resumes exactly but the half-filled orientation buckets of the old run are lost.
+
+    Returns:
+        an iterable whose iterator yields lists of ``total_batch_size / world_size`` mapped dicts
+        forever (a new iterator restarts the stream at ``start_iter``).
+    """
+    if len(dataset_dicts) == 0:
+        raise ValueError("build_train_loader got an empty dataset (no dataset dicts)")
+    world_size = comm.get_world_size()
+    if not isinstance(total_batch_size, int) or total_batch_size <= 0 or total_batch_size % world_size:
+        raise ConfigError(f"total_batch_size ({total_batch_size!r}) must be a positive multiple of the number of "
+                          f"processes ({world_size})")
+    if num_workers < 0:
+        raise ConfigError(f"num_workers must be >= 0, got {num_workers}")
+    if start_iter < 0:
+        raise ConfigError(f"start_iter must be >= 0, got {start_iter}")
+    batch_size = total_batch_size // world_size
+    seed = int(comm.shared_random_seed() if seed is None else seed)
+    start_index = start_iter * batch_size
+
+    if sampler == "TrainingSampler":
+        index_sampler: TrainingSampler | RepeatFactorTrainingSampler = TrainingSampler(
+            len(dataset_dicts), seed=seed, start_index=start_index)
+    elif sampler == "RepeatFactorTrainingSampler":
+        factors = repeat_factors_from_category_frequency(dataset_dicts, repeat_thresh)
+        logger.info("RepeatFactorTrainingSampler: %d images -> %.1f expected samples per epoch (repeat_thresh=%g)",
+                    len(factors), float(factors.sum()), repeat_thresh)
+        index_sampler = RepeatFactorTrainingSampler(factors, seed=seed, start_index=start_index)
+    else:
+        raise ConfigError(f"unknown training sampler {sampler!r}.{did_you_mean(str(sampler), TRAIN_SAMPLERS)} "
+                          f"Valid: {list(TRAIN_SAMPLERS)}")
+
+    dataset = _SeededMapDataset(MapDataset(dataset_dicts, mapper), seed)
+    common: dict[str, Any] = dict(
+        sampler=_PositionedSampler(index_sampler),
+        num_workers=num_workers,
+        worker_init_fn=functools.partial(worker_init_fn, seed=seed, rank=comm.get_rank()),
+        # The loader draws its workers' base seed from this, not from the global torch generator.
+        generator=torch.Generator().manual_seed(seed),
+    )
+    if aspect_ratio_grouping:
+        # Items one by one, grouped into batches in this process as they arrive (in stream order).
+        items = DataLoader(dataset, batch_size=None, collate_fn=_identity, **common)
+        return AspectRatioGroupedDataset(items, batch_size)
+    return DataLoader(dataset, batch_size=batch_size, drop_last=True, collate_fn=_list_collate, **common)
+
+
+def build_test_loader(
+    dataset_dicts: Sequence[dict[str, Any]],
+    mapper: Callable[[dict], dict],
+    *,
+    batch_size: int = 1,
+    num_workers: int = 2,
+) -> DataLoader:
+    """One pass over this rank's contiguous shard of the dataset (see :class:`InferenceSampler`).
+
+    Returns:
+        a DataLoader yielding lists of up to ``batch_size`` mapped dicts, in dataset order.
+    """
+    if batch_size <= 0:
+        raise ConfigError(f"batch_size must be > 0, got {batch_size}")
+    if num_workers < 0:
+        raise ConfigError(f"num_workers must be >= 0, got {num_workers}")
+    dataset = MapDataset(dataset_dicts, mapper)
+    return DataLoader(dataset, sampler=InferenceSampler(len(dataset)), batch_size=batch_size, drop_last=False,
+                      num_workers=num_workers, collate_fn=_list_collate)

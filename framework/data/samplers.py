@@ -1,0 +1,208 @@
+"""Samplers (which dataset indices each rank reads) and aspect-ratio grouping, as in detectron2.
+
+Training samplers yield an *infinite* stream of indices: training length is counted in
+iterations, not epochs. The stream is one seeded sequence shared by all ranks; rank ``r`` of ``W``
+takes its items ``r, r + W, r + 2W, ...``, so ranks see disjoint samples without communicating.
+``start_index`` skips the first items of this rank's share, so that a resumed run continues the
+exact stream (pass ``iteration * per-rank batch size``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Optional
+
+import torch
+from torch.utils.data import IterableDataset, Sampler
+
+from framework.utils import comm
+
+__all__ = [
+    "TrainingSampler",
+    "RepeatFactorTrainingSampler",
+    "repeat_factors_from_category_frequency",
+    "InferenceSampler",
+    "AspectRatioGroupedDataset",
+]
+
+
+class _InfiniteSampler(Sampler[int]):
+    """Shared plumbing: seed, rank slicing and ``start_index`` over ``_infinite_indices``."""
+
+    def __init__(self, *, seed: Optional[int], start_index: int) -> None:
+        super().__init__()
+        if start_index < 0:
+            raise ValueError(f"{type(self).__name__}: start_index must be >= 0, got {start_index}")
+        # Every rank must draw the same permutations, so an unseeded run agrees on one seed.
+        self.seed = int(comm.shared_random_seed() if seed is None else seed)
+        self.start_index = int(start_index)
+        self.rank = comm.get_rank()
+        self.world_size = comm.get_world_size()
+
+    def _infinite_indices(self, generator: torch.Generator) -> Iterator[int]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator()
+        g.manual_seed(self.seed)
+        first = self.start_index * self.world_size + self.rank
+        return itertools.islice(self._infinite_indices(g), first, None, self.world_size)
+
+
+class TrainingSampler(_InfiniteSampler):
+    """Infinite stream of indices in [0, size): epoch after epoch, each a fresh permutation.
+
+    Args:
+        size: number of samples of the dataset (> 0).
+        shuffle: permute each epoch (else 0, 1, ..., size-1 repeatedly).
+        seed: seed of the permutations; None draws one shared by all ranks
+            (:func:`framework.utils.comm.shared_random_seed`).
+        start_index: skip that many items of this rank's stream.
+
+    Yields:
+        ints: this rank's share of the stream (``rank::world_size``).
+    """
+
+    def __init__(self, size: int, *, shuffle: bool = True, seed: Optional[int] = None, start_index: int = 0) -> None:
+        if not isinstance(size, int) or size <= 0:
+            raise ValueError(f"TrainingSampler needs a dataset of size > 0, got size={size!r}")
+        super().__init__(seed=seed, start_index=start_index)
+        self.size = size
+        self.shuffle = shuffle
+
+    def _infinite_indices(self, generator: torch.Generator) -> Iterator[int]:
+        while True:
+            if self.shuffle:
+                yield from torch.randperm(self.size, generator=generator).tolist()
+            else:
+                yield from range(self.size)
+
+
+def repeat_factors_from_category_frequency(dataset_dicts: Sequence[dict[str, Any]], repeat_thresh: float) -> torch.Tensor:
+    """Per-image repeat factors of LVIS's repeat-factor sampling (Gupta et al., 2019).
+
+    With ``f(c)`` the fraction of images containing category ``c`` (crowd annotations included, as
+    detectron2), the category factor is ``r(c) = max(1, sqrt(repeat_thresh / f(c)))`` and an image's
+    factor is the max over the categories it contains (1 for an image without annotations).
+
+    Returns:
+        (N,) float32 tensor, one factor per dataset dict.
+    """
+    if repeat_thresh < 0:
+        raise ValueError(f"repeat_thresh must be >= 0, got {repeat_thresh}")
+    num_images = len(dataset_dicts)
+    if num_images == 0:
+        raise ValueError("repeat_factors_from_category_frequency got an empty dataset")
+    image_cats = [{a["category_id"] for a in d.get("annotations", [])} for d in dataset_dicts]
+    count: defaultdict[int, int] = defaultdict(int)
+    for cats in image_cats:
+        for c in cats:
+            count[c] += 1
+    cat_factor = {c: max(1.0, math.sqrt(repeat_thresh / (n / num_images))) for c, n in count.items()}
+    return torch.tensor([max((cat_factor[c] for c in cats), default=1.0) for cats in image_cats], dtype=torch.float32)
+
+
+class RepeatFactorTrainingSampler(_InfiniteSampler):
+    """Like :class:`TrainingSampler`, but image i appears about ``repeat_factors[i]`` times per epoch.
+
+    A factor r = k + p (integer part k, fraction p) repeats the image k times plus once more with
+    probability p, drawn anew every epoch (stochastic rounding), so the expected count is r.
+
+    Args:
+        repeat_factors: (N,) float tensor of factors >= 0 (see
+            :func:`repeat_factors_from_category_frequency`).
+        shuffle, seed, start_index: as for :class:`TrainingSampler`.
+    """
+
+    def __init__(self, repeat_factors: torch.Tensor, *, shuffle: bool = True, seed: Optional[int] = None,
+                 start_index: int = 0) -> None:
+        factors = torch.as_tensor(repeat_factors, dtype=torch.float32).reshape(-1)
+        if len(factors) == 0 or (factors < 0).any() or not torch.isfinite(factors).all() or factors.sum() <= 0:
+            raise ValueError("RepeatFactorTrainingSampler needs a non-empty tensor of finite factors >= 0, "
+                             f"not all 0, got {repeat_factors!r}")
+        super().__init__(seed=seed, start_index=start_index)
+        self.int_part = torch.trunc(factors)
+        self.frac_part = factors - self.int_part
+        self.shuffle = shuffle
+
+    def _epoch_indices(self, generator: torch.Generator) -> torch.Tensor:
+        """Dataset indices of one epoch, each repeated by its stochastically rounded factor."""
+        rands = torch.rand(len(self.frac_part), generator=generator)
+        reps = (self.int_part + (rands < self.frac_part).float()).long()
+        return torch.repeat_interleave(torch.arange(len(reps)), reps)
+
+    def _infinite_indices(self, generator: torch.Generator) -> Iterator[int]:
+        while True:
+            indices = self._epoch_indices(generator)
+            if len(indices) == 0:  # every factor rounded down to 0 this epoch
+                continue
+            if self.shuffle:
+                indices = indices[torch.randperm(len(indices), generator=generator)]
+            yield from indices.tolist()
+
+
+class InferenceSampler(Sampler[int]):
+    """Every index of [0, size) exactly once over all ranks, in contiguous shards in rank order.
+
+    The first ``size % world_size`` ranks get one extra index: size 10 over 3 ranks gives
+    [0, 1, 2, 3], [4, 5, 6], [7, 8, 9], so gathering the results by rank restores dataset order.
+    """
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        if not isinstance(size, int) or size < 0:
+            raise ValueError(f"InferenceSampler needs a size >= 0, got {size!r}")
+        self.size = size
+        rank, world_size = comm.get_rank(), comm.get_world_size()
+        shard, left = divmod(size, world_size)
+        sizes = [shard + int(r < left) for r in range(world_size)]
+        begin = sum(sizes[:rank])
+        self.indices = range(begin, begin + sizes[rank])
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class AspectRatioGroupedDataset(IterableDataset):
+    """Batches of ``batch_size`` mapped dicts that are all landscape (w > h) or all portrait (w <= h).
+
+    Grouping keeps padding small when a batch is padded to its largest image. Orientation is read
+    from each dict's ``width``/``height`` (the original size, as detectron2; the image tensor's
+    shape when they are absent). Items wait in their orientation's bucket until it is full.
+
+    Args:
+        dataset: an iterable of dicts (e.g. an item-level DataLoader over mapped dicts).
+        batch_size: per-rank batch size.
+
+    Yields:
+        lists of ``batch_size`` dicts.
+    """
+
+    def __init__(self, dataset: Iterable[dict[str, Any]], batch_size: int) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"AspectRatioGroupedDataset: batch_size must be > 0, got {batch_size}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+
+    @staticmethod
+    def _is_landscape(d: dict[str, Any]) -> bool:
+        if "width" in d and "height" in d:
+            return d["width"] > d["height"]
+        h, w = d["image"].shape[-2:]
+        return w > h
+
+    def __iter__(self) -> Iterator[list[dict[str, Any]]]:
+        buckets: tuple[list, list] = ([], [])  # landscape, portrait
+        for d in self.dataset:
+            bucket = buckets[0 if self._is_landscape(d) else 1]
+            bucket.append(d)
+            if len(bucket) == self.batch_size:
+                batch = bucket[:]
+                bucket.clear()
+                yield batch

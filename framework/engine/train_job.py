@@ -1,0 +1,104 @@
+"""Assemble the trainer of a run: loaders, optimizer, schedule, checkpointer, hooks, writers."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+__all__ = ["train"]
+
+logger = logging.getLogger("framework")
+
+
+def _container(node: DictConfig) -> dict:
+    return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
+
+
+def _load_gt_fn(metadata: Any) -> Callable[[dict], tuple[torch.Tensor, Any]]:
+    from framework.data.detection_utils import annotations_to_instances, read_image
+
+    def load(d: dict):
+        image = read_image(d["file_name"], "RGB")
+        annos = [a for a in d.get("annotations", []) if not a.get("iscrowd", 0)]
+        return image, annotations_to_instances(annos, (image.shape[1], image.shape[2]))
+
+    return load
+
+
+def train(
+    cfg: DictConfig,
+    model: torch.nn.Module,
+    data: Any,
+    output_dir: Path,
+    *,
+    overrides: list[str],
+    multirun: bool,
+    evaluate: Callable[[DictConfig, torch.nn.Module, Any, Path], dict],
+) -> dict[str, float]:
+    """Train ``model`` per ``cfg`` (resuming when ``cfg.resume``); return the final metrics."""
+    from framework.checkpoint import Checkpointer
+    from framework.data.build import build_train_loader
+    from framework.data.mapper import DatasetMapper
+    from framework.engine.hooks import VisualizationData, build_hooks
+    from framework.engine.lr_scheduler import build_lr_scheduler
+    from framework.engine.optim import build_optimizer
+    from framework.engine.run import _hparams, _write_json
+    from framework.engine.trainer import Trainer
+    from framework.utils.writers import ConsoleWriter, JSONWriter, TensorboardWriter
+
+    max_iter = int(cfg.train.max_iter)
+    optimizer = build_optimizer(model, **_container(cfg.solver))
+    scheduler = build_lr_scheduler(optimizer, **_container(cfg.lr_scheduler))
+    checkpointer = Checkpointer(model, str(output_dir))
+    tb = TensorboardWriter(str(output_dir))
+    writers = [ConsoleWriter(max_iter), JSONWriter(str(output_dir / "metrics.jsonl")), tb]
+    trainer = Trainer(
+        model=model,
+        data_loader=None,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        checkpointer=checkpointer,
+        max_iter=max_iter,
+        hooks=build_hooks(cfg.hooks),
+        writers=writers,
+        amp=cfg.train.amp,
+        grad_clip=_container(cfg.train.grad_clip) if cfg.train.grad_clip is not None else None,
+        test_fn=lambda: evaluate(cfg, model, data, output_dir),
+    )
+    test_mapper = DatasetMapper(**_container(cfg.input.test))
+    trainer.vis_data = VisualizationData(
+        dataset_dicts=data.test,
+        mapper=test_mapper,
+        class_names=list(data.metadata.thing_classes),
+        colors=[tuple(c) for c in data.metadata.thing_colors],
+        load_gt=_load_gt_fn(data.metadata),
+    )
+    start_iter = trainer.resume_or_load(cfg.weights, resume=bool(cfg.resume))
+    if cfg.resume and start_iter == 0:
+        logger.warning(f"resume=true but {output_dir} has no last_checkpoint: starting from scratch")
+    loader_cfg = _container(cfg.dataloader.train)
+    loader_cfg["start_iter"] = start_iter
+    trainer.data_loader = build_train_loader(data.train, DatasetMapper(**_container(cfg.input.train)), **loader_cfg)
+    tb.summary_writer.add_text("config", "```\n" + OmegaConf.to_yaml(cfg, resolve=True) + "\n```", start_iter)
+    if overrides:
+        tb.summary_writer.add_text("overrides", "\n".join(f"- `{o}`" for o in overrides), start_iter)
+
+    if start_iter < max_iter:
+        trainer.train(start_iter, max_iter)
+    metrics = dict(trainer.latest_metrics or {})
+    _write_json(output_dir / "metrics.json", {"iteration": trainer.iter, **metrics})
+    hparams = _hparams(overrides)
+    if metrics:
+        # One HParams row per run: the swept values against the final metrics (compare runs of a sweep).
+        tb.summary_writer.add_hparams(
+            hparams or {"run": output_dir.name},
+            {f"hparam/{k}": v for k, v in metrics.items() if "-" not in k},
+            run_name=".",
+        )
+    for w in writers:
+        w.close()
+    return metrics

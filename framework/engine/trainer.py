@@ -1,0 +1,395 @@
+"""The training loop: a thin iteration-based trainer whose behaviour is extended by hooks.
+
+One step (:meth:`Trainer.run_step`)::
+
+    data = next(data_loader)                          # time -> "data_time"
+    loss_dict = model(data)                           # under torch.autocast when amp != "none"
+    check every loss is finite                        # else FloatingPointError, before any update
+    loss.backward()                                   # scaled by a GradScaler for fp16
+    hooks.after_backward()
+    clip gradients (optional); optimizer.step()
+
+The trainer does not know about the model: any ``nn.Module`` that, in train mode, takes a list of
+per-image dicts and returns a dict of scalar loss tensors (named ``loss_*``) works.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import weakref
+from collections.abc import Iterable, Mapping
+from contextlib import nullcontext
+from typing import Any, Callable, Literal, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from framework.engine.hooks import Hook, LRScheduler
+from framework.errors import ConfigError, did_you_mean
+from framework.utils import comm
+from framework.utils.events import EventStorage
+
+__all__ = ["Trainer", "GradClipper"]
+
+logger = logging.getLogger(__name__)
+
+_AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class GradClipper:
+    """Gradient clipping as in detectron2's ``SOLVER.CLIP_GRADIENTS``.
+
+    ``clip_type``: ``"value"`` clamps each gradient element to ``[-clip_value, clip_value]``;
+    ``"norm"`` scales each parameter's gradient to a ``norm_type``-norm of at most ``clip_value``
+    (per parameter tensor, as detectron2); ``"full_model"`` does the same with one norm over all
+    parameters together.
+    """
+
+    KEYS = ("enabled", "clip_type", "clip_value", "norm_type")
+
+    def __init__(self, clip_type: str = "value", clip_value: float = 1.0, norm_type: float = 2.0) -> None:
+        if clip_type not in ("value", "norm", "full_model"):
+            raise ConfigError(
+                f"grad_clip.clip_type {clip_type!r} is not one of ['value', 'norm', 'full_model']."
+                f"{did_you_mean(str(clip_type), ['value', 'norm', 'full_model'])}"
+            )
+        if clip_value <= 0:
+            raise ConfigError(f"grad_clip.clip_value must be > 0, got {clip_value}")
+        self.clip_type, self.clip_value, self.norm_type = clip_type, float(clip_value), float(norm_type)
+
+    @classmethod
+    def from_config(cls, cfg: Optional[Mapping[str, Any]]) -> Optional["GradClipper"]:
+        """``None`` / ``{"enabled": False, ...}`` -> no clipping; otherwise a clipper (unknown keys raise)."""
+        if cfg is None:
+            return None
+        if not isinstance(cfg, Mapping):
+            from omegaconf import DictConfig, OmegaConf
+
+            if not isinstance(cfg, DictConfig):
+                raise ConfigError(f"grad_clip must be a mapping with keys {list(cls.KEYS)} or null, got {cfg!r}")
+            cfg = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+        cfg = dict(cfg)  # type: ignore[arg-type]
+        for key in cfg:
+            if key not in cls.KEYS:
+                raise ConfigError(f"grad_clip has no key {key!r}.{did_you_mean(key, cls.KEYS)} Keys: {list(cls.KEYS)}.")
+        if not cfg.pop("enabled", True):
+            return None
+        return cls(**cfg)
+
+    def __call__(self, params: list[nn.Parameter]) -> None:
+        params = [p for p in params if p.grad is not None]
+        if self.clip_type == "value":
+            torch.nn.utils.clip_grad_value_(params, self.clip_value)
+        elif self.clip_type == "norm":
+            for p in params:
+                torch.nn.utils.clip_grad_norm_(p, self.clip_value, self.norm_type)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, self.clip_value, self.norm_type)
+
+
+class Trainer:
+    """Iteration-based trainer: runs ``max_iter`` steps, calling hooks around each.
+
+    Args:
+        model: in train mode, ``model(batch) -> {"loss_x": 0-dim tensor, ...}``.
+        data_loader: an infinite iterable of batches (a batch is what the model takes).
+        optimizer: e.g. from :func:`framework.engine.optim.build_optimizer`.
+        scheduler: an LR scheduler stepped by the ``LRScheduler`` hook after each step, or None.
+        checkpointer: a :class:`framework.checkpoint.Checkpointer` of the model; the trainer adds
+            ``optimizer``, ``scheduler`` and itself (``trainer``) to it when missing.
+        max_iter: number of steps of the full training.
+        hooks: sorted by priority (stable, so equal priorities keep their order).
+        writers: event writers, flushed by the ``PeriodicWriter`` hook.
+        amp: mixed precision: ``"fp16"`` (CUDA only; with a GradScaler) or ``"bf16"`` (CUDA or CPU).
+        grad_clip: ``{"clip_type": "value"|"norm"|"full_model", "clip_value": 1.0, "norm_type": 2.0,
+            "enabled": true}`` or None (see :class:`GradClipper`).
+        test_fn: ``() -> nested dict of metrics``, called by the ``EvalHook``.
+
+    Attributes:
+        iter: the current iteration (after training: ``max_iter`` on success).
+        start_iter: the first iteration of this ``train()`` call.
+        storage: the :class:`EventStorage` of the running ``train()``.
+        latest_metrics: flat metrics of the last evaluation (``{"bbox/AP": ...}``), or None.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        data_loader: Iterable,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any = None,
+        checkpointer: Any = None,
+        max_iter: int,
+        hooks: Iterable[Hook] = (),
+        writers: Iterable[Any] = (),
+        amp: Literal["none", "fp16", "bf16"] = "none",
+        grad_clip: Optional[Mapping[str, Any]] = None,
+        test_fn: Optional[Callable[[], Mapping[str, Any]]] = None,
+    ) -> None:
+        self.model = model
+        self.data_loader = data_loader
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.checkpointer = checkpointer
+        self.max_iter = int(max_iter)
+        self.writers = list(writers)
+        self.test_fn = test_fn
+        self.grad_clipper = GradClipper.from_config(grad_clip)
+
+        self.device_type = _device_type(model)
+        if amp not in ("none", "fp16", "bf16"):
+            choices = ["none", "fp16", "bf16"]
+            raise ConfigError(f"amp {amp!r} is not one of {choices}.{did_you_mean(str(amp), choices)}")
+        if amp == "fp16" and self.device_type != "cuda":
+            raise ConfigError(
+                f"amp='fp16' needs the model on a CUDA device, but it is on {self.device_type!r}; "
+                "use amp='bf16' (supported on CPU) or amp='none'"
+            )
+        self.amp = amp
+        self.grad_scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+
+        self.iter = 0
+        self.start_iter = 0
+        self.storage: EventStorage | None = None
+        self.latest_metrics: dict[str, float] | None = None
+        self.latest_metrics_iter: int | None = None
+        self._hooks: list[Hook] = []
+        self._data_iter: Any = None
+        self.register_hooks(hooks)
+
+        if checkpointer is not None:
+            for key, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("trainer", self)):
+                if obj is not None and key not in checkpointer.checkpointables:
+                    checkpointer.add_checkpointable(key, obj)
+
+    # ------------------------------------------------------------------ hooks
+    @property
+    def hooks(self) -> list[Hook]:
+        """The registered hooks, in the order they run."""
+        return list(self._hooks)
+
+    def register_hooks(self, hooks: Iterable[Optional[Hook]]) -> None:
+        """Add hooks (``None`` entries are skipped) and re-sort all by priority."""
+        for h in hooks:
+            if h is None:
+                continue
+            if not isinstance(h, Hook):
+                raise TypeError(f"hooks must be Hook instances, got {type(h).__name__}")
+            # A weak proxy: hooks referring back to the trainer must not keep it alive.
+            h.trainer = weakref.proxy(self)
+            self._hooks.append(h)
+        self._hooks.sort(key=lambda h: h.priority)
+
+    def _call_hooks(self, method: str) -> None:
+        for h in self._hooks:
+            getattr(h, method)()
+
+    def _hook_keys(self) -> list[str]:
+        keys: list[str] = []
+        for h in self._hooks:
+            key = h.name or type(h).__qualname__
+            keys.append(key if key not in keys else f"{key}#{keys.count(key)}")
+        return keys
+
+    # ------------------------------------------------------------------ loop
+    def train(self, start_iter: Optional[int] = None, max_iter: Optional[int] = None) -> None:
+        """Run iterations ``start_iter .. max_iter - 1`` (defaults: ``self.start_iter``, ``self.max_iter``).
+
+        ``after_train`` hooks run also when a step raises; the exception then propagates.
+        """
+        start_iter = self.start_iter if start_iter is None else int(start_iter)
+        self.max_iter = self.max_iter if max_iter is None else int(max_iter)
+        self.iter = self.start_iter = start_iter
+        logger.info(f"Starting training from iteration {start_iter} to {self.max_iter}")
+        if self.scheduler is not None and not any(isinstance(h, LRScheduler) for h in self._hooks):
+            logger.warning("a scheduler was given but no LRScheduler hook: the learning rate will not change")
+        self.model.train()
+        with EventStorage(start_iter) as self.storage:
+            try:
+                self._call_hooks("before_train")
+                for self.iter in range(start_iter, self.max_iter):
+                    self.storage.iter = self.iter
+                    self._call_hooks("before_step")
+                    self.run_step()
+                    self._call_hooks("after_step")
+                # Lets after_train tell success (iter == max_iter) from an exception.
+                self.iter = self.max_iter
+            except Exception:
+                logger.exception(f"Exception during training at iteration {self.iter}:")
+                raise
+            finally:
+                self._call_hooks("after_train")
+
+    def _next_batch(self) -> Any:
+        if self._data_iter is None:
+            self._data_iter = iter(self.data_loader)
+        try:
+            return next(self._data_iter)
+        except StopIteration:
+            raise RuntimeError(
+                f"the data loader ran out at iteration {self.iter}; the trainer needs an infinite loader "
+                f"(e.g. an infinite training sampler) since it runs for max_iter={self.max_iter} steps"
+            ) from None
+
+    def run_step(self) -> None:
+        """One iteration: data, forward, loss check, backward, ``after_backward`` hooks, clip, step."""
+        if not self.model.training:
+            raise RuntimeError(
+                f"the model is in eval mode at iteration {self.iter}; a hook or test_fn did not restore model.train()"
+            )
+        start = time.perf_counter()
+        data = self._next_batch()
+        data_time = time.perf_counter() - start
+
+        autocast = torch.autocast(self.device_type, dtype=_AMP_DTYPES[self.amp]) if self.amp != "none" else nullcontext()
+        with autocast:
+            loss_dict = self.model(data)
+        if isinstance(loss_dict, torch.Tensor):
+            loss_dict = {"total_loss": loss_dict}
+        if not isinstance(loss_dict, Mapping) or not loss_dict:
+            raise TypeError(
+                f"in train mode the model must return a non-empty dict of losses, got {type(loss_dict).__name__}"
+            )
+        losses = sum(loss_dict.values())
+        self._check_and_record_losses(loss_dict, data_time)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(losses).backward()
+            self.grad_scaler.unscale_(self.optimizer)  # hooks and clipping see the true gradients
+        else:
+            losses.backward()
+        self._call_hooks("after_backward")
+        if self.grad_clipper is not None:
+            self.grad_clipper([p for g in self.optimizer.param_groups for p in g["params"]])
+        if self.grad_scaler is not None:
+            self.grad_scaler.step(self.optimizer)  # skipped when fp16 gradients overflowed
+            self.grad_scaler.update()
+        else:
+            self.optimizer.step()
+
+    def _check_and_record_losses(self, loss_dict: Mapping[str, torch.Tensor], data_time: float) -> None:
+        """Put the losses (mean over processes) in the storage; raise if any is NaN or infinite.
+
+        Runs before backward, so a bad step changes neither the weights nor the optimizer state,
+        and the checkpoints on disk are from before it. With several processes the check uses the
+        mean over all of them, so every process raises together instead of hanging in backward.
+        """
+        names = list(loss_dict)
+        for k in names:
+            if not isinstance(loss_dict[k], torch.Tensor) or loss_dict[k].numel() != 1:
+                raise TypeError(f"loss {k!r} must be a scalar tensor, got {loss_dict[k]!r}")
+        stacked = torch.stack([loss_dict[k].detach().float().reshape(()) for k in names])
+        if comm.get_world_size() > 1:
+            dist.all_reduce(stacked)
+            stacked /= comm.get_world_size()
+        values = dict(zip(names, stacked.cpu().tolist()))
+        total = float(sum(values.values()))
+        bad = [k for k, v in values.items() if not np.isfinite(v)]
+        if bad or not np.isfinite(total):
+            shown = ", ".join(f"{k}={v}" for k, v in {"total_loss": total, **values}.items())
+            raise FloatingPointError(
+                f"Loss became infinite or NaN at iteration {self.iter}: {shown} "
+                f"(non-finite: {', '.join(bad) or 'total_loss'}). The optimizer did not step, so the weights "
+                "and saved checkpoints are from before this iteration."
+            )
+        assert self.storage is not None
+        self.storage.put_scalar("data_time", data_time)
+        self.storage.put_scalar("total_loss", total)
+        self.storage.put_scalars(**values)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Iteration, hook states, RNG states (python, numpy, torch, CUDA) and the fp16 grad scaler."""
+        state: dict[str, Any] = {"iteration": self.iter, "rng": _capture_rng_state()}
+        hooks = {k: h.state_dict() for k, h in zip(self._hook_keys(), self._hooks)}
+        state["hooks"] = {k: s for k, s in hooks.items() if s}
+        if self.grad_scaler is not None:
+            state["grad_scaler"] = self.grad_scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`; hook states are matched by hook key (``Hook.name``)."""
+        self.iter = int(state["iteration"])
+        hooks = dict(zip(self._hook_keys(), self._hooks))
+        for key, hook_state in state.get("hooks", {}).items():
+            if key in hooks:
+                hooks[key].load_state_dict(hook_state)
+            else:
+                logger.warning(f"the checkpoint has a state for hook {key!r}, which this trainer does not have; ignored")
+        if "rng" in state:
+            _restore_rng_state(state["rng"])
+        if self.grad_scaler is not None and "grad_scaler" in state:
+            self.grad_scaler.load_state_dict(state["grad_scaler"])
+
+    def resume_or_load(self, path: Optional[str], *, resume: bool = True) -> int:
+        """Resume from ``last_checkpoint`` in the checkpointer's folder, or load initial weights.
+
+        With ``resume=True`` and a ``last_checkpoint`` present: load the model, optimizer, scheduler
+        and trainer state (iteration, hooks, RNG) and continue at the saved iteration + 1.
+        Otherwise: load only the model weights from ``path`` (if given) and start at 0.
+
+        Returns:
+            the iteration training will start at (also ``self.start_iter``).
+        """
+        if self.checkpointer is None:
+            raise ConfigError("resume_or_load needs a checkpointer: give Trainer(checkpointer=...)")
+        if resume and self.checkpointer.has_checkpoint():
+            self.checkpointer.load(self.checkpointer.get_checkpoint_file())
+            self.start_iter = self.iter + 1
+        else:
+            if path:
+                self.checkpointer.load(path, checkpointables=[])
+            self.start_iter = 0
+        return self.start_iter
+
+
+def _device_type(model: nn.Module) -> str:
+    for t in model.parameters():
+        return t.device.type
+    return "cpu"
+
+
+def _capture_rng_state() -> dict[str, Any]:
+    """Every global RNG state, as tensors and plain Python values (loadable with ``weights_only``)."""
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "name": np_name,
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "cached_gaussian": float(np_gauss),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng_state(state: Mapping[str, Any]) -> None:
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy" in state:
+        s = state["numpy"]
+        keys = np.asarray(s["keys"].numpy() if isinstance(s["keys"], torch.Tensor) else s["keys"], dtype=np.uint32)
+        np.random.set_state((s["name"], keys, s["pos"], s["has_gauss"], s["cached_gaussian"]))
+    if "torch" in state:
+        torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        else:
+            logger.warning(
+                f"the checkpoint has CUDA RNG states of {len(cuda)} devices, this machine "
+                f"{torch.cuda.device_count()}; not restored"
+            )

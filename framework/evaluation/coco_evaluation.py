@@ -1,0 +1,471 @@
+"""COCO box / mask AP with pycocotools, as an evaluator and as a plain function on json files.
+
+Protocol (same as detectron2's, so numbers are comparable): predictions become COCO result dicts
+(``bbox`` in XYWH pixels, ``category_id`` the dataset's own id, ``segmentation`` as compressed RLE);
+``COCOeval`` runs once per task over every image of the ground-truth json; for ``segm`` the result
+boxes are dropped so that the small/medium/large split uses mask areas. Metrics are percentages, and
+NaN where COCOeval reports -1 (no ground truth in that area range / category).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import itertools
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from tabulate import tabulate
+
+from framework.errors import ConfigError, did_you_mean
+from framework.evaluation.evaluator import DatasetEvaluator, EvalResults
+from framework.utils import comm
+
+__all__ = [
+    "COCOEvaluator",
+    "instances_to_coco_json",
+    "load_coco_gt",
+    "evaluate_coco_results",
+    "evaluate_predictions_json",
+    "RESULTS_FILE_NAME",
+]
+
+logger = logging.getLogger(__name__)
+
+Task = Literal["bbox", "segm"]
+TASKS: tuple[str, ...] = ("bbox", "segm")
+#: Name of the file that :class:`COCOEvaluator` writes into ``output_dir``.
+RESULTS_FILE_NAME = "coco_instances_results.json"
+#: Metric names in the order of ``COCOeval.stats[:6]``.
+AP_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+# ------------------------------------------------------------------------------------ conversion
+def instances_to_coco_json(
+    instances: Any,
+    image_id: int,
+    contiguous_to_dataset_id: Optional[Mapping[int, int]] = None,
+    *,
+    with_masks: bool = True,
+) -> list[dict[str, Any]]:
+    """Convert one image's predictions to COCO result dicts.
+
+    Args:
+        instances: an ``Instances`` with ``pred_boxes`` (Boxes or (N, 4) tensor, XYXY absolute),
+            ``scores`` (N,), ``pred_classes`` (N,) contiguous ids, and optionally ``pred_masks``
+            ((N, H, W) bool/uint8 tensor or BitMasks, full image size).
+        image_id: the COCO image id.
+        contiguous_to_dataset_id: maps predicted class -> dataset category id (identity if ``None``).
+        with_masks: encode ``pred_masks`` (when present) as a compressed RLE ``segmentation``.
+
+    Returns:
+        N dicts ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"[, "segmentation"]}``,
+        with ``segmentation["counts"]`` a ``str`` so the list can be written as json.
+    """
+    n = len(instances)
+    if n == 0:
+        return []
+    boxes = instances.pred_boxes
+    boxes = (boxes.tensor if hasattr(boxes, "tensor") else torch.as_tensor(boxes)).detach().cpu().float().clone()
+    boxes[:, 2:] -= boxes[:, :2]  # XYXY -> XYWH
+    scores = instances.scores.detach().cpu().tolist()
+    classes = instances.pred_classes.detach().cpu().tolist()
+    if contiguous_to_dataset_id is not None:
+        unknown = sorted(set(classes) - set(contiguous_to_dataset_id))
+        if unknown:
+            raise ValueError(
+                f"image {image_id}: predicted classes {unknown} are not contiguous ids of the dataset "
+                f"(valid: 0..{len(contiguous_to_dataset_id) - 1}); does the model's num_classes match the dataset?"
+            )
+        category_ids = [int(contiguous_to_dataset_id[c]) for c in classes]
+    else:
+        category_ids = [int(c) for c in classes]
+
+    rles = None
+    if with_masks and instances.has("pred_masks"):
+        rles = _encode_masks(instances.pred_masks, image_id)
+
+    results = []
+    for k in range(n):
+        result = {
+            "image_id": int(image_id),
+            "category_id": category_ids[k],
+            "bbox": boxes[k].tolist(),
+            "score": float(scores[k]),
+        }
+        if rles is not None:
+            result["segmentation"] = rles[k]
+        results.append(result)
+    return results
+
+
+def _encode_masks(masks: Any, image_id: int) -> list[dict[str, Any]]:
+    """(N, H, W) binary masks -> N compressed RLEs with ``counts`` decoded to str."""
+    masks = masks.tensor if hasattr(masks, "tensor") else torch.as_tensor(masks)
+    if masks.dim() != 3:
+        raise ValueError(
+            f"image {image_id}: pred_masks must be (N, H, W) full-image masks, got shape {tuple(masks.shape)}"
+        )
+    if masks.is_floating_point():
+        # A float mask could be probabilities or a low-resolution logit map: refuse to guess a threshold.
+        raise TypeError(
+            f"image {image_id}: pred_masks must be bool (or uint8 0/1) full-image masks, got {masks.dtype}; "
+            "threshold/paste them in the model's post-processing"
+        )
+    # pycocotools wants (H, W, N) uint8 in Fortran order and encodes all N masks in one call.
+    array = np.asfortranarray(masks.detach().cpu().to(torch.uint8).permute(1, 2, 0).numpy())
+    rles = mask_util.encode(array)
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode("utf-8")
+    return rles
+
+
+# ------------------------------------------------------------------------------------ COCOeval
+def load_coco_gt(gt_json: Union[str, Path]) -> COCO:
+    """Load a COCO ground-truth json quietly, adding the optional top-level keys some exports lack.
+
+    Raises:
+        FileNotFoundError: naming the path, if it does not exist.
+    """
+    path = Path(gt_json)
+    if not path.is_file():
+        raise FileNotFoundError(f"COCO ground-truth json not found: '{path}'")
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress to stdout
+        coco = COCO(str(path))
+    missing = [k for k in ("images", "annotations", "categories") if k not in coco.dataset]
+    if missing:
+        raise ValueError(f"'{path}' is not a COCO instances json: it has no {missing} key(s)")
+    # Some exports omit them; older pycocotools' loadRes reads dataset['info'] unconditionally.
+    coco.dataset.setdefault("info", {})
+    coco.dataset.setdefault("licenses", [])
+    return coco
+
+
+def _empty_results(coco_gt: COCO) -> COCO:
+    """A result COCO with no detections (``loadRes`` rejects an empty list)."""
+    coco_dt = COCO()
+    coco_dt.dataset = {
+        "info": {},
+        "images": list(coco_gt.dataset["images"]),
+        "categories": copy.deepcopy(coco_gt.dataset["categories"]),
+        "annotations": [],
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt.createIndex()
+    return coco_dt
+
+
+def _max_dets_list(max_dets_per_image: int) -> list[int]:
+    """COCOeval's ``maxDets``: ``[1, 10, m]``, without entries above ``m``.
+
+    COCOeval sorts the list and keeps ``maxDets[-1]`` detections, so a plain ``[1, 10, m]`` with m < 10
+    would silently keep 10 (a quirk detectron2 shares).
+    """
+    m = int(max_dets_per_image)
+    return sorted({d for d in (1, 10) if d < m} | {m})
+
+
+def _mean_valid(values: np.ndarray) -> float:
+    """Mean of the entries > -1 (COCOeval's marker for 'undefined'), as a percentage; NaN if none."""
+    valid = values[values > -1]
+    return float(np.mean(valid) * 100) if valid.size else float("nan")
+
+
+def _summarize_ap(coco_eval: COCOeval) -> dict[str, float]:
+    """AP, AP50, AP75, APs, APm, APl (percent) from ``coco_eval.eval['precision']``.
+
+    Same computation as ``COCOeval.summarize`` but always at the last (largest) ``maxDets``, which
+    ``summarize`` does only for AP50..APl (its AP is hard-wired to maxDets=100).
+    """
+    params = coco_eval.params
+    precision = coco_eval.eval["precision"]  # (T iou thresholds, R recall points, K classes, A areas, M maxDets)
+
+    def area(name: str) -> int:
+        return params.areaRngLbl.index(name)
+
+    def iou(threshold: float) -> int:
+        return int(np.flatnonzero(np.isclose(params.iouThrs, threshold))[0])
+
+    return {
+        "AP": _mean_valid(precision[:, :, :, area("all"), -1]),
+        "AP50": _mean_valid(precision[iou(0.5), :, :, area("all"), -1]),
+        "AP75": _mean_valid(precision[iou(0.75), :, :, area("all"), -1]),
+        "APs": _mean_valid(precision[:, :, :, area("small"), -1]),
+        "APm": _mean_valid(precision[:, :, :, area("medium"), -1]),
+        "APl": _mean_valid(precision[:, :, :, area("large"), -1]),
+    }
+
+
+def _per_category_ap(coco_eval: COCOeval, names: Mapping[int, str]) -> dict[str, float]:
+    """``{"AP-<name>": AP}`` (percent; NaN for a category without ground truth), area all, last maxDets."""
+    precision = coco_eval.eval["precision"]
+    all_area = coco_eval.params.areaRngLbl.index("all")
+    return {
+        f"AP-{names[cat_id]}": _mean_valid(precision[:, :, k, all_area, -1])
+        for k, cat_id in enumerate(coco_eval.params.catIds)
+    }
+
+
+def _log_per_category(task: str, per_category: Mapping[str, float], columns: int = 3) -> None:
+    pairs = [(name[len("AP-"):], value) for name, value in per_category.items()]
+    flat = list(itertools.chain.from_iterable(pairs))
+    rows = [flat[i : i + 2 * columns] for i in range(0, len(flat), 2 * columns)]
+    table = tabulate(rows, headers=["category", "AP"] * min(columns, len(pairs)), tablefmt="pipe", floatfmt=".3f")
+    logger.info("Per-category %s AP:\n%s", task, table)
+
+
+def evaluate_coco_results(
+    coco_gt: COCO,
+    coco_results: Sequence[Mapping[str, Any]],
+    task: Task,
+    *,
+    max_dets_per_image: int = 100,
+    category_names: Optional[Mapping[int, str]] = None,
+) -> dict[str, float]:
+    """Run COCOeval for one task and return AP metrics in percent (NaN where undefined).
+
+    Args:
+        coco_gt: the ground truth (see :func:`load_coco_gt`). COCOeval caches RLEs of its annotations
+            in place, which does not change any result.
+        coco_results: COCO result dicts (dataset category ids). Not modified.
+        task: "bbox" or "segm" (the latter needs a ``segmentation`` in every result).
+        max_dets_per_image: detections per image (and category) kept, highest scores first;
+            COCOeval's ``maxDets`` becomes ``[1, 10, max_dets_per_image]`` (entries above it dropped).
+        category_names: dataset category id -> name for the per-category entries (default: the
+            names in the ground-truth json).
+
+    Returns:
+        ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AP-<category name>"...}``.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown COCO task {task!r}; valid: {list(TASKS)}.{did_you_mean(task, TASKS)}")
+    # loadRes adds top-level keys (id, area, ...) to the dicts it is given and nothing deeper mutates
+    # them, so shallow copies keep the caller's results clean (a deepcopy of 10^5 RLEs takes seconds).
+    results = [dict(r) for r in coco_results]
+    if task == "segm":
+        missing = sum("segmentation" not in r for r in results)
+        if missing:
+            raise ValueError(f"segm evaluation: {missing} of {len(results)} results have no 'segmentation'")
+        # With a bbox present, loadRes would take the box area as the instance area and so split
+        # small/medium/large by box size instead of mask size.
+        for r in results:
+            r.pop("bbox", None)
+
+    if results:
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_dt = coco_gt.loadRes(results)
+    else:
+        logger.warning("No predictions to evaluate for task %r: every AP is 0 (or NaN without ground truth)", task)
+        coco_dt = _empty_results(coco_gt)
+
+    coco_eval = COCOeval(coco_gt, coco_dt, task)
+    coco_eval.params.maxDets = _max_dets_list(max_dets_per_image)
+    summary = io.StringIO()
+    with contextlib.redirect_stdout(summary):
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        if max_dets_per_image == 100:
+            coco_eval.summarize()  # only its standard log text; the numbers come from _summarize_ap
+    text = summary.getvalue()
+    if "Average Precision" in text:
+        logger.info("COCOeval %s summary:\n%s", task, text[text.index(" Average Precision") :].rstrip())
+
+    metrics = _summarize_ap(coco_eval)
+    if any(math.isnan(v) for v in metrics.values()):
+        logger.info("Some %s metrics are NaN: no ground truth in that area range", task)
+    table = tabulate([list(metrics.values())], headers=list(metrics), tablefmt="pipe", floatfmt=".3f")
+    logger.info("Evaluation results for %s:\n%s", task, table)
+
+    if category_names is None:
+        category_names = {cat["id"]: cat["name"] for cat in coco_gt.dataset["categories"]}
+    else:
+        gt_names = {cat["id"]: cat["name"] for cat in coco_gt.dataset["categories"]}
+        category_names = {**gt_names, **category_names}
+    per_category = _per_category_ap(coco_eval, category_names)
+    _log_per_category(task, per_category)
+    metrics.update(per_category)
+    return metrics
+
+
+def evaluate_predictions_json(
+    gt_json: Union[str, Path], results_json: Union[str, Path], task: Task, *, max_dets_per_image: int = 100
+) -> dict[str, float]:
+    """COCO AP of a result json (e.g. ``coco_instances_results.json``) against a ground-truth json.
+
+    Same protocol as :class:`COCOEvaluator`, without a model: useful to re-score saved predictions.
+    Returns the metrics dict of :func:`evaluate_coco_results` (percent, NaN where undefined).
+    """
+    path = Path(results_json)
+    if not path.is_file():
+        raise FileNotFoundError(f"COCO results json not found: '{path}'")
+    with open(path) as f:
+        results = json.load(f)
+    if not isinstance(results, list):
+        raise ValueError(f"'{path}' must hold a json list of COCO result dicts, got {type(results).__name__}")
+    return evaluate_coco_results(load_coco_gt(gt_json), results, task, max_dets_per_image=max_dets_per_image)
+
+
+# ------------------------------------------------------------------------------------ evaluator
+class COCOEvaluator(DatasetEvaluator):
+    """COCO AP (box and/or mask) of a model's ``Instances`` predictions.
+
+    ``process`` converts each image's predictions to COCO result dicts on CPU; ``evaluate`` gathers
+    them from all ranks, writes ``coco_instances_results.json`` into ``output_dir`` (if given), and
+    runs COCOeval per task over all images of ``gt_json`` (images never processed count as missed).
+
+    Args:
+        gt_json: COCO instances json with the ground truth (``info`` / ``licenses`` may be absent).
+        dataset_id_to_contiguous_id: dataset category id -> model class index 0..K-1.
+        class_names: K names, indexed by contiguous id (for the per-category AP entries).
+        tasks: which of "bbox" (box AP) and "segm" (mask AP, needs ``pred_masks``) to compute.
+        output_dir: where to dump the predictions json (nothing is written if ``None``).
+        max_dets_per_image: detections per image kept by COCOeval (``maxDets`` = [1, 10, this]).
+
+    ``evaluate()`` returns ``{"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl", "AP-<class>"...},
+    "segm": {...}}`` in percent with NaN where undefined, on the main process; ``None`` elsewhere.
+    """
+
+    def __init__(
+        self,
+        *,
+        gt_json: Union[str, Path],
+        dataset_id_to_contiguous_id: Mapping[int, int],
+        class_names: Sequence[str],
+        tasks: Sequence[Task] = ("bbox", "segm"),
+        output_dir: Optional[Union[str, Path]] = None,
+        max_dets_per_image: int = 100,
+    ) -> None:
+        if isinstance(tasks, str):
+            tasks = (tasks,)
+        for task in tasks:
+            if task not in TASKS:
+                raise ConfigError(
+                    f"COCOEvaluator: unknown task {task!r}; valid: {list(TASKS)}.{did_you_mean(task, TASKS)}"
+                )
+        if not tasks or len(set(tasks)) != len(tasks):
+            raise ConfigError(f"COCOEvaluator: tasks must be a non-empty list without repeats, got {list(tasks)}")
+        if int(max_dets_per_image) < 1:
+            raise ConfigError(f"COCOEvaluator: max_dets_per_image must be >= 1, got {max_dets_per_image}")
+        self.tasks = tuple(tasks)
+        self.max_dets_per_image = int(max_dets_per_image)
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.gt_json = Path(gt_json)
+        self._coco_gt = load_coco_gt(self.gt_json)
+
+        # json / OmegaConf may hand the mapping over with str keys.
+        mapping = {int(k): int(v) for k, v in dict(dataset_id_to_contiguous_id).items()}
+        self.class_names = list(class_names)
+        if sorted(mapping.values()) != list(range(len(self.class_names))):
+            raise ValueError(
+                f"COCOEvaluator: dataset_id_to_contiguous_id must map onto 0..{len(self.class_names) - 1} "
+                f"(one per class name), got values {sorted(mapping.values())}"
+            )
+        gt_ids = set(self._coco_gt.getCatIds())
+        unknown = sorted(set(mapping) - gt_ids)
+        if unknown:
+            raise ValueError(
+                f"COCOEvaluator: category ids {unknown} are not in '{self.gt_json}' (its ids: {sorted(gt_ids)})"
+            )
+        self._contiguous_to_dataset_id = {v: k for k, v in mapping.items()}
+        self._category_names = {k: self.class_names[v] for k, v in mapping.items()}
+        self._gt_image_ids = set(self._coco_gt.getImgIds())
+        self._predictions: list[dict[str, Any]] = []
+
+    @classmethod
+    def from_metadata(cls, metadata: Any, **kwargs: Any) -> "COCOEvaluator":
+        """Build from dataset metadata (``json_file``, ``thing_dataset_id_to_contiguous_id``, ``thing_classes``)."""
+        return cls(
+            gt_json=metadata.json_file,
+            dataset_id_to_contiguous_id=metadata.thing_dataset_id_to_contiguous_id,
+            class_names=metadata.thing_classes,
+            **kwargs,
+        )
+
+    def reset(self) -> None:
+        self._predictions = []
+
+    def process(self, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> None:
+        """Convert each image's ``outputs[i]["instances"]`` to COCO result dicts (kept on CPU).
+
+        Raises:
+            ValueError / KeyError: on mismatched lengths, a missing ``instances`` / ``image_id``, an
+                unknown class, masks of the wrong size, or "segm" requested without ``pred_masks``.
+        """
+        if len(inputs) != len(outputs):
+            raise ValueError(f"COCOEvaluator.process: {len(inputs)} inputs but {len(outputs)} outputs")
+        for inp, out in zip(inputs, outputs):
+            if "instances" not in out:
+                raise KeyError(f"COCOEvaluator: model output has no 'instances' (keys: {sorted(out)})")
+            if "image_id" not in inp:
+                raise KeyError(f"COCOEvaluator: input dict has no 'image_id' (keys: {sorted(inp)})")
+            image_id = int(inp["image_id"])
+            instances = out["instances"]
+            if "segm" in self.tasks and len(instances) > 0 and not instances.has("pred_masks"):
+                # Fail on the first batch, not after a full pass over the dataset.
+                raise ValueError(
+                    "COCOEvaluator: task 'segm' needs predicted masks, but the instances of image "
+                    f"{image_id} have no 'pred_masks'; use tasks=['bbox'] for a box-only model"
+                )
+            if instances.has("pred_masks") and "height" in inp and "width" in inp:
+                masks = instances.pred_masks
+                size = tuple((masks.tensor if hasattr(masks, "tensor") else masks).shape[-2:])
+                if size != (int(inp["height"]), int(inp["width"])):
+                    raise ValueError(
+                        f"COCOEvaluator: image {image_id} is {inp['height']}x{inp['width']} but its pred_masks "
+                        f"are {size[0]}x{size[1]}; masks must be pasted at the original image size"
+                    )
+            self._predictions.append(
+                {
+                    "image_id": image_id,
+                    "instances": instances_to_coco_json(
+                        instances, image_id, self._contiguous_to_dataset_id, with_masks="segm" in self.tasks
+                    ),
+                }
+            )
+
+    def evaluate(self) -> Optional[EvalResults]:
+        """Gather predictions on the main process, dump them, and compute AP per task (``None`` on other ranks)."""
+        if comm.get_world_size() > 1:
+            comm.synchronize()
+            predictions = list(itertools.chain.from_iterable(comm.gather(self._predictions, dst=0)))
+            if not comm.is_main_process():
+                return None
+        else:
+            predictions = self._predictions
+
+        if not predictions:
+            logger.warning("COCOEvaluator received no images: every image of '%s' counts as missed", self.gt_json)
+        unknown = sorted({p["image_id"] for p in predictions} - self._gt_image_ids)
+        if unknown:
+            shown = unknown[:10] + (["..."] if len(unknown) > 10 else [])
+            raise ValueError(f"COCOEvaluator: predicted image ids {shown} are not images of '{self.gt_json}'")
+        coco_results = list(itertools.chain.from_iterable(p["instances"] for p in predictions))
+
+        if self.output_dir is not None:
+            os.makedirs(self.output_dir, exist_ok=True)
+            path = self.output_dir / RESULTS_FILE_NAME
+            logger.info("Saving %d COCO results to %s", len(coco_results), path)
+            with open(path, "w") as f:
+                json.dump(coco_results, f)
+
+        return {
+            task: evaluate_coco_results(
+                self._coco_gt,
+                coco_results,
+                task,
+                max_dets_per_image=self.max_dets_per_image,
+                category_names=self._category_names,
+            )
+            for task in self.tasks
+        }

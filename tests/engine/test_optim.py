@@ -1,0 +1,112 @@
+"""Optimizer param groups: weight decay / lr per parameter kind, dedup of shared parameters."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from framework.engine.optim import build_optimizer, is_norm_module
+from framework.errors import ConfigError
+
+
+class MyNorm(nn.Module):
+    """A norm not derived from torch's classes: recognised by its name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(2))
+
+    def forward(self, x):
+        return x * self.weight
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(2, 2)
+        self.bn = nn.BatchNorm1d(2)
+        self.gn = nn.GroupNorm(1, 2)
+        self.ln = nn.LayerNorm(2)
+        self.my = MyNorm()
+        self.frozen = nn.Linear(2, 2)
+        self.frozen.requires_grad_(False)
+        self.tied = nn.Linear(2, 2, bias=False)
+        self.tied.weight = self.fc.weight  # shared: must appear once
+
+
+def _groups_by_name(opt, model):
+    names = {id(p): n for n, p in model.named_parameters()}  # a shared parameter: its first name
+    out = {}
+    for g in opt.param_groups:
+        key = (g["lr"], g["weight_decay"])
+        out[key] = sorted(names[id(p)] for p in g["params"])
+    return out
+
+
+def test_no_decay_on_norm_and_bias():
+    model = Net()
+    opt = build_optimizer(model, base_lr=0.1, weight_decay=1e-4, weight_decay_norm=0.0, weight_decay_bias=0.0)
+    assert isinstance(opt, torch.optim.SGD)
+    assert _groups_by_name(opt, model) == {
+        (0.1, 1e-4): ["fc.weight"],
+        (0.1, 0.0): sorted(["fc.bias", "bn.weight", "bn.bias", "gn.weight", "gn.bias", "ln.weight", "ln.bias", "my.weight"]),
+    }
+    n_params = sum(len(g["params"]) for g in opt.param_groups)
+    assert n_params == 9  # frozen.* excluded, tied.weight is fc.weight
+
+
+def test_bias_decay_defaults_to_layer_decay():
+    model = Net()
+    opt = build_optimizer(model, base_lr=0.1, weight_decay=1e-4, weight_decay_norm=0.5)
+    groups = _groups_by_name(opt, model)
+    # weight_decay_bias=None: fc.bias keeps weight_decay, norm biases keep weight_decay_norm
+    assert groups[(0.1, 1e-4)] == ["fc.bias", "fc.weight"]
+    assert groups[(0.1, 0.5)] == sorted(["bn.weight", "bn.bias", "gn.weight", "gn.bias", "ln.weight", "ln.bias", "my.weight"])
+
+
+def test_bias_lr_factor():
+    model = nn.Sequential(nn.Linear(2, 2))
+    opt = build_optimizer(model, base_lr=0.1, weight_decay=0.0, bias_lr_factor=2.0)
+    assert _groups_by_name(opt, model) == {(0.1, 0.0): ["0.weight"], (0.2, 0.0): ["0.bias"]}
+
+
+def test_sgd_step_applies_group_decay():
+    # zero loss gradient: the step is pure weight decay, w <- w - lr * wd * w
+    model = nn.Linear(1, 1)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+        model.bias.fill_(1.0)
+    opt = build_optimizer(model, base_lr=0.5, momentum=0.0, weight_decay=0.1, weight_decay_bias=0.0)
+    (model(torch.zeros(1, 1)) * 0).sum().backward()
+    opt.step()
+    assert model.weight.item() == pytest.approx(0.95)  # 1 - 0.5 * 0.1 * 1
+    assert model.bias.item() == 1.0
+
+
+def test_adamw_options():
+    model = nn.Linear(2, 1)
+    opt = build_optimizer(model, name="AdamW", base_lr=1e-3, betas=(0.8, 0.9), eps=1e-6, weight_decay=0.05)
+    assert isinstance(opt, torch.optim.AdamW)
+    assert opt.defaults["betas"] == (0.8, 0.9) and opt.defaults["eps"] == 1e-6
+    assert sorted(g["weight_decay"] for g in opt.param_groups) == [0.05]
+
+
+def test_sgd_options():
+    opt = build_optimizer(nn.Linear(2, 1), base_lr=0.02, momentum=0.8, nesterov=True)
+    assert opt.defaults["momentum"] == 0.8 and opt.defaults["nesterov"] is True
+
+
+def test_errors():
+    with pytest.raises(ConfigError, match="Did you mean 'SGD'"):
+        build_optimizer(nn.Linear(2, 1), name="sgd", base_lr=0.1)
+    with pytest.raises(ConfigError, match="base_lr"):
+        build_optimizer(nn.Linear(2, 1), base_lr=0.0)
+    frozen = nn.Linear(2, 1).requires_grad_(False)
+    with pytest.raises(ConfigError, match="no trainable parameters"):
+        build_optimizer(frozen, base_lr=0.1)
+
+
+def test_is_norm_module():
+    assert is_norm_module(nn.SyncBatchNorm(2)) and is_norm_module(nn.InstanceNorm2d(2)) and is_norm_module(MyNorm())
+    assert not is_norm_module(nn.Linear(2, 2)) and not is_norm_module(nn.Conv2d(1, 1, 1))

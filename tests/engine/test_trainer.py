@@ -1,0 +1,362 @@
+"""Trainer: one step, losses, non-finite stop, AMP, gradient clipping, state and exact resume."""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from framework.checkpoint import Checkpointer
+from framework.engine import (
+    Hook,
+    IterationTimer,
+    LRScheduler,
+    PeriodicCheckpointer,
+    Trainer,
+    build_lr_scheduler,
+    build_optimizer,
+)
+from framework.errors import ConfigError
+
+
+class Regressor(nn.Module):
+    """Linear regression with a BatchNorm (so buffers are part of the state) and two losses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(3)
+        self.linear = nn.Linear(3, 1)
+
+    def forward(self, batch):
+        x = torch.stack([d["x"] for d in batch])
+        y = torch.stack([d["y"] for d in batch])
+        pred = self.linear(self.norm(x))
+        return {"loss_mse": (pred - y).pow(2).mean(), "loss_l1": (pred - y).abs().mean()}
+
+
+def random_batches():
+    """Infinite batches drawn from the global torch RNG (restored on resume)."""
+    while True:
+        x = torch.randn(4, 3)
+        y = x @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.1 * torch.randn(4, 1)
+        yield [{"x": x[i], "y": y[i]} for i in range(4)]
+
+
+class Crash(Hook):
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def before_step(self):
+        if self.trainer.iter == self.at:
+            raise KeyboardInterruptLike(f"simulated crash at {self.at}")
+
+
+class KeyboardInterruptLike(RuntimeError):
+    pass
+
+
+class IterLog(Hook):
+    def __init__(self) -> None:
+        self.iters: list[int] = []
+
+    def before_step(self):
+        self.iters.append(self.trainer.iter)
+
+
+def make_run(out_dir, *, seed: int, hooks=(), max_iter: int = 10) -> Trainer:
+    torch.manual_seed(seed)
+    model = Regressor()
+    opt = build_optimizer(model, base_lr=0.05, momentum=0.9, weight_decay=1e-3)
+    sched = build_lr_scheduler(opt, max_iter=max_iter, steps=(4, 8), warmup_iters=2, warmup_factor=0.1)
+    ckpt = Checkpointer(model, str(out_dir))
+    hooks = [IterationTimer(), LRScheduler(), PeriodicCheckpointer(period=3, max_to_keep=None), *hooks]
+    return Trainer(model=model, data_loader=random_batches(), optimizer=opt, scheduler=sched, checkpointer=ckpt, max_iter=max_iter, hooks=hooks)
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+    full = make_run(tmp_path / "full", seed=0)
+    full.resume_or_load(None, resume=True)  # nothing to resume: starts at 0
+    assert full.start_iter == 0
+    full.train()
+
+    crashed = make_run(tmp_path / "resumed", seed=0, hooks=[Crash(at=7)])
+    with pytest.raises(KeyboardInterruptLike):
+        crashed.train()
+    # checkpoints after iterations 2 and 5; the crash at 7 loses iteration 6
+    assert (tmp_path / "resumed" / "last_checkpoint").read_text() == "model_0000005.pth"
+
+    log = IterLog()
+    resumed = make_run(tmp_path / "resumed", seed=123, hooks=[log])  # other init, other RNG
+    assert resumed.resume_or_load("ignored.pth", resume=True) == 6
+    resumed.train()
+    assert log.iters == [6, 7, 8, 9] and resumed.iter == 10
+
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    for p_full, p_res in zip(full.model.parameters(), resumed.model.parameters()):
+        buf_full = full.optimizer.state[p_full]["momentum_buffer"]
+        assert torch.equal(buf_full, resumed.optimizer.state[p_res]["momentum_buffer"])
+    assert resumed.scheduler.state_dict() == full.scheduler.state_dict() == {"base_lrs": [0.05, 0.05], "last_epoch": 10}
+    assert [g["lr"] for g in resumed.optimizer.param_groups] == [g["lr"] for g in full.optimizer.param_groups]
+    assert torch.load(tmp_path / "resumed" / "model_final.pth", weights_only=True)["trainer"]["iteration"] == 9
+
+
+def test_load_without_resume_takes_weights_only(tmp_path):
+    src = make_run(tmp_path / "a", seed=0, max_iter=3)
+    src.train()
+    dst = make_run(tmp_path / "b", seed=1, max_iter=3)
+    assert dst.resume_or_load(str(tmp_path / "a" / "model_final.pth"), resume=False) == 0
+    assert torch.equal(dst.model.linear.weight, src.model.linear.weight)
+    assert dst.optimizer.state == {} and dst.scheduler.last_epoch == 0 and dst.iter == 0
+
+
+def test_losses_and_data_time_recorded():
+    class Fixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.tensor(1.0))
+
+        def forward(self, batch):
+            return {"loss_a": self.w * 2.0, "loss_b": self.w * 0.5}
+
+    model = Fixed()
+    trainer = Trainer(model=model, data_loader=iter(lambda: [0], None), optimizer=torch.optim.SGD(model.parameters(), lr=0.1), max_iter=1)
+    trainer.train()
+    s = trainer.storage
+    assert (s.history("loss_a").latest(), s.history("loss_b").latest(), s.history("total_loss").latest()) == (2.0, 0.5, 2.5)
+    assert "data_time" in s.histories()
+    assert model.w.item() == pytest.approx(1.0 - 0.1 * 2.5)  # d(total)/dw = 2.5
+
+
+class NaNAt(nn.Module):
+    """Regressor-like model whose loss_b becomes NaN on the forward of iteration ``bad_iter``."""
+
+    def __init__(self, bad_iter: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(1, 1)
+        self.calls = 0
+        self.bad_iter = bad_iter
+
+    def forward(self, batch):
+        out = self.linear(torch.ones(1, 1)).sum()
+        bad = self.calls == self.bad_iter
+        self.calls += 1
+        return {"loss_a": out.pow(2), "loss_b": out * (float("nan") if bad else 1.0)}
+
+
+class Snapshot(Hook):
+    def __init__(self) -> None:
+        self.weights: dict[int, torch.Tensor] = {}
+
+    def after_step(self):
+        self.weights[self.trainer.iter] = self.trainer.model.linear.weight.detach().clone()
+
+
+def test_non_finite_loss_stops_before_update(tmp_path):
+    torch.manual_seed(0)
+    model = NaNAt(bad_iter=7)
+    snap = Snapshot()
+    trainer = Trainer(
+        model=model,
+        data_loader=iter(lambda: [0], None),
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
+        checkpointer=Checkpointer(model, str(tmp_path)),
+        max_iter=10,
+        hooks=[PeriodicCheckpointer(period=3), snap],
+    )
+    with pytest.raises(FloatingPointError) as e:
+        trainer.train()
+    msg = str(e.value)
+    assert "iteration 7" in msg and "loss_b=nan" in msg and "total_loss=nan" in msg and "loss_a=" in msg
+    assert sorted(snap.weights) == list(range(7))
+    assert torch.equal(model.linear.weight, snap.weights[6])  # iteration 7 changed nothing
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000005.pth"
+    assert not (tmp_path / "model_final.pth").exists()
+    saved = torch.load(tmp_path / "model_0000005.pth", weights_only=True)["model"]
+    assert torch.equal(saved["linear.weight"], snap.weights[5])
+
+
+def test_infinite_loss_named():
+    class Inf(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.tensor(1.0))
+
+        def forward(self, batch):
+            return {"loss_x": self.w * float("inf")}
+
+    model = Inf()
+    trainer = Trainer(model=model, data_loader=iter(lambda: [0], None), optimizer=torch.optim.SGD(model.parameters(), lr=0.1), max_iter=2)
+    with pytest.raises(FloatingPointError, match=r"iteration 0: total_loss=inf, loss_x=inf \(non-finite: loss_x\)"):
+        trainer.train()
+
+
+def _clip_run(grad_clip):
+    """One SGD step (lr 0.1) of a Linear(2, 1) whose loss is 10 * (w1 + w2 + b): every grad is 10."""
+    model = nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.zero_()
+        model.bias.zero_()
+
+    class Wrap(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = model
+
+        def forward(self, batch):
+            return {"loss": 10 * (self.m.weight.sum() + self.m.bias.sum())}
+
+    wrapped = Wrap()
+    Trainer(
+        model=wrapped,
+        data_loader=iter(lambda: [0], None),
+        optimizer=torch.optim.SGD(wrapped.parameters(), lr=0.1),
+        max_iter=1,
+        grad_clip=grad_clip,
+    ).train()
+    return model.weight.detach().flatten().tolist() + model.bias.detach().tolist()
+
+
+def test_grad_clip_value_norm_full_model():
+    assert _clip_run(None) == pytest.approx([-1.0, -1.0, -1.0])  # 0 - 0.1 * 10
+    assert _clip_run({"clip_type": "value", "clip_value": 1.0}) == pytest.approx([-0.1, -0.1, -0.1])
+    # per parameter: weight grad (10, 10) has norm 14.14 -> scaled to norm 1: 1/sqrt(2) each; bias grad 10 -> 1
+    s = 1 / math.sqrt(2)
+    assert _clip_run({"clip_type": "norm", "clip_value": 1.0}) == pytest.approx([-0.1 * s, -0.1 * s, -0.1], rel=1e-4)
+    # one norm over all: sqrt(300) -> each grad 10 / sqrt(300) = 0.57735
+    g = 10 / math.sqrt(300)
+    assert _clip_run({"clip_type": "full_model", "clip_value": 1.0}) == pytest.approx([-0.1 * g] * 3, rel=1e-4)
+    assert _clip_run({"enabled": False, "clip_type": "value", "clip_value": 1.0}) == pytest.approx([-1.0] * 3)
+
+
+def test_grad_clip_config_errors():
+    model = nn.Linear(1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ConfigError, match="Did you mean 'clip_value'"):
+        Trainer(model=model, data_loader=[], optimizer=opt, max_iter=1, grad_clip={"clip_valu": 1.0})
+    with pytest.raises(ConfigError, match="'value', 'norm', 'full_model'"):
+        Trainer(model=model, data_loader=[], optimizer=opt, max_iter=1, grad_clip={"clip_type": "l2"})
+
+
+def test_amp_fp16_on_cpu_is_a_config_error():
+    model = nn.Linear(1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ConfigError, match="amp='bf16'"):
+        Trainer(model=model, data_loader=[], optimizer=opt, max_iter=1, amp="fp16")
+    with pytest.raises(ConfigError, match="Did you mean 'bf16'"):
+        Trainer(model=model, data_loader=[], optimizer=opt, max_iter=1, amp="bf61")
+
+
+def test_amp_bf16_on_cpu_runs_under_autocast():
+    seen = []
+
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(2, 1)
+
+        def forward(self, batch):
+            out = self.linear(torch.ones(1, 2))
+            seen.append(out.dtype)
+            return {"loss": out.float().pow(2).mean()}
+
+    model = Probe()
+    before = model.linear.weight.detach().clone()
+    Trainer(model=model, data_loader=iter(lambda: [0], None), optimizer=torch.optim.SGD(model.parameters(), lr=0.1), max_iter=2, amp="bf16").train()
+    assert seen == [torch.bfloat16, torch.bfloat16]
+    assert model.linear.weight.dtype == torch.float32 and not torch.equal(model.linear.weight, before)
+
+
+def test_bad_model_output_and_finite_loader():
+    class NotDict(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.tensor(1.0))
+
+        def forward(self, batch):
+            return [self.w]
+
+    model = NotDict()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TypeError, match="dict of losses"):
+        Trainer(model=model, data_loader=iter(lambda: [0], None), optimizer=opt, max_iter=1).train()
+    model2 = Regressor()
+    with pytest.raises(RuntimeError, match="ran out at iteration 2"):
+        batches = random_batches()
+        Trainer(model=model2, data_loader=[next(batches), next(batches)], optimizer=build_optimizer(model2, base_lr=0.1), max_iter=5).train()
+
+
+def test_state_dict_is_weights_only_loadable_and_restores_rng():
+    model = nn.Linear(1, 1)
+    trainer = Trainer(model=model, data_loader=[], optimizer=torch.optim.SGD(model.parameters(), lr=0.1), max_iter=1)
+    trainer.iter = 41
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    buf = io.BytesIO()
+    torch.save(trainer.state_dict(), buf)
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    trainer.iter = 0
+    trainer.load_state_dict(state)
+    assert trainer.iter == 41
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_hooks_are_sorted_and_get_the_trainer():
+    class P(Hook):
+        def __init__(self, p):
+            self.priority = p
+
+    model = nn.Linear(1, 1)
+    hooks = [P(70), None, P(10), P(50)]
+    trainer = Trainer(model=model, data_loader=[], optimizer=torch.optim.SGD(model.parameters(), lr=0.1), max_iter=1, hooks=hooks)
+    assert [h.priority for h in trainer.hooks] == [10, 50, 70]
+    assert trainer.hooks[0].trainer.max_iter == 1
+
+
+def test_hook_states_keyed_by_config_key(caplog):
+    from framework.engine import build_hooks
+
+    model = nn.Linear(1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    hooks = build_hooks({"best": {"name": "BestCheckpointer", "metric": "bbox/AP"}, "timer": "IterationTimer"})
+    trainer = Trainer(model=model, data_loader=[], optimizer=opt, max_iter=1, hooks=hooks)
+    trainer.hooks[1].best_value, trainer.hooks[1].best_iter = 40.0, 9
+    state = trainer.state_dict()
+    assert state["hooks"] == {"best": {"best_value": 40.0, "best_iter": 9}}  # stateless hooks omitted
+
+    fresh = Trainer(model=model, data_loader=[], optimizer=opt, max_iter=1, hooks=build_hooks({"best": "BestCheckpointer"}))
+    state["hooks"]["gone"] = {"x": 1}
+    fresh.load_state_dict(state)
+    assert fresh.hooks[0].best_value == 40.0
+    assert "'gone'" in caplog.text
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 autocast with a GradScaler needs CUDA")
+def test_amp_fp16_on_cuda_with_grad_scaler(tmp_path):
+    torch.manual_seed(0)
+    model = Regressor().cuda()
+
+    def cuda_batches():
+        for batch in random_batches():
+            yield [{k: v.cuda() for k, v in d.items()} for d in batch]
+
+    trainer = Trainer(
+        model=model,
+        data_loader=cuda_batches(),
+        optimizer=build_optimizer(model, base_lr=0.01),
+        checkpointer=Checkpointer(model, str(tmp_path)),
+        max_iter=3,
+        amp="fp16",
+        hooks=[PeriodicCheckpointer(period=3)],
+    )
+    before = model.linear.weight.detach().clone()
+    trainer.train()
+    assert trainer.grad_scaler is not None and not torch.equal(model.linear.weight, before)
+    saved = torch.load(tmp_path / "model_final.pth", weights_only=True)
+    assert "grad_scaler" in saved["trainer"] and "cuda" in saved["trainer"]["rng"]
