@@ -228,6 +228,9 @@ def build_train_loader(
     start_index = start_iter * batch_size
 
     if sampler == "TrainingSampler":
+        if repeat_thresh > 0:
+            logger.warning("repeat_thresh=%g is ignored by the TrainingSampler; use sampler="
+                           "'RepeatFactorTrainingSampler' to oversample rare categories", repeat_thresh)
         index_sampler: TrainingSampler | RepeatFactorTrainingSampler = TrainingSampler(
             len(dataset_dicts), seed=seed, start_index=start_index)
     elif sampler == "RepeatFactorTrainingSampler":

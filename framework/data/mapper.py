@@ -82,8 +82,9 @@ def transform_instances(instances: Instances, new_size: tuple[int, int], flip: b
 
     Boxes go through ``tv_tensors.BoundingBoxes`` (x scaled by new_w / old_w, y by new_h / old_h;
     flip: x -> W - x, the corners swapped) and are clipped to the new image; BitMasks through
-    ``tv_tensors.Mask`` (nearest-exact, i.e. PIL's NEAREST as detectron2); PolygonMasks have their
-    coordinates scaled and mirrored. Other fields are kept as they are.
+    ``tv_tensors.Mask`` (nearest-exact: pixel-centre sampling like PIL's NEAREST used by detectron2;
+    PIL's fixed-point arithmetic can pick the neighbouring source row/column on ~0.1% of the
+    pixels); PolygonMasks have their coordinates scaled and mirrored. Other fields are kept as is.
 
     Args:
         instances: gt of an image of ``instances.image_size`` = (H, W).
@@ -97,7 +98,8 @@ def transform_instances(instances: Instances, new_size: tuple[int, int], flip: b
     out = Instances((new_h, new_w))
     for name, value in instances.get_fields().items():
         if isinstance(value, Boxes):
-            # float64 so that the corners are rounded once, when stored back as float32 Boxes.
+            # float64 like detectron2's numpy arithmetic (torchvision's scale ratios are float32:
+            # corners may differ from detectron2's by ~1e-4 px on a 1333 px image).
             boxes = tv_tensors.BoundingBoxes(value.tensor.double(), format="XYXY", canvas_size=(old_h, old_w))
             boxes = F.resize(boxes, [new_h, new_w])
             if flip:

@@ -2,7 +2,7 @@
 
 Each image has a textured background (smoothed noise, a colour gradient, random lines) and 1..6
 filled shapes, one class per shape (``disk``, ``square``, ``triangle``, ``cross``), each with a
-random colour, size (12 px up to half the shorter image side) and rotation. Shapes occlude each
+random colour, size (20 px up to half the shorter image side) and rotation. Shapes occlude each
 other: every annotation describes only the *visible* part of its shape, and shapes that would be
 mostly hidden are left out of the image altogether, so the labels are complete. Unoccluded shapes
 are stored as their exact polygon, occluded ones as compressed RLE.
@@ -46,7 +46,7 @@ SYNTHETIC_CATEGORIES: tuple[dict[str, Any], ...] = (
     {"id": 12, "name": "cross"},
 )
 #: Name of the cache folder; bump it whenever the generator's output changes.
-SYNTHETIC_VERSION = "synthetic_v1"
+SYNTHETIC_VERSION = "synthetic_v2"
 #: Number of images of each split of the built-in dataset.
 DEFAULT_NUM_IMAGES: dict[str, int] = {"train": 300, "val": 50}
 #: Seed of the built-in dataset (the split is mixed into the seed, so splits differ).
@@ -56,7 +56,9 @@ MARKER_FILE = "COMPLETE"
 
 _SPLIT_CODES = {"train": 0, "val": 1}
 IMAGE_SIDE_RANGE = (160, 320)  # px, each side drawn independently: aspect ratios 1:2 .. 2:1
-MIN_OBJECT_SIZE = 12  # px, diameter of the shape's circumscribed circle
+# px, diameter of the shape's circumscribed circle. Below ~20 px a rotated square, a disk and a
+# cross blur into the same blob under the sensor noise: the labels would be guesses, not "small".
+MIN_OBJECT_SIZE = 20
 MAX_OBJECTS = 6
 MIN_VISIBLE_AREA = 24  # px; a shape showing less is not drawn
 MIN_VISIBLE_FRACTION = 0.3  # of its own area; a shape hidden more than this is not drawn
@@ -218,7 +220,7 @@ def generate_synthetic_coco(root: str | os.PathLike, *, split: Literal["train", 
 
 
 def synthetic_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Folder of the built-in dataset: ``<cache>/synthetic_v1`` where ``<cache>`` is ``cache_dir``,
+    """Folder of the built-in dataset: ``<cache>/synthetic_v2`` where ``<cache>`` is ``cache_dir``,
     else ``$FRAMEWORK_CACHE``, else ``~/.cache/framework``."""
     base = cache_dir or os.environ.get("FRAMEWORK_CACHE") or Path.home() / ".cache" / "framework"
     return Path(base).expanduser().resolve() / SYNTHETIC_VERSION

@@ -163,10 +163,10 @@ def test_builtin_synthetic_generated_on_first_use(tmp_path, monkeypatch):
     monkeypatch.setenv("FRAMEWORK_CACHE", str(tmp_path))
     monkeypatch.setattr(synthetic, "DEFAULT_NUM_IMAGES", {"train": 2, "val": 1})
     dicts = get_dataset("synthetic_val")
-    assert len(dicts) == 1 and (tmp_path / "synthetic_v1" / synthetic.MARKER_FILE).is_file()
+    assert len(dicts) == 1 and (tmp_path / "synthetic_v2" / synthetic.MARKER_FILE).is_file()
     meta = get_metadata("synthetic_train")
     assert meta.thing_classes == ["disk", "square", "triangle", "cross"]
     assert meta.thing_dataset_id_to_contiguous_id == {2: 0, 5: 1, 9: 2, 12: 3}
-    assert meta.json_file == str(tmp_path / "synthetic_v1" / "annotations" / "instances_train.json")
-    assert meta.image_root == str(tmp_path / "synthetic_v1" / "train")
+    assert meta.json_file == str(tmp_path / "synthetic_v2" / "annotations" / "instances_train.json")
+    assert meta.image_root == str(tmp_path / "synthetic_v2" / "train")
     assert len(get_dataset("synthetic_train")) == 2

@@ -85,7 +85,7 @@ def test_sizes_and_aspect_ratios_vary(generated):
     assert all(160 <= s <= 320 for side in sides for s in side)
     assert any(w > h for w, h in sides) and any(w < h for w, h in sides)
     extents = [max(a["bbox"][2:]) for a in data["annotations"]]
-    assert min(extents) < 20 and max(extents) > 80  # small and large objects
+    assert min(extents) < 32 and max(extents) > 80  # small (COCO: < 32 px) and large objects
     shorter = {im["id"]: min(im["width"], im["height"]) for im in data["images"]}
     assert all(max(a["bbox"][2:]) <= shorter[a["image_id"]] / 2 + 1 for a in data["annotations"])
 
@@ -130,5 +130,5 @@ def test_ensure_builtin_is_atomic_and_cached(tmp_path, monkeypatch):
 
 def test_cache_dir_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("FRAMEWORK_CACHE", str(tmp_path / "cache"))
-    assert synthetic.synthetic_cache_dir() == tmp_path / "cache" / "synthetic_v1"
-    assert synthetic.synthetic_cache_dir(tmp_path / "other") == tmp_path / "other" / "synthetic_v1"
+    assert synthetic.synthetic_cache_dir() == tmp_path / "cache" / "synthetic_v2"
+    assert synthetic.synthetic_cache_dir(tmp_path / "other") == tmp_path / "other" / "synthetic_v2"

@@ -195,9 +195,17 @@ def _torchvision_to_ours(sd: dict) -> dict:
     return out
 
 
-def test_r18_requires_res2_out_channels_64():
-    with pytest.raises(ConfigError, match="depth=18 .*res2_out_channels=64 .*got 256"):
-        ResNet(depth=18)
+def test_narrow_r18_doubles_width_per_stage_with_projection_into_res2():
+    # stem 32 -> res2 32 (no projection needed), res3 64, res4 128, res5 256
+    model = ResNet(depth=18, stem_out_channels=32, res2_out_channels=32, norm="BN", freeze_at=0)
+    shapes = model.output_shape()
+    assert [shapes[f"res{i}"].channels for i in (2, 3, 4, 5)] == [32, 64, 128, 256]
+    assert model.res2[0].shortcut is None
+    # a res2 wider than the stem gets a 1x1 projection shortcut on its first block
+    wide = ResNet(depth=18, stem_out_channels=32, res2_out_channels=64, norm="BN", freeze_at=0)
+    assert wide.res2[0].shortcut.weight.shape == (64, 32, 1, 1)
+    out = wide(torch.zeros(1, 3, 64, 64))
+    assert out["res5"].shape == (1, 512, 2, 2)
 
 
 @pytest.mark.parametrize(

@@ -212,7 +212,7 @@ class ResNet(Backbone):
         num_groups, width_per_group: ResNeXt cardinality and width (bottleneck channels of res2
             are ``num_groups * width_per_group``).
         stem_out_channels: channels out of the stem.
-        res2_out_channels: channels out of res2 (must be 64 for depth 18/34).
+        res2_out_channels: channels out of res2 (64 in the standard ResNet-18/34, 256 for deeper).
         res5_dilation: 2 keeps res5 at stride 16 with dilated 3x3 convs.
         in_channels: channels of the input image.
     """
@@ -330,12 +330,9 @@ def _check_args(
     if res5_dilation not in (1, 2):
         raise ConfigError(f"ResNet res5_dilation={res5_dilation!r}; valid values: 1, 2")
     if depth in (18, 34):
-        # BasicBlock has no expansion: res2 keeps the stem's 64 channels (as detectron2 requires).
-        if res2_out_channels != 64:
-            raise ConfigError(
-                f"ResNet depth={depth} uses BasicBlock and needs res2_out_channels=64 "
-                f"(got {res2_out_channels})"
-            )
+        # BasicBlock has no expansion; detectron2 requires res2_out_channels=64 here. Other widths
+        # (a narrow ResNet-18 for CPUs) are allowed: res2 gets a projection shortcut when its
+        # width differs from the stem's.
         if res5_dilation != 1:
             raise ConfigError(f"ResNet depth={depth} needs res5_dilation=1 (got {res5_dilation})")
         if num_groups != 1:

@@ -1,0 +1,195 @@
+"""End-to-end: the main job (train + evaluate + TensorBoard), resume, multirun, real COCO images.
+
+Marked ``slow`` (a few minutes together on 2 CPU cores); ``pytest -m "not slow"`` skips them and
+CI runs them. Models and images are shrunk with overrides: the code path is the real one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from framework.config.compose import compose
+from framework.engine.hooks import HOOKS, Hook
+from framework.engine.run import run
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: A tiny but complete job: few iterations, small images, no aspect-ratio grouping (exact resume).
+TINY = [
+    "train.max_iter=6",
+    "lr_scheduler.warmup_iters=2",
+    "lr_scheduler.steps=[4]",
+    "input.train.min_size=[128]",
+    "input.train.max_size=192",
+    "input.test.min_size=[128]",
+    "input.test.max_size=192",
+    "dataloader.train.num_workers=0",
+    "dataloader.train.aspect_ratio_grouping=false",
+    "dataloader.test.num_workers=0",
+    "hooks.checkpointer.period=3",
+    "hooks.visualizer.num_images=2",
+    "hooks.writer.period=2",
+    "model.rpn.post_nms_topk_test=50",
+]
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _StopAfter(Hook):
+    """Test hook: simulate a crash after the step ``iteration`` (after its checkpoint)."""
+
+    priority = 90
+
+    def __init__(self, *, iteration: int = 0):
+        self.iteration = iteration
+
+    def after_step(self) -> None:
+        if self.trainer.iter == self.iteration:
+            raise _Interrupt(f"stopped after iteration {self.iteration}")
+
+
+@pytest.fixture
+def stop_hook():
+    """Register _StopAfter for one test only (the component listing must not see test hooks)."""
+    from framework.config.groups import register_config_groups
+
+    HOOKS.register(_StopAfter)
+    register_config_groups()
+    yield
+    HOOKS._obj_map.pop("_StopAfter", None)
+
+
+def _tensorboard_tags(run_dir: Path) -> dict[str, set]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags: dict[str, set] = {"scalars": set(), "images": set(), "tensors": set(), "hparams": set()}
+    for f in run_dir.glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(f), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+        acc.Reload()
+        for kind in ("scalars", "images", "tensors"):
+            tags[kind] |= set(acc.Tags().get(kind, []))
+        try:
+            tags["hparams"] |= set(acc.PluginTagToContent("hparams"))
+        except KeyError:  # this events file holds no hparams
+            pass
+    return tags
+
+
+def test_main_job_trains_evaluates_and_logs(tmp_path):
+    cfg = compose(TINY)
+    metric = run(cfg, output_dir=tmp_path)
+
+    for name in ("config.yaml", "log.txt", "metrics.json", "metrics.jsonl", "model_final.pth",
+                 "last_checkpoint", "inference/coco_instances_results.json"):
+        assert (tmp_path / name).exists(), name
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["iteration"] == 6
+    assert {"bbox/AP", "segm/AP", "bbox/AP50", "segm/APs"} <= set(metrics)
+    assert metric == pytest.approx(metrics["segm/AP"])
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss_mask" in line and "lr" in line for line in lines)
+
+    tags = _tensorboard_tags(tmp_path)
+    for scalar in ("total_loss", "loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc",
+                   "lr", "time", "data_time", "bbox/AP", "segm/AP"):
+        assert scalar in tags["scalars"], scalar
+    assert len([t for t in tags["images"] if t.startswith("vis/")]) == 2
+    assert any(t.startswith("config") for t in tags["tensors"])
+
+
+def test_resume_reaches_the_same_state_as_an_uninterrupted_run(tmp_path, stop_hook):
+    full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
+    no_eval = ["hooks.eval=null", "hooks.visualizer=null", "hooks.best_checkpointer=null"]
+    run(compose(TINY + no_eval), output_dir=full_dir)
+
+    with pytest.raises(_Interrupt):
+        run(compose(TINY + no_eval + ["+hook@hooks.stop=_StopAfter", "hooks.stop.iteration=3"]), output_dir=cut_dir)
+    assert (cut_dir / "last_checkpoint").read_text().strip() == "model_0000002.pth"
+
+    run(compose(TINY + no_eval + ["resume=true"]), output_dir=cut_dir)
+
+    a = torch.load(full_dir / "model_final.pth", weights_only=True)
+    b = torch.load(cut_dir / "model_final.pth", weights_only=True)
+    assert a["trainer"]["iteration"] == b["trainer"]["iteration"] == 5
+    assert a["scheduler"] == b["scheduler"]
+    assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
+    for k, state in a["optimizer"]["state"].items():
+        torch.testing.assert_close(state["momentum_buffer"], b["optimizer"]["state"][k]["momentum_buffer"])
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], msg=k)
+
+
+def _train_net(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, str(REPO / "tools" / "train_net.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_multirun_gives_one_complete_run_directory_per_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    res = _train_net(["-m", *TINY, "train.max_iter=2", "lr_scheduler.steps=[]", "hooks.visualizer=null",
+                      "solver.base_lr=0.01,0.02", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "config.yaml").exists())
+    assert len(jobs) == 2
+    for job, lr in zip(jobs, ("0.01", "0.02")):
+        assert f"solver.base_lr={lr}" in (job / ".hydra" / "overrides.yaml").read_text()
+        assert json.loads((job / "metrics.json").read_text())["iteration"] == 2
+        assert (job / "model_final.pth").exists()
+        tags = _tensorboard_tags(job)
+        assert "bbox/AP" in tags["scalars"]
+        # the HParams tab: this job's swept value against its final metrics
+        assert "_hparams_/session_start_info" in tags["hparams"]
+    assert "Final: bbox AP" in res.stdout
+
+
+def test_command_line_typo_fails_before_any_job(tmp_path):
+    res = _train_net(["-m", "solver.base_lr=0.01,0.02", "model/roi_pooler=ROIAlign,ROIAlgnV2"], tmp_path)
+    assert res.returncode == 2
+    assert "Did you mean 'ROIAlignV2'" in res.stderr
+    assert not (tmp_path / "multirun").exists()
+
+
+def test_coco_tiny_trains_and_evaluates_like_cocoeval(tmp_path, coco_tiny):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    cfg = compose(TINY + [
+        "dataset=coco_json",
+        f"dataset.train.json={coco_tiny / 'annotations' / 'instances_train2017.json'}",
+        f"dataset.train.image_root={coco_tiny / 'train2017'}",
+        f"dataset.test.json={coco_tiny / 'annotations' / 'instances_val2017.json'}",
+        f"dataset.test.image_root={coco_tiny / 'val2017'}",
+        "dataset.num_classes=80",
+        "train.max_iter=3",
+        "lr_scheduler.steps=[]",
+        "model.roi_heads.test_score_thresh=0.0",  # an untrained model still gives detections to score
+    ])
+    run(cfg, output_dir=tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    results = tmp_path / "inference" / "coco_instances_results.json"
+    coco_gt = COCO(str(coco_tiny / "annotations" / "instances_val2017.json"))
+    coco_gt.dataset.setdefault("info", {})  # loadRes copies it; the shared json has none
+    predictions = json.loads(results.read_text())
+    assert predictions, "the run dumped no predictions"
+    for task in ("bbox", "segm"):
+        # For masks, area comes from the mask, not the box (drop "bbox"; detectron2's protocol too).
+        dts = [{k: v for k, v in p.items() if not (task == "segm" and k == "bbox")} for p in predictions]
+        coco_eval = COCOeval(coco_gt, coco_gt.loadRes(dts), task)
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+        for i, key in enumerate(("AP", "AP50", "AP75", "APs", "APm", "APl")):
+            direct = coco_eval.stats[i] * 100 if coco_eval.stats[i] >= 0 else float("nan")
+            assert metrics[f"{task}/{key}"] == pytest.approx(direct, abs=1e-9, nan_ok=True), (task, key)
