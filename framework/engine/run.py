@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from framework.config.compose import validate_config
 from framework.errors import ConfigError
 
-__all__ = ["run", "build_model", "build_datasets", "Datasets", "evaluate_model", "final_metric"]
+__all__ = ["run", "build_model", "build_datasets", "build_mapper", "Datasets", "evaluate_model", "final_metric"]
 
 logger = logging.getLogger("framework")
 
@@ -119,10 +119,16 @@ def build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
     return model
 
 
-def _mapper(cfg: DictConfig, split: str) -> Callable[[dict], dict]:
+def to_kwargs(node: DictConfig) -> dict:
+    """A config section as keyword arguments of the code that consumes it (interpolations resolved)."""
+    return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
+
+
+def build_mapper(cfg: DictConfig, split: str) -> Callable[[dict], dict]:
+    """The ``input.<split>`` DatasetMapper (``split``: "train" or "test")."""
     from framework.data.mapper import DatasetMapper
 
-    return DatasetMapper(**OmegaConf.to_container(cfg.input[split], resolve=True))
+    return DatasetMapper(**to_kwargs(cfg.input[split]))
 
 
 def _has_masks(model: torch.nn.Module) -> bool:
@@ -137,7 +143,7 @@ def evaluate_model(cfg: DictConfig, model: torch.nn.Module, data: Datasets, outp
 
     tasks = ("bbox", "segm") if _has_masks(model) else ("bbox",)
     evaluator = COCOEvaluator.from_metadata(data.metadata, tasks=tasks, output_dir=str(output_dir / "inference"))
-    loader = build_test_loader(data.test, _mapper(cfg, "test"), **OmegaConf.to_container(cfg.dataloader.test, resolve=True))
+    loader = build_test_loader(data.test, build_mapper(cfg, "test"), **to_kwargs(cfg.dataloader.test))
     results = inference_on_dataset(model, loader, evaluator)
     if results:
         logger.info(f"Evaluation on {data.test_name}:\n{results_table(results)}")

@@ -14,19 +14,13 @@ __all__ = ["train"]
 logger = logging.getLogger("framework")
 
 
-def _container(node: DictConfig) -> dict:
-    return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
-
-
-def _load_gt_fn(metadata: Any) -> Callable[[dict], tuple[torch.Tensor, Any]]:
+def _load_gt(d: dict) -> tuple[torch.Tensor, Any]:
+    """A dataset dict's image (RGB uint8) and its non-crowd ground truth at the original size."""
     from framework.data.detection_utils import annotations_to_instances, read_image
 
-    def load(d: dict):
-        image = read_image(d["file_name"], "RGB")
-        annos = [a for a in d.get("annotations", []) if not a.get("iscrowd", 0)]
-        return image, annotations_to_instances(annos, (image.shape[1], image.shape[2]))
-
-    return load
+    image = read_image(d["file_name"], "RGB")
+    annos = [a for a in d.get("annotations", []) if not a.get("iscrowd", 0)]
+    return image, annotations_to_instances(annos, (image.shape[1], image.shape[2]))
 
 
 def train(
@@ -42,17 +36,16 @@ def train(
     """Train ``model`` per ``cfg`` (resuming when ``cfg.resume``); return the final metrics."""
     from framework.checkpoint import Checkpointer
     from framework.data.build import build_train_loader
-    from framework.data.mapper import DatasetMapper
     from framework.engine.hooks import VisualizationData, build_hooks
     from framework.engine.lr_scheduler import build_lr_scheduler
     from framework.engine.optim import build_optimizer
-    from framework.engine.run import _hparams, _write_json
+    from framework.engine.run import _hparams, _write_json, build_mapper, to_kwargs
     from framework.engine.trainer import Trainer
     from framework.utils.writers import ConsoleWriter, JSONWriter, TensorboardWriter
 
     max_iter = int(cfg.train.max_iter)
-    optimizer = build_optimizer(model, **_container(cfg.solver))
-    scheduler = build_lr_scheduler(optimizer, **_container(cfg.lr_scheduler))
+    optimizer = build_optimizer(model, **to_kwargs(cfg.solver))
+    scheduler = build_lr_scheduler(optimizer, **to_kwargs(cfg.lr_scheduler))
     checkpointer = Checkpointer(model, str(output_dir))
     tb = TensorboardWriter(str(output_dir))
     writers = [ConsoleWriter(max_iter), JSONWriter(str(output_dir / "metrics.jsonl")), tb]
@@ -66,23 +59,22 @@ def train(
         hooks=build_hooks(cfg.hooks),
         writers=writers,
         amp=cfg.train.amp,
-        grad_clip=_container(cfg.train.grad_clip) if cfg.train.grad_clip is not None else None,
+        grad_clip=to_kwargs(cfg.train.grad_clip) if cfg.train.grad_clip is not None else None,
         test_fn=lambda: evaluate(cfg, model, data, output_dir),
     )
-    test_mapper = DatasetMapper(**_container(cfg.input.test))
     trainer.vis_data = VisualizationData(
         dataset_dicts=data.test,
-        mapper=test_mapper,
+        mapper=build_mapper(cfg, "test"),
         class_names=list(data.metadata.thing_classes),
         colors=[tuple(c) for c in data.metadata.thing_colors],
-        load_gt=_load_gt_fn(data.metadata),
+        load_gt=_load_gt,
     )
     start_iter = trainer.resume_or_load(cfg.weights, resume=bool(cfg.resume))
     if cfg.resume and start_iter == 0:
         logger.warning(f"resume=true but {output_dir} has no last_checkpoint: starting from scratch")
-    loader_cfg = _container(cfg.dataloader.train)
+    loader_cfg = to_kwargs(cfg.dataloader.train)
     loader_cfg["start_iter"] = start_iter
-    trainer.data_loader = build_train_loader(data.train, DatasetMapper(**_container(cfg.input.train)), **loader_cfg)
+    trainer.data_loader = build_train_loader(data.train, build_mapper(cfg, "train"), **loader_cfg)
     tb.summary_writer.add_text("config", "```\n" + OmegaConf.to_yaml(cfg, resolve=True) + "\n```", start_iter)
     if overrides:
         tb.summary_writer.add_text("overrides", "\n".join(f"- `{o}`" for o in overrides), start_iter)

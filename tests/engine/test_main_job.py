@@ -124,8 +124,10 @@ def test_resume_reaches_the_same_state_as_an_uninterrupted_run(tmp_path, stop_ho
     assert a["trainer"]["iteration"] == b["trainer"]["iteration"] == 5
     assert a["scheduler"] == b["scheduler"]
     assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
     for k, state in a["optimizer"]["state"].items():
-        torch.testing.assert_close(state["momentum_buffer"], b["optimizer"]["state"][k]["momentum_buffer"])
+        for name, value in state.items():  # AdamW: step, exp_avg, exp_avg_sq
+            torch.testing.assert_close(value, b["optimizer"]["state"][k][name], msg=f"{k}.{name}")
     for k in a["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], msg=k)
 
