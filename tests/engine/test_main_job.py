@@ -107,6 +107,21 @@ def test_main_job_trains_evaluates_and_logs(tmp_path):
     assert len([t for t in tags["images"] if t.startswith("vis/")]) == 2
     assert any(t.startswith("config") for t in tags["tensors"])
 
+    # eval_only with the final checkpoint reproduces the final evaluation of training exactly
+    eval_dir = tmp_path / "eval"
+    run(compose(TINY + ["eval_only=true", f"weights={tmp_path / 'model_final.pth'}"]), output_dir=eval_dir)
+    again = json.loads((eval_dir / "metrics.json").read_text())
+    assert {k: v for k, v in again.items() if "/" in k} == pytest.approx(
+        {k: v for k, v in metrics.items() if "/" in k}, nan_ok=True
+    )
+
+
+def test_eval_only_without_weights_says_what_is_missing(tmp_path):
+    from framework.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="eval_only=true needs weights="):
+        run(compose(TINY + ["eval_only=true"]), output_dir=tmp_path)
+
 
 def test_resume_reaches_the_same_state_as_an_uninterrupted_run(tmp_path, stop_hook):
     full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"

@@ -1,0 +1,31 @@
+"""The run's dataset resolution: clear errors for names, files and class counts (no training)."""
+
+import pytest
+
+from framework.config.compose import compose
+from framework.engine.run import build_datasets
+from framework.errors import ConfigError
+
+
+def test_unknown_dataset_name_suggests_registered_ones():
+    with pytest.raises(ConfigError, match=r"dataset\.train\.name.*'synthtic_train'.*Did you mean 'synthetic_train'"):
+        build_datasets(compose(["dataset.train.name=synthtic_train"]))
+
+
+def test_missing_json_file_is_named(tmp_path):
+    missing = tmp_path / "nope.json"
+    cfg = compose(["dataset=coco_json", f"dataset.train.json={missing}", f"dataset.train.image_root={tmp_path}",
+                   f"dataset.test.json={missing}", f"dataset.test.image_root={tmp_path}", "dataset.num_classes=3"])
+    with pytest.raises(ConfigError, match=r"dataset\.train\.json.*file not found.*nope\.json"):
+        build_datasets(cfg)
+
+
+def test_class_count_mismatch_gives_the_right_value():
+    with pytest.raises(ConfigError, match=r"num_classes.*is 7 but dataset 'synthetic_val' has 4 classes.*dataset\.num_classes=4"):
+        build_datasets(compose(["dataset.num_classes=7"]))
+
+
+def test_synthetic_dataset_resolves():
+    data = build_datasets(compose([]))
+    assert data.train_name == "synthetic_train" and len(data.train) == 300
+    assert list(data.metadata.thing_classes) == ["disk", "square", "triangle", "cross"]
