@@ -117,7 +117,7 @@ def test_no_top_block_and_norm():
 def test_in_feature_not_produced_by_bottom_up():
     with pytest.raises(ConfigError, match=r"in_features has 'res6'.*Did you mean 'res5'.*\['res2', 'res3', 'res4', 'res5'\]"):
         FPN(bottom_up=R18, in_features=("res4", "res6"))
-    with pytest.raises(ConfigError, match=r"'res2'.*Its outputs: \['res3', 'res4', 'res5'\]"):
+    with pytest.raises(ConfigError, match=r"'res2'.*Available: \['res3', 'res4', 'res5'\]"):
         FPN(bottom_up={**R18, "out_features": ["res3", "res4", "res5"]})
 
 

@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from framework.errors import ConfigError, did_you_mean
 from framework.layers.batch_norm import get_norm
+from framework.layers.shape_spec import check_feature_names
 from framework.layers.wrappers import Conv2d
 from framework.modeling.backbone.backbone import Backbone
 from framework.registry import BACKBONES, Spec
@@ -72,7 +73,9 @@ class FPN(Backbone):
         self.bottom_up = BACKBONES.build(bottom_up)
         in_features = list(in_features)
         input_shapes = self.bottom_up.output_shape()
-        _check_in_features(in_features, input_shapes)
+        check_feature_names(
+            in_features, input_shapes, knob="FPN.in_features", hint="set the bottom-up's out_features to produce more"
+        )
         strides = [input_shapes[f].stride for f in in_features]
         _check_strides(in_features, strides)
         if fuse_type not in ("sum", "avg"):
@@ -161,18 +164,6 @@ class FPN(Backbone):
                 top_in = results[self._out_features.index(name)]
             results.extend(self.top_block(top_in))
         return dict(zip(self._out_features, results))
-
-
-def _check_in_features(in_features: list[str], input_shapes: dict) -> None:
-    if not in_features:
-        raise ConfigError(f"FPN in_features is empty; the bottom-up backbone outputs {list(input_shapes)}")
-    for f in in_features:
-        if f not in input_shapes:
-            raise ConfigError(
-                f"FPN in_features has {f!r}, which the bottom-up backbone does not output."
-                f"{did_you_mean(f, input_shapes)} Its outputs: {list(input_shapes)} "
-                f"(set its out_features to produce more)."
-            )
 
 
 def _check_strides(in_features: list[str], strides: list[int]) -> None:

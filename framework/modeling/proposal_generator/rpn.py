@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from framework.layers import ShapeSpec
+from framework.layers import ShapeSpec, check_feature_names
 from framework.modeling.box_regression import Box2BoxTransform, dense_box_regression_loss
 from framework.modeling.matcher import Matcher
 from framework.modeling.proposal_generator.proposal_utils import find_top_rpn_proposals
@@ -64,10 +64,7 @@ class RPN(nn.Module):
         loss_weight_loc: float = 1.0,
     ):
         super().__init__()
-        missing = [f for f in in_features if f not in input_shape]
-        if missing:
-            raise ValueError(f"RPN.in_features {missing} are not backbone outputs; available: {sorted(input_shape)}")
-        self.in_features = list(in_features)
+        self.in_features = check_feature_names(in_features, input_shape, knob="RPN.in_features")
         shapes = [input_shape[f] for f in self.in_features]
         self.anchor_generator = ANCHOR_GENERATORS.build(anchor_generator, input_shape=shapes)
         num_anchors = set(self.anchor_generator.num_anchors)

@@ -7,7 +7,7 @@ from typing import Literal, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from framework.layers import ShapeSpec
+from framework.layers import ShapeSpec, check_feature_names
 from framework.modeling.box_regression import Box2BoxTransform
 from framework.modeling.matcher import Matcher
 from framework.modeling.proposal_generator.proposal_utils import add_ground_truth_to_proposals
@@ -77,7 +77,7 @@ class StandardROIHeads(nn.Module):
         self.proposal_append_gt = proposal_append_gt
         self.proposal_matcher = Matcher(list(iou_thresholds), list(iou_labels), allow_low_quality_matches=False)
 
-        self.box_in_features = self._check_features(in_features, input_shape, "in_features")
+        self.box_in_features = check_feature_names(in_features, input_shape, knob="StandardROIHeads.in_features")
         channels = self._channels(self.box_in_features, input_shape)
         scales = [1.0 / input_shape[f].stride for f in self.box_in_features]
         self.box_pooler = ROI_POOLERS.build(box_pooler, output_size=box_pooler_resolution, scales=scales)
@@ -98,7 +98,9 @@ class StandardROIHeads(nn.Module):
 
         self.mask_on = mask_head is not None
         if self.mask_on:
-            self.mask_in_features = self._check_features(mask_in_features or in_features, input_shape, "mask_in_features")
+            self.mask_in_features = check_feature_names(
+                mask_in_features or in_features, input_shape, knob="StandardROIHeads.mask_in_features"
+            )
             channels = self._channels(self.mask_in_features, input_shape)
             scales = [1.0 / input_shape[f].stride for f in self.mask_in_features]
             self.mask_pooler = ROI_POOLERS.build(mask_pooler, output_size=mask_pooler_resolution, scales=scales)
@@ -107,13 +109,6 @@ class StandardROIHeads(nn.Module):
                 input_shape=ShapeSpec(channels=channels, height=mask_pooler_resolution, width=mask_pooler_resolution),
                 num_classes=num_classes,
             )
-
-    @staticmethod
-    def _check_features(names: Sequence[str], input_shape: Mapping[str, ShapeSpec], knob: str) -> list[str]:
-        missing = [f for f in names if f not in input_shape]
-        if missing:
-            raise ValueError(f"StandardROIHeads.{knob}: {missing} are not backbone outputs; available: {sorted(input_shape)}")
-        return list(names)
 
     @staticmethod
     def _channels(names: Sequence[str], input_shape: Mapping[str, ShapeSpec]) -> int:
