@@ -10,7 +10,6 @@ import argparse
 import inspect
 import re
 import sys
-import typing
 from typing import Any
 
 from framework.config.groups import iter_groups
@@ -142,5 +141,3 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write(render_markdown(info) if args.format == "markdown" else render_text(info))
     return 0
 
-
-_ = typing  # typing names appear in rendered annotations
