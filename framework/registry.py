@@ -153,12 +153,11 @@ class Registry(_FvcoreRegistry):
         """
         if not isinstance(spec, (str, Mapping)) and not _is_dictconfig(spec):
             return spec
-        from framework.config.schema import resolve_knobs, validate  # local: config imports this module
+        from framework.config.schema import validate  # local: config imports this module
 
         path = path or self._name.lower()
         # The whole subtree first, so an error deep inside names its full config path.
-        validate(spec, self, path=path)
-        cls, kwargs = resolve_knobs(self, spec, path=path)
+        cls, kwargs = validate(spec, self, path=path)
         runtime_params = _runtime_params(cls)
         unknown = set(runtime) - set(runtime_params)
         if unknown:

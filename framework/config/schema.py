@@ -82,12 +82,8 @@ def _field(knob: Knob) -> tuple[str, Any, Any]:
     if default is None and typ is not Any and typing.get_origin(typ) is not Union:
         typ = Optional[typ]
     if isinstance(default, (list, dict)):
-        return knob.name, typ, dataclasses.field(default_factory=functools.partial(_copy, default))
+        return knob.name, typ, dataclasses.field(default_factory=functools.partial(_to_plain, default))
     return knob.name, typ, dataclasses.field(default=default)
-
-
-def _copy(x: Any) -> Any:
-    return _to_plain(x)
 
 
 @functools.lru_cache(maxsize=None)
@@ -202,8 +198,11 @@ def _first_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
-def validate(spec: Any, registry: Registry, *, path: str) -> None:
-    """Check a whole component tree (names, keys, types, required values) without building it."""
+def validate(spec: Any, registry: Registry, *, path: str) -> tuple[Any, dict]:
+    """Check a whole component tree (names, keys, types, required values) without building it.
+
+    Returns :func:`resolve_knobs` of the root, so a caller that goes on to build it resolves once.
+    """
     component, kwargs = resolve_knobs(registry, spec, path=path)
     for knob in knobs(component):
         if knob.registry is None:
@@ -217,3 +216,4 @@ def validate(spec: Any, registry: Registry, *, path: str) -> None:
             raise ConfigError(f"config path '{path}.{knob.name}': a {knob.registry._name} component is required")
         if isinstance(child, (str, Mapping, DictConfig)):
             validate(child, knob.registry, path=f"{path}.{knob.name}")
+    return component, kwargs

@@ -167,17 +167,10 @@ class ROIPooler(nn.Module):
 
 @ROI_POOLERS.register()
 class ROIPool(ROIPooler):
-    """RoI max pooling with quantised box coordinates (Fast R-CNN), via ``torchvision.ops.roi_pool``."""
+    """RoI max pooling with quantised box coordinates (Fast R-CNN), via ``torchvision.ops.roi_pool``.
 
-    def __init__(
-        self,
-        output_size: int | tuple[int, int],
-        scales: Sequence[float],
-        *,
-        canonical_box_size: int = 224,
-        canonical_level: int = 4,
-    ):
-        super().__init__(output_size, scales, canonical_box_size=canonical_box_size, canonical_level=canonical_level)
+    Takes the base class's arguments (no sampling: max pooling reads every cell of a bin).
+    """
 
     def pool(self, feature: torch.Tensor, rois: torch.Tensor, scale: float) -> torch.Tensor:
         return roi_pool(feature, rois, self.output_size, scale)
