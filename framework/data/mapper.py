@@ -24,6 +24,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from framework.errors import ConfigError, did_you_mean
+from framework.layers.resize import resize_shortest_edge_torchvision
 from framework.structures import BitMasks, Boxes, Instances, PolygonMasks
 
 from .detection_utils import (
@@ -35,7 +36,12 @@ from .detection_utils import (
     read_image,
 )
 
-__all__ = ["DatasetMapper", "resize_shortest_edge_shape", "transform_image", "transform_instances"]
+__all__ = [
+    "DatasetMapper",
+    "resize_shortest_edge_shape",
+    "transform_image",
+    "transform_instances",
+]
 
 
 def resize_shortest_edge_shape(height: int, width: int, short_edge: int, max_size: int) -> tuple[int, int]:
@@ -141,6 +147,12 @@ class DatasetMapper:
             single value. 0 means no resize.
         max_size: upper bound on the longest edge after resizing.
         sample_style: how training samples ``min_size``.
+        resize_style: ``"detectron2"``: sides rounded half up, PIL bilinear resize of the uint8
+            image (what detectron2 and its model zoo see); ``"torchvision"``: sides floored, float
+            bilinear resize without rounding, as torchvision's detection models resize internally
+            (:func:`framework.layers.resize.resize_shortest_edge_torchvision`; the image is then
+            float, and matches torchvision's to float rounding: for bit-identical inputs resize in
+            the model instead, GeneralizedRCNN's ``test_resize``).
         random_flip: ``"horizontal"``: mirror with probability 0.5 in training (never at test).
         image_format: channel order of the output image (must match the model's ``input_format``).
         mask_format: ``"polygon"`` keeps polygon masks as polygons (images with RLE masks get
@@ -148,7 +160,8 @@ class DatasetMapper:
         mask_on: add ``gt_masks`` (needs a ``segmentation`` on every non-crowd annotation).
 
     Call: ``mapper(dataset_dict) -> dict`` (the input dict is deep-copied, never modified) with
-        ``image``: (3, H', W') uint8 tensor in ``image_format``, resized (and maybe flipped);
+        ``image``: (3, H', W') tensor in ``image_format``, resized (and maybe flipped); uint8
+        (float32 with ``resize_style="torchvision"``);
         ``height``, ``width``: the ORIGINAL image size (predictions are mapped back to it);
         ``file_name``, ``image_id`` and any other key of the dict, except ``annotations``;
         ``instances`` (training only): Instances of size (H', W') with ``gt_boxes``, ``gt_classes``
@@ -162,12 +175,14 @@ class DatasetMapper:
         min_size: Sequence[int] = (800,),
         max_size: int = 1333,
         sample_style: Literal["choice", "range"] = "choice",
+        resize_style: Literal["detectron2", "torchvision"] = "detectron2",
         random_flip: Literal["none", "horizontal"] = "horizontal",
         image_format: Literal["BGR", "RGB"] = "BGR",
         mask_format: Literal["polygon", "bitmask"] = "polygon",
         mask_on: bool = True,
     ) -> None:
         _check_choice("sample_style", sample_style, ("choice", "range"))
+        _check_choice("resize_style", resize_style, ("detectron2", "torchvision"))
         _check_choice("random_flip", random_flip, ("none", "horizontal"))
         _check_choice("image_format", image_format, IMAGE_FORMATS)
         _check_choice("mask_format", mask_format, MASK_FORMATS)
@@ -185,6 +200,7 @@ class DatasetMapper:
         self.min_size = sizes
         self.max_size = max_size
         self.sample_style = sample_style
+        self.resize_style = resize_style
         self.random_flip = random_flip
         self.image_format = image_format
         self.mask_format = mask_format
@@ -192,7 +208,7 @@ class DatasetMapper:
 
     def __repr__(self) -> str:
         return (f"DatasetMapper(is_train={self.is_train}, min_size={self.min_size}, max_size={self.max_size}, "
-                f"sample_style={self.sample_style!r}, random_flip={self.random_flip!r}, "
+                f"sample_style={self.sample_style!r}, resize_style={self.resize_style!r}, random_flip={self.random_flip!r}, "
                 f"image_format={self.image_format!r}, mask_format={self.mask_format!r}, mask_on={self.mask_on})")
 
     # ------------------------------------------------------------------ random parameters
@@ -216,9 +232,15 @@ class DatasetMapper:
         image = read_image(d["file_name"], format=self.image_format)
         check_image_size(d, image)
         h, w = int(image.shape[-2]), int(image.shape[-1])
-        new_size = resize_shortest_edge_shape(h, w, self.sample_short_edge(), self.max_size)
+        short_edge = self.sample_short_edge()
         flip = self.sample_flip()
-        d["image"] = transform_image(image, new_size, flip)
+        if self.resize_style == "torchvision":
+            image = resize_shortest_edge_torchvision(image, short_edge, self.max_size)
+            new_size = (int(image.shape[-2]), int(image.shape[-1]))
+            d["image"] = (image.flip(-1) if flip else image).contiguous()
+        else:
+            new_size = resize_shortest_edge_shape(h, w, short_edge, self.max_size)
+            d["image"] = transform_image(image, new_size, flip)
 
         annos = d.pop("annotations", None)
         if not self.is_train or annos is None:

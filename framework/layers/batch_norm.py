@@ -118,12 +118,12 @@ def _device_of(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _group_norm(channels: int) -> nn.GroupNorm:
+def _group_norm(channels: int, eps: float = 1e-5) -> nn.GroupNorm:
     # detectron2's "GN" always uses 32 groups.
-    return nn.GroupNorm(32, channels)
+    return nn.GroupNorm(32, channels, eps=eps)
 
 
-#: Norm names accepted by :func:`get_norm` -> factory taking the number of channels.
+#: Norm names accepted by :func:`get_norm` -> factory taking the number of channels (and ``eps=``).
 NORMS: dict[str, Callable[[int], nn.Module]] = {
     "BN": nn.BatchNorm2d,
     "SyncBN": nn.SyncBatchNorm,
@@ -132,13 +132,16 @@ NORMS: dict[str, Callable[[int], nn.Module]] = {
 }
 
 
-def get_norm(norm: Union[str, Callable[[int], nn.Module], None], out_channels: int) -> nn.Module | None:
+def get_norm(
+    norm: Union[str, Callable[[int], nn.Module], None], out_channels: int, *, eps: float | None = None
+) -> nn.Module | None:
     """Build the normalisation layer named ``norm`` for ``out_channels`` channels.
 
     Args:
         norm: ``""`` or None (no norm), one of ``"BN"``, ``"SyncBN"``, ``"FrozenBN"``, ``"GN"``
             (32 groups), or a callable taking the channel count and returning a module.
         out_channels: number of channels C of the (N, C, H, W) tensors it will normalise.
+        eps: the norm's epsilon, for a named norm (None: the layer's default, 1e-5).
 
     Returns:
         the norm module, or None for ``""`` / None.
@@ -154,5 +157,5 @@ def get_norm(norm: Union[str, Callable[[int], nn.Module], None], out_channels: i
                 f"unknown norm {norm!r}.{did_you_mean(norm, NORMS)} "
                 f"Valid norms: {', '.join(repr(n) for n in NORMS)} or '' for none."
             )
-        norm = NORMS[norm]
+        return NORMS[norm](out_channels) if eps is None else NORMS[norm](out_channels, eps=eps)
     return norm(out_channels)

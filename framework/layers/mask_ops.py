@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from framework.structures.boxes import Boxes
 
-__all__ = ["paste_masks_in_image"]
+__all__ = ["paste_masks_in_image", "paste_masks_in_image_torchvision", "MASK_PASTERS"]
 
 # Cap on the float32 buffer one GPU chunk may allocate (N_chunk * H * W * 4 bytes).
 _BYTES_PER_FLOAT = 4
@@ -110,3 +110,48 @@ def paste_masks_in_image(
             chunk = (soft * 255).to(torch.uint8)
         img_masks[(inds,) + region] = chunk
     return img_masks
+
+
+def paste_masks_in_image_torchvision(
+    masks: torch.Tensor, boxes: torch.Tensor | Boxes, image_shape: tuple[int, int], threshold: float = 0.5
+) -> torch.Tensor:
+    """Paste each M x M mask at its box as torchvision's Mask R-CNN does (for its weights' outputs).
+
+    Unlike :func:`paste_masks_in_image`, the mask is first padded by one zero cell on every side and
+    the box grown to match (by (M + 2) / M about its centre); the grown box is truncated to integer
+    pixels, the padded mask resized to (y1 - y0 + 1, x1 - x0 + 1) pixels with bilinear
+    interpolation (``align_corners=False``) and copied into the image where the two overlap.
+
+    Args and returns: as :func:`paste_masks_in_image` (``threshold`` >= 0 gives bool masks of
+    ``value >= threshold``; a negative one uint8 soft masks in [0, 255]).
+    """
+    if masks.dim() != 3 or masks.shape[-1] != masks.shape[-2]:
+        raise ValueError(f"paste_masks_in_image_torchvision expects square masks (N, M, M), got shape {tuple(masks.shape)}")
+    if isinstance(boxes, Boxes):
+        boxes = boxes.tensor
+    if len(boxes) != len(masks):
+        raise ValueError(f"paste_masks_in_image_torchvision got {len(boxes)} boxes for {len(masks)} masks")
+    img_h, img_w = int(image_shape[0]), int(image_shape[1])
+    out_dtype = torch.bool if threshold >= 0 else torch.uint8
+    out = torch.zeros((len(masks), img_h, img_w), dtype=out_dtype, device=boxes.device)
+    if len(masks) == 0:
+        return out
+    m = masks.shape[-1]
+    padded = F.pad(masks.to(device=boxes.device, dtype=torch.float32), (1, 1, 1, 1))
+    scale = float(m + 2) / m
+    half = (boxes[:, 2:] - boxes[:, :2]) * 0.5 * scale
+    centre = (boxes[:, 2:] + boxes[:, :2]) * 0.5
+    grown = torch.cat([centre - half, centre + half], dim=1).to(torch.int64).tolist()  # truncation, as torchvision
+    for i, (x0, y0, x1, y1) in enumerate(grown):
+        w, h = max(x1 - x0 + 1, 1), max(y1 - y0 + 1, 1)
+        resized = F.interpolate(padded[i][None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+        xa, xb, ya, yb = max(x0, 0), min(x1 + 1, img_w), max(y0, 0), min(y1 + 1, img_h)
+        if xa >= xb or ya >= yb:
+            continue
+        patch = resized[ya - y0 : yb - y0, xa - x0 : xb - x0]
+        out[i, ya:yb, xa:xb] = patch >= threshold if threshold >= 0 else (patch * 255).to(torch.uint8)
+    return out
+
+
+#: Mask pasting rules by name (the ``mask_paste`` knob of the meta-architectures).
+MASK_PASTERS = {"detectron2": paste_masks_in_image, "torchvision": paste_masks_in_image_torchvision}

@@ -59,6 +59,8 @@ class DefaultAnchorGenerator(nn.Module):
         aspect_ratios: per level, ratios height / width. Same broadcasting as ``sizes``.
         offset: centre of the first anchor relative to the top-left image corner, in strides
             (0 = detectron2 config default, 0.5 = centre of the first cell). In [0, 1).
+        round_anchors: round the cell anchors' coordinates to whole pixels, as torchvision's
+            AnchorGenerator does (its weights were trained with them).
 
     Attributes:
         num_anchors: list with the number of anchors per location on each level.
@@ -74,6 +76,7 @@ class DefaultAnchorGenerator(nn.Module):
         sizes: Sequence[Sequence[float]] = ((32,), (64,), (128,), (256,), (512,)),
         aspect_ratios: Sequence[Sequence[float]] = ((0.5, 1.0, 2.0),),
         offset: float = 0.0,
+        round_anchors: bool = False,
     ):
         super().__init__()
         strides = [s.stride for s in input_shape]
@@ -83,11 +86,13 @@ class DefaultAnchorGenerator(nn.Module):
             raise ConfigError(f"anchor generator: offset must be in [0, 1), got {offset}")
         self.strides = strides
         self.offset = offset
+        self.round_anchors = round_anchors
         sizes = _broadcast_per_level(sizes, len(strides), "sizes")
         aspect_ratios = _broadcast_per_level(aspect_ratios, len(strides), "aspect_ratios")
         # Non-persistent: they are derived from the config, so checkpoints neither need nor carry them.
         for i, (s, a) in enumerate(zip(sizes, aspect_ratios)):
-            self.register_buffer(f"cell_anchors_{i}", generate_cell_anchors(s, a), persistent=False)
+            cell = generate_cell_anchors(s, a)
+            self.register_buffer(f"cell_anchors_{i}", cell.round() if round_anchors else cell, persistent=False)
 
     @property
     def cell_anchors(self) -> list[torch.Tensor]:
@@ -133,4 +138,7 @@ class DefaultAnchorGenerator(nn.Module):
         return [Boxes(a) for a in self._grid_anchors(grid_sizes)]
 
     def extra_repr(self) -> str:
-        return f"strides={self.strides}, num_anchors={self.num_anchors}, offset={self.offset}"
+        return (
+            f"strides={self.strides}, num_anchors={self.num_anchors}, offset={self.offset}, "
+            f"round_anchors={self.round_anchors}"
+        )

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from framework.layers.mask_ops import paste_masks_in_image
+from typing import Literal
+
+from framework.layers.mask_ops import MASK_PASTERS
 from framework.structures import Boxes, Instances
 
 __all__ = ["detector_postprocess"]
 
 
-def detector_postprocess(results: Instances, output_height: int, output_width: int, *, mask_threshold: float = 0.5) -> Instances:
+def detector_postprocess(
+    results: Instances,
+    output_height: int,
+    output_width: int,
+    *,
+    mask_threshold: float = 0.5,
+    mask_paste: Literal["detectron2", "torchvision"] = "detectron2",
+) -> Instances:
     """Rescale boxes to ``(output_height, output_width)``, clip, drop empty boxes, paste masks.
 
     Args:
@@ -17,6 +26,7 @@ def detector_postprocess(results: Instances, output_height: int, output_width: i
             ``pred_masks`` (R, 1, M, M) probabilities.
         output_height, output_width: the original image size.
         mask_threshold: probability above which a pasted mask pixel is foreground.
+        mask_paste: how masks are resampled into the image (see :data:`framework.layers.mask_ops.MASK_PASTERS`).
     Returns:
         Instances of size (output_height, output_width); ``pred_masks`` becomes (R, H, W) bool.
     """
@@ -37,5 +47,5 @@ def detector_postprocess(results: Instances, output_height: int, output_width: i
         masks = out.pred_masks
         if masks.dim() == 4:
             masks = masks[:, 0]
-        out.pred_masks = paste_masks_in_image(masks, out.get(box_field), out.image_size, threshold=mask_threshold)
+        out.pred_masks = MASK_PASTERS[mask_paste](masks, out.get(box_field), out.image_size, threshold=mask_threshold)
     return out

@@ -7,6 +7,7 @@ Module names match detectron2 checkpoints one to one: ``stem.conv1`` (+ ``.norm`
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal, Sequence
 
 import numpy as np
@@ -204,6 +205,7 @@ class ResNet(Backbone):
     Knobs:
         depth: 18/34 use BasicBlock, 50/101/152 BottleneckBlock.
         norm: norm after every conv ("FrozenBN" for fine-tuning from ImageNet weights).
+        norm_eps: epsilon of those norms (torchvision's COCO-trained detectors use 0.0).
         freeze_at: freeze the stem (1) and stages res2 .. res{freeze_at} (2..5); 0 freezes nothing.
             Frozen parts have ``requires_grad=False`` and FrozenBatchNorm2d norms.
         out_features: which of "stem", "res2", ..., "res5" to return.
@@ -222,6 +224,7 @@ class ResNet(Backbone):
         *,
         depth: Literal[18, 34, 50, 101, 152] = 50,
         norm: Literal["FrozenBN", "BN", "SyncBN", "GN", ""] = "FrozenBN",
+        norm_eps: float = 1e-5,
         freeze_at: int = 2,
         out_features: Sequence[str] = ("res2", "res3", "res4", "res5"),
         stride_in_1x1: bool = True,
@@ -236,6 +239,9 @@ class ResNet(Backbone):
         out_features = list(out_features)
         _check_args(depth, freeze_at, out_features, res2_out_channels, res5_dilation, num_groups)
 
+        if norm_eps < 0:
+            raise ConfigError(f"ResNet norm_eps must be >= 0, got {norm_eps}")
+        norm = functools.partial(get_norm, norm, eps=norm_eps)  # what the blocks call with their channels
         self.stem = BasicStem(in_channels, stem_out_channels, norm=norm)
         self._out_feature_strides = {"stem": self.stem.stride}
         self._out_feature_channels = {"stem": self.stem.out_channels}

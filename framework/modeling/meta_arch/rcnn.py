@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import torch
 from torch import nn
 
+from framework.errors import ConfigError
+from framework.layers.resize import resize_shortest_edge_torchvision
 from framework.modeling.postprocessing import detector_postprocess
 from framework.registry import BACKBONES, META_ARCHITECTURES, PROPOSAL_GENERATORS, ROI_HEADS, Spec
 from framework.structures import ImageList, Instances
@@ -21,10 +23,19 @@ class GeneralizedRCNN(nn.Module):
     Knobs:
         backbone, rpn, roi_heads: nested components (defaults: R50-FPN, RPN, StandardROIHeads
             without mask head, i.e. Faster R-CNN; configs/model/ presets add the mask head).
-        pixel_mean, pixel_std: per-channel normalisation, in ``input_format`` channel order and
-            0-255 scale (defaults: detectron2's MSRA-ResNet values, BGR, std 1).
+        pixel_mean, pixel_std: per-channel normalisation ``(image / input_scale - mean) / std``, in
+            ``input_format`` channel order, on the scale after ``input_scale`` (defaults:
+            detectron2's MSRA-ResNet values on the 0-255 scale, BGR, std 1).
         input_format: channel order of the ``image`` tensors fed to the model.
+        input_scale: images (0-255) are divided by it before normalising: 255 puts them on the 0-1
+            scale with ImageNet mean/std, exactly torchvision's arithmetic.
+        test_resize: ``[min_size, max_size]``: at inference, resize each normalised image inside
+            the model as torchvision does (:func:`framework.layers.resize_shortest_edge_torchvision`),
+            bit for bit torchvision's input; the mapper then should not resize (``min_size: [0]``).
+            null (default): images arrive resized by the mapper.
         mask_threshold: probability threshold when pasting masks into the image.
+        mask_paste: how masks are resampled into the image: "detectron2" (bilinear sampling of the
+            mask as cells spanning the box) or "torchvision" (its pad-by-one, integer-box resize).
 
     Input (``forward``): a list of per-image dicts with
         ``image``: (C, H, W) tensor in ``input_format``, 0-255, already resized;
@@ -43,7 +54,10 @@ class GeneralizedRCNN(nn.Module):
         pixel_mean: Sequence[float] = (103.530, 116.280, 123.675),
         pixel_std: Sequence[float] = (1.0, 1.0, 1.0),
         input_format: Literal["BGR", "RGB"] = "BGR",
+        input_scale: float = 1.0,
+        test_resize: Optional[Sequence[int]] = None,
         mask_threshold: float = 0.5,
+        mask_paste: Literal["detectron2", "torchvision"] = "detectron2",
     ):
         super().__init__()
         if len(pixel_mean) != len(pixel_std):
@@ -53,8 +67,15 @@ class GeneralizedRCNN(nn.Module):
         # Attribute names follow detectron2 so its checkpoints map 1:1.
         self.proposal_generator = PROPOSAL_GENERATORS.build(rpn, input_shape=shapes)
         self.roi_heads = ROI_HEADS.build(roi_heads, input_shape=shapes)
+        if input_scale <= 0:
+            raise ConfigError(f"GeneralizedRCNN input_scale must be > 0, got {input_scale}")
+        if test_resize is not None and (len(test_resize) != 2 or min(test_resize) < 0):
+            raise ConfigError(f"GeneralizedRCNN test_resize must be [min_size, max_size] (>= 0) or null, got {list(test_resize)}")
         self.input_format = input_format
+        self.input_scale = float(input_scale)
+        self.test_resize = None if test_resize is None else (int(test_resize[0]), int(test_resize[1]))
         self.mask_threshold = mask_threshold
+        self.mask_paste = mask_paste
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), persistent=False)
 
@@ -63,8 +84,17 @@ class GeneralizedRCNN(nn.Module):
         return self.pixel_mean.device
 
     def preprocess_image(self, batched_inputs: Sequence[dict[str, Any]]) -> ImageList:
-        """Normalise each image and pad the batch to the backbone's size divisibility."""
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+        """Normalise each image (then resize it, with ``test_resize`` at inference) and pad the batch
+        to the backbone's size divisibility."""
+        images = []
+        for x in batched_inputs:
+            image = x["image"].to(self.device)
+            if self.input_scale != 1.0:
+                image = image / self.input_scale
+            image = (image - self.pixel_mean) / self.pixel_std
+            if self.test_resize is not None and not self.training:
+                image = resize_shortest_edge_torchvision(image, *self.test_resize)
+            images.append(image)
         return ImageList.from_tensors(images, size_divisibility=self.backbone.size_divisibility)
 
     def forward(self, batched_inputs: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor] | list[dict[str, Instances]]:
@@ -90,7 +120,10 @@ class GeneralizedRCNN(nn.Module):
         if not do_postprocess:
             return results
         out = []
-        for r, x, size in zip(results, batched_inputs, images.image_sizes):
-            h, w = x.get("height", size[0]), x.get("width", size[1])
-            out.append({"instances": detector_postprocess(r, int(h), int(w), mask_threshold=self.mask_threshold)})
+        for r, x in zip(results, batched_inputs):
+            # outputs go to the original size, by default the size of the image given
+            h, w = x.get("height", x["image"].shape[-2]), x.get("width", x["image"].shape[-1])
+            out.append({"instances": detector_postprocess(
+                r, int(h), int(w), mask_threshold=self.mask_threshold, mask_paste=self.mask_paste
+            )})
         return out

@@ -25,8 +25,10 @@ def fast_rcnn_inference(
     score_thresh: float,
     nms_thresh: float,
     topk_per_image: int,
+    min_box_size: float = 0.0,
 ) -> tuple[list[Instances], list[torch.Tensor]]:
-    """Per image: drop scores <= ``score_thresh``, per-class NMS, keep the ``topk_per_image`` best.
+    """Per image: drop scores <= ``score_thresh`` (then boxes with a side < ``min_box_size``, when
+    > 0, as torchvision does), per-class NMS, keep the ``topk_per_image`` best.
 
     Args:
         boxes: per image (R, K*4) or (R, 4) for class-agnostic regression.
@@ -36,13 +38,13 @@ def fast_rcnn_inference(
         per image Instances(pred_boxes, scores, pred_classes), and the index of the RoI each came from.
     """
     results = [
-        _inference_single_image(b, s, shape, score_thresh, nms_thresh, topk_per_image)
+        _inference_single_image(b, s, shape, score_thresh, nms_thresh, topk_per_image, min_box_size)
         for b, s, shape in zip(boxes, scores, image_shapes)
     ]
     return [r[0] for r in results], [r[1] for r in results]
 
 
-def _inference_single_image(boxes, scores, image_shape, score_thresh, nms_thresh, topk):
+def _inference_single_image(boxes, scores, image_shape, score_thresh, nms_thresh, topk, min_box_size):
     valid = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
     if not valid.all():
         boxes, scores = boxes[valid], scores[valid]
@@ -55,6 +57,10 @@ def _inference_single_image(boxes, scores, image_shape, score_thresh, nms_thresh
     inds = keep_mask.nonzero()  # (M, 2): roi, class
     boxes = boxes[inds[:, 0], 0] if num_reg == 1 else boxes[keep_mask]
     scores = scores[keep_mask]
+    if min_box_size > 0:
+        sides = boxes[:, 2:] - boxes[:, :2]
+        big = (sides >= min_box_size).all(dim=1)
+        boxes, scores, inds = boxes[big], scores[big], inds[big]
     keep = batched_nms(boxes, scores, inds[:, 1], nms_thresh)
     if topk >= 0:
         keep = keep[:topk]
@@ -83,6 +89,7 @@ class FastRCNNOutputLayers(nn.Module):
         test_score_thresh: float = 0.05,
         test_nms_thresh: float = 0.5,
         test_topk_per_image: int = 100,
+        test_min_box_size: float = 0.0,
         loss_weight_cls: float = 1.0,
         loss_weight_box_reg: float = 1.0,
     ):
@@ -101,6 +108,7 @@ class FastRCNNOutputLayers(nn.Module):
         self.test_score_thresh = test_score_thresh
         self.test_nms_thresh = test_nms_thresh
         self.test_topk_per_image = test_topk_per_image
+        self.test_min_box_size = test_min_box_size
         self.loss_weight = {"loss_cls": loss_weight_cls, "loss_box_reg": loss_weight_box_reg}
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,4 +186,5 @@ class FastRCNNOutputLayers(nn.Module):
             score_thresh=self.test_score_thresh,
             nms_thresh=self.test_nms_thresh,
             topk_per_image=self.test_topk_per_image,
+            min_box_size=self.test_min_box_size,
         )

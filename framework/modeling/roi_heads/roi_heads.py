@@ -40,6 +40,8 @@ class StandardROIHeads(nn.Module):
         box_pooler, box_pooler_resolution, box_head: the box branch's pooler and head.
         bbox_reg_weights, cls_agnostic_bbox_reg, smooth_l1_beta, box_reg_loss_type: box regression.
         test_score_thresh, test_nms_thresh, test_detections_per_img: inference filtering.
+        test_min_box_size: drop detections with a side shorter than this (pixels) before NMS
+            (0 = keep all, detectron2; torchvision uses 0.01).
         mask_head, mask_pooler, mask_pooler_resolution, mask_in_features: the mask branch
             (``mask_head: null`` gives Faster R-CNN).
     """
@@ -65,6 +67,7 @@ class StandardROIHeads(nn.Module):
         test_score_thresh: float = 0.05,
         test_nms_thresh: float = 0.5,
         test_detections_per_img: int = 100,
+        test_min_box_size: float = 0.0,
         mask_head: Optional[Spec[MASK_HEADS]] = None,
         mask_pooler: Spec[ROI_POOLERS] = "ROIAlignV2",
         mask_pooler_resolution: int = 14,
@@ -94,6 +97,7 @@ class StandardROIHeads(nn.Module):
             test_score_thresh=test_score_thresh,
             test_nms_thresh=test_nms_thresh,
             test_topk_per_image=test_detections_per_img,
+            test_min_box_size=test_min_box_size,
         )
 
         self.mask_on = mask_head is not None
