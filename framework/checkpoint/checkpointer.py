@@ -1,12 +1,16 @@
-"""Checkpointer: fvcore's Checkpointer with crash-safe saving, pruning and clear load reports.
+"""Checkpointer: fvcore's Checkpointer with crash-safe saving, pruning, safe loading and load reports.
 
 * Saving writes to a temporary file in the same folder and renames it over the target
   (``os.replace`` is atomic on POSIX), so a crash mid-save never leaves a truncated checkpoint or
   ``last_checkpoint`` pointer behind.
 * :meth:`Checkpointer.prune` keeps the newest N periodic checkpoints on disk.
-* Loading accepts our ``.pth`` files, plain state dicts (torchvision weights) and detectron2
-  model-zoo ``.pkl`` files; missing, unexpected and shape-mismatched keys are reported in one
-  warning (or raise with ``strict=True``).
+* Loading (:func:`load_checkpoint_file`) never runs code from a file: ``.pth`` through
+  ``torch.load(weights_only=True)``, ``.pkl`` through a restricted unpickler. The model's weights
+  may be ours, detectron2's, Caffe2/MSRA ImageNet backbones or torchvision's
+  (:func:`framework.checkpoint.convert.convert_to_framework`).
+* Every load produces a :class:`LoadReport` (missing / unexpected / shape-mismatched keys), logged
+  as a table. A checkpoint of another architecture fails; shape mismatches alone (fine-tuning on
+  other classes) are skipped with ``skip_mismatch=True``.
 """
 
 from __future__ import annotations
@@ -17,17 +21,27 @@ import pickle
 import re
 import tempfile
 from collections import defaultdict
-from typing import IO, Any, Callable, Optional
+from dataclasses import dataclass
+from typing import IO, Any, Callable, Iterable, Optional
 
-import numpy as np
 import torch
 from fvcore.common.checkpoint import Checkpointer as _FvcoreCheckpointer
 from fvcore.common.checkpoint import _IncompatibleKeys
 from torch import nn
 
+from framework.checkpoint.convert import convert_to_framework
+from framework.checkpoint.detectron2 import read_pkl
+from framework.checkpoint.safe_pickle import UnsafePickleError
 from framework.utils import comm
 
-__all__ = ["Checkpointer", "atomic_write"]
+__all__ = [
+    "Checkpointer",
+    "IncompatibleCheckpointError",
+    "LoadReport",
+    "atomic_write",
+    "load_checkpoint_file",
+    "load_weights",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,21 +71,33 @@ class Checkpointer(_FvcoreCheckpointer):
         model: the model (a DDP/DP wrapper is unwrapped).
         save_dir: folder of the checkpoints and of the ``last_checkpoint`` pointer file.
         save_to_disk: whether :meth:`save` writes; default: only on the main process.
+        skip_mismatch: when loading, skip the model weights whose shape differs in the checkpoint
+            (they keep their initialisation), e.g. the class-specific predictors when fine-tuning
+            on another number of classes; without it such a load fails.
         checkpointables: e.g. ``optimizer=..., scheduler=...``; the trainer adds ``optimizer``,
             ``scheduler`` and itself (``trainer``) when missing.
     """
 
     def __init__(
-        self, model: nn.Module, save_dir: str = "", *, save_to_disk: Optional[bool] = None, **checkpointables: Any
+        self,
+        model: nn.Module,
+        save_dir: str = "",
+        *,
+        save_to_disk: Optional[bool] = None,
+        skip_mismatch: bool = False,
+        **checkpointables: Any,
     ) -> None:
         if save_to_disk is None:
             save_to_disk = comm.is_main_process()
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self.logger = logger
-        #: missing / unexpected / wrong-shape keys of the last :meth:`load`.
-        self.last_incompatible_keys: _IncompatibleKeys | None = None
+        self.skip_mismatch = skip_mismatch
+        #: what the last :meth:`load` did with each model key.
+        self.last_report: LoadReport | None = None
         self._loading = ""  # the file being loaded, for the report
         self._strict = False
+        self._source = ""  # the weights' format, from the converter
+        self._checkpoint_keys: list[str] = []
 
     # ------------------------------------------------------------------ saving
     def save(self, name: str, *, tag_last: bool = True, **extra: Any) -> Optional[str]:  # type: ignore[override]
@@ -141,10 +167,21 @@ class Checkpointer(_FvcoreCheckpointer):
     ) -> dict[str, Any]:
         """Load the model (and the ``checkpointables`` named, default all) from ``path``.
 
+        The model's weights are converted from the format they are in (ours = detectron2's,
+        Caffe2/MSRA, torchvision); the other entries (optimizer, scheduler and trainer state of our
+        checkpoints) are loaded as they are. What was loaded is in :attr:`last_report`.
+
         Args:
-            strict: raise instead of warning when model keys are missing, unexpected or of another shape.
+            strict: fail on any missing, unexpected or wrong-shape key. Without it only a checkpoint
+                of another architecture fails (see :class:`LoadReport`), and shape mismatches unless
+                the checkpointer has ``skip_mismatch``.
         Returns:
             what the file holds beyond the model and the loaded checkpointables (e.g. ``iteration``).
+        Raises:
+            FileNotFoundError: no such file.
+            UnsafePickleError: the file would run code when unpickled.
+            IncompatibleCheckpointError: the weights do not fit the model; the matching ones have
+                been loaded already (the error is meant to stop the run).
         """
         if not path:
             self.logger.info("No checkpoint given; the model keeps its initialisation")
@@ -165,46 +202,182 @@ class Checkpointer(_FvcoreCheckpointer):
             self._strict = False
 
     def _load_file(self, f: str) -> dict[str, Any]:
-        if f.endswith(".pkl"):
-            return _load_pkl(f)
-        try:
-            # weights_only: our checkpoints hold only tensors and plain containers (RNG states
-            # included), so loading cannot execute code from the file.
-            data = torch.load(f, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            raise RuntimeError(
-                f"{f} holds Python objects beyond tensors and plain containers, which are not loaded "
-                f"for safety ({str(e).splitlines()[0]}). Re-save it with only state dicts."
-            ) from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{f}: expected a dict (a checkpoint or a state dict), got {type(data).__name__}")
-        if "model" not in data:  # a bare state dict, e.g. torchvision weights
-            data = {"model": data}
-        return data
+        return load_checkpoint_file(f)
+
+    def _load_model(self, checkpoint: dict[str, Any]) -> _IncompatibleKeys:
+        checkpoint["model"], self._source = convert_to_framework(checkpoint["model"], self.model.state_dict())
+        self._checkpoint_keys = list(checkpoint["model"])
+        return super()._load_model(checkpoint)
 
     def _log_incompatible_keys(self, incompatible: _IncompatibleKeys) -> None:
-        self.last_incompatible_keys = incompatible
-        lines = []
-        missing = list(incompatible.missing_keys)
-        unexpected = list(incompatible.unexpected_keys)
+        report = LoadReport.build(
+            path=self._loading,
+            source=self._source,
+            model=type(self.model).__name__,
+            model_keys=list(self.model.state_dict()),
+            checkpoint_keys=self._checkpoint_keys,
+            incompatible=incompatible,
+        )
+        self.last_report = report
+        clean = not (report.missing or report.unexpected or report.wrong_shape)
+        self.logger.log(logging.INFO if clean else logging.WARNING, report.table())
+        failure = report.failure(strict=self._strict, skip_mismatch=self.skip_mismatch)
+        if failure:
+            raise IncompatibleCheckpointError(failure)
+
+
+class IncompatibleCheckpointError(RuntimeError):
+    """The weights of a checkpoint do not fit the model; the message names the keys."""
+
+
+# Keys whose absence (or presence) says nothing about the architecture: batch-norm statistics keep
+# their identity initialisation (Caffe2 affine-channel files have none), and only nn.BatchNorm2d,
+# not FrozenBatchNorm2d, counts its batches.
+_BENIGN_MISSING = re.compile(r"(^|\.)(running_mean|running_var|num_batches_tracked)$")
+_BENIGN_UNEXPECTED = re.compile(r"(^|\.)num_batches_tracked$")
+_FIRST_FEW = 5
+
+
+def _part(key: str) -> str:
+    """The first two levels of a key's module path: ``backbone.bottom_up``, ``roi_heads.mask_head``."""
+    return ".".join(key.split(".")[:-1][:2])
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What one load did with the keys of the model and of the checkpoint.
+
+    Attributes:
+        path: the file loaded.
+        source: the format its weights were recognised as, e.g. ``"Caffe2/MSRA ImageNet backbone"``.
+        model: the model's class name.
+        loaded: checkpoint tensors loaded into the model.
+        total: keys of the model's state dict.
+        missing: model keys not in the checkpoint; they keep their initialisation.
+        unexpected: checkpoint keys not in the model; ignored.
+        wrong_shape: ``(key, shape in the checkpoint, shape in the model)``; not loaded.
+        conflicts: the missing and unexpected keys that mark another architecture: keys of a part
+            (the first two levels of the module path, e.g. ``backbone.bottom_up``,
+            ``roi_heads.mask_head``) that both the model and the checkpoint have. A part on one side
+            only is no conflict: the FPN and heads of a model started from an ImageNet backbone, the
+            mask head of a Mask R-CNN started from a Faster R-CNN. Batch-norm statistics are never
+            conflicts.
+    """
+
+    path: str
+    source: str
+    model: str
+    loaded: int
+    total: int
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+    wrong_shape: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...]
+    conflicts: tuple[str, ...]
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        path: str,
+        source: str,
+        model: str,
+        model_keys: Iterable[str],
+        checkpoint_keys: Iterable[str],
+        incompatible: _IncompatibleKeys,
+    ) -> "LoadReport":
+        """The report of a load from fvcore's ``_IncompatibleKeys`` (whose missing keys include the
+        keys of another shape: listed here under ``wrong_shape`` only)."""
+        model_keys, checkpoint_keys = list(model_keys), list(checkpoint_keys)
+        wrong = tuple((k, tuple(c), tuple(m)) for k, c, m in incompatible.incorrect_shapes)
+        wrong_keys = {k for k, _, _ in wrong}
+        missing = tuple(k for k in incompatible.missing_keys if k not in wrong_keys)
+        unexpected = tuple(incompatible.unexpected_keys)
+        model_parts = {_part(k) for k in model_keys}
+        checkpoint_parts = {_part(k) for k in checkpoint_keys}
+        conflicts = tuple(
+            [k for k in missing if _part(k) in checkpoint_parts and not _BENIGN_MISSING.search(k)]
+            + [k for k in unexpected if _part(k) in model_parts and not _BENIGN_UNEXPECTED.search(k)]
+        )
+        return cls(
+            path=path,
+            source=source,
+            model=model,
+            loaded=len(checkpoint_keys) - len(unexpected) - len(wrong),
+            total=len(model_keys),
+            missing=missing,
+            unexpected=unexpected,
+            wrong_shape=wrong,
+            conflicts=conflicts,
+        )
+
+    def table(self) -> str:
+        """The report as log lines, keys grouped by module (``a.b.{bias, weight}``)."""
+        lines = [
+            f"{self.path or 'checkpoint'} ({self.source}) -> {self.model}: {self.loaded} tensors loaded, "
+            f"{self.total} model keys"
+        ]
+        if self.missing:
+            lines.append(f"{len(self.missing)} model keys not in the checkpoint (keep their initialisation):")
+            lines += [f"  {k}" for k in _group_keys(list(self.missing))]
+        if self.unexpected:
+            lines.append(f"{len(self.unexpected)} checkpoint keys not in the model (ignored):")
+            lines += [f"  {k}" for k in _group_keys(list(self.unexpected))]
+        if self.wrong_shape:
+            lines.append(f"{len(self.wrong_shape)} keys with another shape (not loaded, keep their initialisation):")
+            lines += [f"  {k}: {c} in the checkpoint, {m} in the model" for k, c, m in self.wrong_shape]
+        return "\n".join(lines)
+
+    def failure(self, *, strict: bool = False, skip_mismatch: bool = False) -> Optional[str]:
+        """Why this load must fail, or None.
+
+        It fails when nothing was loaded, on :attr:`conflicts` (another architecture), and on
+        :attr:`wrong_shape` unless ``skip_mismatch``; with ``strict`` on any missing, unexpected or
+        wrong-shape key.
+        """
+        head = f"{self.path or 'the checkpoint'} ({self.source}) does not fit {self.model}"
+        if self.loaded == 0 and self.total > 0 and not self.wrong_shape:
+            lines = [f"{head}: none of its {len(self.unexpected)} tensors matches a model key. Checkpoint keys:"]
+            lines += _first(self.unexpected) + ["  model keys:"] + _first(self.missing)
+            lines.append(
+                "Supported: this framework's and detectron2's names, Caffe2/MSRA ImageNet ResNets, torchvision "
+                "ResNet classifiers and R-CNN detectors."
+            )
+            return "\n".join(lines)
+        missing = self.missing if strict else [k for k in self.missing if k in self.conflicts]
+        unexpected = self.unexpected if strict else [k for k in self.unexpected if k in self.conflicts]
+        wrong = self.wrong_shape if strict or not skip_mismatch else ()
+        if not (missing or unexpected or wrong):
+            return None
+        lines = [f"{head}:"]
+        if wrong:
+            lines.append(f"  {len(wrong)} keys with another shape:")
+            lines += _first([f"{k}: {c} in the checkpoint, {m} in the model" for k, c, m in wrong])
         if missing:
-            lines.append(f"{len(missing)} model keys not in the checkpoint (keep their initialisation):")
-            lines += [f"  {k}" for k in _group_keys(missing)]
+            lines.append(f"  {len(missing)} model keys not in the checkpoint:")
+            lines += _first(missing)
         if unexpected:
-            lines.append(f"{len(unexpected)} checkpoint keys not in the model (ignored):")
-            lines += [f"  {k}" for k in _group_keys(unexpected)]
-        if incompatible.incorrect_shapes:
-            lines.append(f"{len(incompatible.incorrect_shapes)} keys with another shape (not loaded):")
-            lines += [
-                f"  {k}: {tuple(c)} in the checkpoint, {tuple(m)} in the model"
-                for k, c, m in incompatible.incorrect_shapes
-            ]
-        if not lines:
-            return
-        message = f"Loading {self._loading or 'a checkpoint'} into {type(self.model).__name__}:\n" + "\n".join(lines)
-        if self._strict:
-            raise RuntimeError(message)
-        self.logger.warning(message)
+            lines.append(f"  {len(unexpected)} checkpoint keys not in the model:")
+            lines += _first(unexpected)
+        if strict:
+            lines.append("strict loading needs every key to match.")
+        elif missing or unexpected:
+            lines.append(
+                "The checkpoint is of another architecture (another depth, norm or head?): check model= "
+                "against weights=. Parts only one side has are fine; these keys belong to parts both have."
+            )
+        else:
+            lines.append(
+                "To fine-tune on another set of classes, set weights_skip_mismatch=true "
+                "(Checkpointer(skip_mismatch=True)): the layers of another shape then keep their initialisation."
+            )
+        return "\n".join(lines)
+
+
+def _first(items: Iterable[str]) -> list[str]:
+    """The first few ``items`` as indented lines, then how many more there are."""
+    items = list(items)
+    more = [f"    ... and {len(items) - _FIRST_FEW} more"] if len(items) > _FIRST_FEW else []
+    return [f"    {item}" for item in items[:_FIRST_FEW]] + more
 
 
 def _group_keys(keys: list[str]) -> list[str]:
@@ -221,25 +394,46 @@ def _group_keys(keys: list[str]) -> list[str]:
     return out
 
 
-def _load_pkl(f: str) -> dict[str, Any]:
-    """A detectron2 model-zoo / Detectron ``.pkl``: ``{"model": {name: ndarray}, "__author__": ...}``."""
-    with open(f, "rb") as fh:
-        data = pickle.load(fh, encoding="latin1")
-    if isinstance(data, dict) and "model" in data:
-        model = data["model"]
-    elif isinstance(data, dict) and "blobs" in data:
-        model = data["blobs"]  # Detectron (caffe2) files: names need a converter to match ours
-    else:
-        model = data
-    if not isinstance(model, dict):
-        raise ValueError(f"{f}: expected a dict of weights, got {type(model).__name__}")
-    # Detectron files also hold SGD momenta ("*_momentum"), which are not weights.
-    model = {
-        k: v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
-        for k, v in model.items()
-        if not k.endswith("_momentum")
-    }
-    out = {"model": model}
-    if isinstance(data, dict):
-        out.update({k: data[k] for k in ("__author__", "matching_heuristics") if k in data})
-    return out
+def load_checkpoint_file(path: str) -> dict[str, Any]:
+    """Read a checkpoint or weights file without running code from it.
+
+    ``.pkl``: detectron2 model zoo, Detectron, MSRA ImageNet (restricted unpickler, see
+    :func:`framework.checkpoint.detectron2.read_pkl`); anything else: ``torch.load(weights_only=True)``.
+
+    Returns:
+        ``{"model": {name: Tensor}, **rest}``; a bare state dict (torchvision weights) becomes ``"model"``.
+        The names are the file's: :func:`framework.checkpoint.convert.convert_to_framework` maps them.
+    Raises:
+        UnsafePickleError: the file names a global outside plain data (the message names it).
+    """
+    if path.endswith(".pkl"):
+        return read_pkl(path)
+    try:
+        # weights_only: our checkpoints hold only tensors and plain containers (RNG states
+        # included), so loading cannot execute code from the file.
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        named = re.search(r"GLOBAL (\S+)", str(e))
+        what = f"the global {named.group(1)}" if named else "Python objects beyond tensors and plain containers"
+        raise UnsafePickleError(
+            f"{path}: refusing to load {what}, which the file names: unpickling it could run code. A .pth file may "
+            "hold only tensors, plain containers, numbers and strings (torch.load(weights_only=True)). If you "
+            "trust the file, load it with torch.load(weights_only=False) yourself and re-save only its state dicts."
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a dict (a checkpoint or a state dict), got {type(data).__name__}")
+    if "model" not in data:  # a bare state dict, e.g. torchvision weights
+        data = {"model": data}
+    return data
+
+
+def load_weights(model: nn.Module, path: str, *, skip_mismatch: bool = False, strict: bool = False) -> LoadReport:
+    """Load the weights of any supported file into ``model`` (see :meth:`Checkpointer.load`).
+
+    Returns:
+        the :class:`LoadReport` (also logged as a table).
+    """
+    checkpointer = Checkpointer(model, save_to_disk=False, skip_mismatch=skip_mismatch)
+    checkpointer.load(path, checkpointables=[], strict=strict)
+    assert checkpointer.last_report is not None
+    return checkpointer.last_report

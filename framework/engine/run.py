@@ -180,7 +180,7 @@ def _hparams(overrides: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for o in overrides:
         key, _, value = o.lstrip("+~").partition("=")
-        if key in ("resume", "eval_only", "weights", "device"):
+        if key in ("resume", "eval_only", "weights", "weights_skip_mismatch", "device"):
             continue
         try:
             out[key] = float(value) if value.lower() not in ("true", "false", "null") else value
@@ -216,7 +216,7 @@ def run(cfg: DictConfig, *, output_dir: Optional[Path] = None) -> Optional[float
     if cfg.eval_only:
         from framework.checkpoint import Checkpointer
 
-        ckpt = Checkpointer(model, str(output_dir))
+        ckpt = Checkpointer(model, str(output_dir), skip_mismatch=bool(cfg.get("weights_skip_mismatch", False)))
         path = cfg.weights or (ckpt.get_checkpoint_file() if ckpt.has_checkpoint() else None)
         if not path:
             raise ConfigError("eval_only=true needs weights=<checkpoint> (or a run directory with a last_checkpoint)")

@@ -46,7 +46,7 @@ def train(
     max_iter = int(cfg.train.max_iter)
     optimizer = build_optimizer(model, **to_kwargs(cfg.solver))
     scheduler = build_lr_scheduler(optimizer, **to_kwargs(cfg.lr_scheduler))
-    checkpointer = Checkpointer(model, str(output_dir))
+    checkpointer = Checkpointer(model, str(output_dir), skip_mismatch=bool(cfg.get("weights_skip_mismatch", False)))
     tb = TensorboardWriter(str(output_dir))
     writers = [ConsoleWriter(max_iter), JSONWriter(str(output_dir / "metrics.jsonl")), tb]
     trainer = Trainer(

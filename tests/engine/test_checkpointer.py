@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from framework.checkpoint import Checkpointer
+from framework.checkpoint import Checkpointer, IncompatibleCheckpointError, UnsafePickleError
 
 
 class Net(nn.Module):
@@ -123,17 +123,30 @@ def test_load_round_trip_with_checkpointables(tmp_path):
 def test_load_reports_missing_unexpected_and_shape(tmp_path, caplog):
     Checkpointer(Net(out=1, extra=True), str(tmp_path)).save("a")
     target = Net(out=3)  # no `extra`; linear has another output size
-    ckpt = Checkpointer(target, str(tmp_path))
+    with pytest.raises(IncompatibleCheckpointError, match="weights_skip_mismatch=true"):
+        Checkpointer(target, str(tmp_path)).load(str(tmp_path / "a.pth"))
+    ckpt = Checkpointer(target, str(tmp_path), skip_mismatch=True)
     with caplog.at_level(logging.WARNING, logger="framework.checkpoint.checkpointer"):
         ckpt.load(str(tmp_path / "a.pth"))
     text = caplog.text
-    assert "2 model keys not in the checkpoint" in text and "linear.{bias, weight}" in text
-    assert "2 checkpoint keys not in the model" in text and "extra.{bias, weight}" in text
+    assert "2 checkpoint keys not in the model (ignored)" in text and "extra.{bias, weight}" in text
     assert "linear.weight: (1, 2) in the checkpoint, (3, 2) in the model" in text
-    inc = ckpt.last_incompatible_keys
-    assert sorted(inc.unexpected_keys) == ["extra.bias", "extra.weight"]
-    with pytest.raises(RuntimeError, match="extra"):
+    assert "model keys not in the checkpoint" not in text  # the wrong-shape keys are listed once
+    report = ckpt.last_report
+    assert sorted(report.unexpected) == ["extra.bias", "extra.weight"]
+    assert report.missing == () and [k for k, _, _ in report.wrong_shape] == ["linear.weight", "linear.bias"]
+    assert report.conflicts == ()  # `extra` is a part the model does not have
+    with pytest.raises(IncompatibleCheckpointError, match="extra"):
         ckpt.load(str(tmp_path / "a.pth"), strict=True)
+
+
+def test_resume_checkpoint_entries_other_than_the_model_are_untouched(tmp_path):
+    Checkpointer(_set(Net(), 1.0), str(tmp_path), extra=Stateful({"pixel_mean": 3})).save("m", iteration=1)
+    state = Stateful(None)
+    ckpt = Checkpointer(Net(), str(tmp_path), extra=state)
+    assert ckpt.load(str(tmp_path / "m.pth")) == {"iteration": 1}
+    assert state.value == {"pixel_mean": 3}
+    assert ckpt.last_report.loaded == 2 and ckpt.last_report.source == "detectron2 names (this framework's)"
 
 
 def test_load_strips_module_prefix_and_bare_state_dict(tmp_path):
@@ -142,7 +155,7 @@ def test_load_strips_module_prefix_and_bare_state_dict(tmp_path):
     dst = Checkpointer(_set(Net(), 0.0))
     dst.load(str(tmp_path / "bare.pth"))
     assert torch.equal(dst.model.linear.bias, torch.tensor([4.0]))
-    assert not dst.last_incompatible_keys.missing_keys
+    assert dst.last_report.missing == () and dst.last_report.loaded == 2
 
 
 def test_load_detectron2_pkl(tmp_path):
@@ -162,7 +175,7 @@ class Arbitrary:
 
 def test_load_refuses_arbitrary_objects(tmp_path):
     torch.save({"model": Net().state_dict(), "obj": Arbitrary()}, tmp_path / "x.pth")
-    with pytest.raises(RuntimeError, match="x.pth"):
+    with pytest.raises(UnsafePickleError, match=r"x.pth: refusing to load the global \S*Arbitrary,"):
         Checkpointer(Net()).load(str(tmp_path / "x.pth"))
 
 
