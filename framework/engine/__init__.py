@@ -1,4 +1,5 @@
-"""Training: the :class:`Trainer` loop, its hooks, optimizer and LR scheduler construction."""
+"""Training: the :class:`Trainer` loop, its hooks, optimizer and LR scheduler construction; inference
+on images with :class:`Predictor`."""
 
 from framework.engine.hooks import (
     HOOKS,
@@ -14,6 +15,7 @@ from framework.engine.hooks import (
 )
 from framework.engine.lr_scheduler import LRMultiplier, WarmupParamScheduler, build_lr_scheduler
 from framework.engine.optim import build_optimizer, get_default_param_groups
+from framework.engine.predictor import Predictor
 from framework.engine.trainer import GradClipper, Trainer
 
 __all__ = [
@@ -34,4 +36,5 @@ __all__ = [
     "build_lr_scheduler",
     "LRMultiplier",
     "WarmupParamScheduler",
+    "Predictor",
 ]

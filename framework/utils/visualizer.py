@@ -42,6 +42,7 @@ def draw_instances(
     colors: Sequence[tuple[int, int, int]] | None = None,
     score_thresh: float = 0.5,
     mask_alpha: float = 0.5,
+    label_background: bool = False,
 ) -> torch.Tensor:
     """Draw boxes, masks and labels of ground truth (``gt_*`` fields) or predictions (``pred_*``).
 
@@ -49,6 +50,8 @@ def draw_instances(
         image: (3, H, W) uint8 RGB.
         instances: with ``gt_boxes``/``gt_classes``/``gt_masks`` or ``pred_boxes``/``pred_classes``/
             ``scores``/``pred_masks`` (R, H, W); predictions below ``score_thresh`` are not drawn.
+        label_background: black labels on a box-coloured background (legible over busy images and
+            masks) instead of box-coloured text.
     Returns:
         (3, H, W) uint8 RGB.
     """
@@ -69,7 +72,7 @@ def draw_instances(
     if prefix == "pred" and instances.has("scores"):
         labels = [f"{name} {s:.0%}" for name, s in zip(labels, instances.scores.tolist())]
     boxes = instances.get(f"{prefix}_boxes").tensor
-    return draw_bounding_boxes(image, boxes, labels=labels, colors=inst_colors, width=2)
+    return draw_bounding_boxes(image, boxes, labels=labels, colors=inst_colors, width=2, fill_labels=label_background)
 
 
 def side_by_side(left: torch.Tensor, right: torch.Tensor, gap: int = 4) -> torch.Tensor:
