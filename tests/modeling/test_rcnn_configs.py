@@ -30,7 +30,15 @@ def _inputs(h: int, w: int, train: bool) -> dict:
     return x
 
 
-@pytest.mark.parametrize("preset, masks", [("mask_rcnn_R_50_FPN", True), ("faster_rcnn_R_50_FPN", False)])
+@pytest.mark.parametrize(
+    "preset, masks",
+    [
+        ("mask_rcnn_R_50_FPN", True),
+        ("faster_rcnn_R_50_FPN", False),
+        ("mask_rcnn_R_50_FPN_torchvision", True),
+        ("faster_rcnn_R_50_FPN_torchvision", False),
+    ],
+)
 def test_r50_fpn_presets_train_step_and_inference(preset, masks):
     torch.manual_seed(0)
     # Without pretrained weights a FrozenBN ResNet's activations explode and saturate the softmax;
@@ -78,3 +86,22 @@ def test_r50_fpn_mask_rcnn_inference_on_a_full_size_image():
     assert inst.pred_boxes.tensor.shape == (len(inst), 4)
     assert inst.scores.shape == (len(inst),) and inst.pred_classes.max() < 80
     assert inst.pred_masks.shape == (len(inst), 800, 1333) and inst.pred_masks.dtype == torch.bool
+
+
+def test_test_resize_runs_inside_the_model_and_maps_outputs_back():
+    torch.manual_seed(0)
+    cfg = compose(["model=mask_rcnn_R_50_FPN_torchvision", "model.roi_heads.num_classes=3", "model.test_resize=[64,100]",
+                   "model.roi_heads.test_score_thresh=0.0", "model.backbone.bottom_up.norm=GN"])
+    model = META_ARCHITECTURES.build(cfg.model, path="model").eval()
+    x = {"image": (torch.rand(3, 96, 128) * 255).to(torch.uint8)}  # no height/width: outputs at the given size
+    images = model.preprocess_image([x])
+    assert images.image_sizes == [(64, 85)]  # min(64/96, 100/128) = 2/3 -> floor(96 * 2/3), floor(128 * 2/3)
+    expected = (x["image"].float() / 255 - model.pixel_mean) / model.pixel_std  # torchvision: normalise, then resize
+    resized = torch.nn.functional.interpolate(expected[None], scale_factor=2 / 3, mode="bilinear",
+                                              recompute_scale_factor=True, align_corners=False)[0]
+    torch.testing.assert_close(images.tensor[0, :, :64, :85], resized, rtol=0, atol=0)
+    with torch.no_grad():
+        (out,) = model([x])
+    assert out["instances"].image_size == (96, 128) and out["instances"].pred_masks.shape[1:] == (96, 128)
+    model.train()  # training inputs come resized by the mapper: no resize in the model
+    assert model.preprocess_image([x]).image_sizes == [(96, 128)]
