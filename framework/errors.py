@@ -6,7 +6,12 @@ import difflib
 from typing import Iterable
 
 
-class ConfigError(ValueError):
+class InputError(Exception):
+    """Bad input from the user (a config, a data or weights file), not a bug: the message names the
+    file, key or value and what would be valid. Command-line tools print it alone and exit with 2."""
+
+
+class ConfigError(InputError, ValueError):
     """A config value, key or component name is invalid. The message names the config path."""
 
 

@@ -8,10 +8,15 @@
 Before Hydra runs anything, the command line is composed once per choice it makes (every value of
 every sweep), so a typo'd key, group option or component name fails at once with a
 "did you mean" message, before any model is built or any job of a sweep starts.
+
+Bad input found later (a weights file that does not fit the model or would run code, a malformed
+dataset) ends a single run with its one message and exit code 2; HYDRA_FULL_ERROR=1 shows the
+traceback. In a sweep the job fails as Hydra reports it.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import hydra
@@ -19,14 +24,23 @@ from hydra._internal.utils import get_args_parser
 from omegaconf import DictConfig
 
 from framework.config.compose import CONFIG_DIR, check_command_line, setup
-from framework.errors import ConfigError
+from framework.errors import ConfigError, InputError
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     from framework.engine.run import run
 
-    return run(cfg)
+    try:
+        return run(cfg)
+    except InputError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        print(f"Error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def preflight(argv: list[str]) -> None:

@@ -15,13 +15,15 @@ The rules follow detectron2's ``checkpoint/c2_model_loading.py`` and ``detection
 
 from __future__ import annotations
 
+import pickle
 import re
 from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
 
-from framework.checkpoint.safe_pickle import safe_load
+from framework.checkpoint.errors import CheckpointReadError
+from framework.checkpoint.safe_pickle import UnsafePickleError, safe_load
 
 __all__ = [
     "read_pkl",
@@ -61,12 +63,17 @@ def read_pkl(path: str) -> dict[str, Any]:
         UnsafePickleError: the file holds anything but plain data and numpy arrays.
     """
     with open(path, "rb") as f:
-        data = safe_load(f, filename=path)
+        try:
+            data = safe_load(f, filename=path)
+        except UnsafePickleError:
+            raise
+        except (pickle.UnpicklingError, EOFError, ValueError, IndexError) as e:
+            raise CheckpointReadError(f"{path}: not a readable .pkl (corrupt or truncated?): {e}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a dict of weights, got {type(data).__name__}")
+        raise CheckpointReadError(f"{path}: expected a dict of weights, got {type(data).__name__}")
     weights = data.get("model", data.get("blobs", data))
     if not isinstance(weights, dict):
-        raise ValueError(f"{path}: expected a dict of weights under 'model', got {type(weights).__name__}")
+        raise CheckpointReadError(f"{path}: expected a dict of weights under 'model', got {type(weights).__name__}")
     model = {}
     for name, value in weights.items():
         if not isinstance(name, str) or name.endswith("_momentum") or name in ("__author__", "matching_heuristics"):
@@ -76,7 +83,7 @@ def read_pkl(path: str) -> dict[str, Any]:
         elif isinstance(value, torch.Tensor):
             model[name] = value
         else:
-            raise ValueError(f"{path}: weight {name!r} is a {type(value).__name__}, not an array")
+            raise CheckpointReadError(f"{path}: weight {name!r} is a {type(value).__name__}, not an array")
     out: dict[str, Any] = {"model": model}
     out.update({k: data[k] for k in ("__author__", "matching_heuristics") if k in data})
     return out

@@ -13,6 +13,8 @@ import collections
 import pickle
 from typing import IO, Any, Callable
 
+from framework.errors import InputError
+
 __all__ = ["ALLOWED_GLOBALS", "UnsafePickleError", "safe_load"]
 
 
@@ -64,7 +66,7 @@ ALLOWED_GLOBALS: dict[str, Callable[[], Any]] = {
 }
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(InputError, pickle.UnpicklingError):
     """A pickle names a global that :func:`safe_load` does not admit (it could run code)."""
 
 

@@ -26,6 +26,8 @@ from typing import Any
 
 from pycocotools import mask as mask_util
 
+from framework.errors import InputError
+
 __all__ = ["DatasetError", "load_coco_json", "read_coco_categories", "check_images"]
 
 logger = logging.getLogger(__name__)
@@ -34,7 +36,7 @@ logger = logging.getLogger(__name__)
 MAX_LISTED_PROBLEMS = 20
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError, ValueError):
     """A dataset file is missing or invalid. ``problems`` lists every problem found (one line each)."""
 
     def __init__(self, message: str, problems: Iterable[str] = ()):

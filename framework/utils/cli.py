@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
+from framework.errors import InputError
+
 __all__ = ["UsageError", "ImageLoop", "add_traceback_flag", "run_tool"]
 
 logger = logging.getLogger(__name__)
@@ -16,7 +18,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class UsageError(Exception):
+class UsageError(InputError):
     """A bad command line or input, for the user to fix: printed as one line, exit code 2."""
 
 
@@ -28,13 +30,10 @@ def add_traceback_flag(parser: argparse.ArgumentParser) -> None:
 def run_tool(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """``run(args)`` with INFO logging; a user error (bad input, config, dataset, missing file) is
     printed as ``error: ...`` and gives exit code 2, with the traceback only under ``--traceback``."""
-    from framework.data.coco import DatasetError
-    from framework.errors import ConfigError
-
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
     try:
         return run(args)
-    except (UsageError, ConfigError, DatasetError, FileNotFoundError) as e:
+    except (InputError, FileNotFoundError) as e:
         if getattr(args, "traceback", False):
             raise
         print(f"error: {e}", file=sys.stderr)

@@ -182,3 +182,20 @@ def test_load_refuses_arbitrary_objects(tmp_path):
 def test_load_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         Checkpointer(Net(), str(tmp_path)).load(str(tmp_path / "nope.pth"))
+
+
+@pytest.mark.parametrize("content", [b"", b"not a pickle", "truncated"])
+def test_a_corrupt_file_is_named_as_unreadable(tmp_path, content):
+    from framework.checkpoint import CheckpointReadError, load_checkpoint_file
+
+    path = tmp_path / "model.pth"
+    if content == "truncated":
+        torch.save({"model": {"w": torch.ones(64)}}, path)
+        content = path.read_bytes()[:100]
+    path.write_bytes(content)
+    with pytest.raises(CheckpointReadError, match=f"{path}: not a readable checkpoint"):
+        load_checkpoint_file(str(path))
+    pkl = tmp_path / "model.pkl"
+    pkl.write_bytes(content[:50])
+    with pytest.raises(CheckpointReadError, match=f"{pkl}: not a readable .pkl"):
+        load_checkpoint_file(str(pkl))

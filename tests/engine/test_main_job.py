@@ -210,3 +210,12 @@ def test_coco_tiny_trains_and_evaluates_like_cocoeval(tmp_path, coco_tiny):
         for i, key in enumerate(("AP", "AP50", "AP75", "APs", "APm", "APl")):
             direct = coco_eval.stats[i] * 100 if coco_eval.stats[i] >= 0 else float("nan")
             assert metrics[f"{task}/{key}"] == pytest.approx(direct, abs=1e-9, nan_ok=True), (task, key)
+
+
+def test_a_bad_weights_file_is_one_message_and_exit_code_2(tmp_path):
+    bad = tmp_path / "model_final.pth"
+    bad.write_bytes(b"not a checkpoint")
+    res = _train_net([*TINY, "eval_only=true", f"weights={bad}", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert res.returncode == 2
+    assert f"Error: {bad}: not a readable checkpoint" in res.stderr
+    assert "Traceback" not in res.stderr
