@@ -48,13 +48,13 @@ def load_dataset(args: argparse.Namespace, cfg: Any) -> tuple[list[dict], Any]:
     """(dataset dicts, Metadata) of ``--json``, ``--dataset`` or the config's split."""
     from framework.data import get_dataset, get_metadata, load_coco_json
     from framework.data.catalog import Metadata
-    from framework.engine.run import _register_split
+    from framework.engine.run import register_split
 
     if args.json:
         dicts, meta = load_coco_json(args.json, args.image_root, keep_empty=True)
         return dicts, Metadata.from_dict(Path(args.json).stem, meta)
     key = "train" if args.split == "train" else "test"
-    name = args.dataset or _register_split(cfg.dataset[key], f"dataset.{key}")
+    name = args.dataset or register_split(cfg.dataset[key], f"dataset.{key}")
     return get_dataset(name), get_metadata(name)
 
 

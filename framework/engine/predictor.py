@@ -140,7 +140,7 @@ def resolve_metadata(cfg: DictConfig) -> Metadata:
     """
     from framework.data import get_metadata
     from framework.data.coco import DatasetError
-    from framework.engine.run import _register_split
+    from framework.engine.run import register_split
 
     num_classes = OmegaConf.select(cfg, "model.roi_heads.num_classes", default=None)
     split = OmegaConf.select(cfg, "dataset.test", default=None)
@@ -148,7 +148,7 @@ def resolve_metadata(cfg: DictConfig) -> Metadata:
     try:
         if name is None:
             raise ConfigError("the config has no dataset.test.name")
-        metadata = get_metadata(_register_split(split, "dataset.test"))
+        metadata = get_metadata(register_split(split, "dataset.test"))
     except (ConfigError, DatasetError, OSError) as e:
         reason = str(e)
     else:
@@ -235,11 +235,11 @@ class Predictor:
     def _load(cls, cfg: DictConfig, weights: Path, device: str) -> "Predictor":
         from framework.checkpoint import Checkpointer
         from framework.config.compose import setup, validate_config
-        from framework.engine.run import _resolve_device, build_model
+        from framework.engine.run import resolve_device, build_model
 
         setup()
         validate_config(cfg)
-        model = build_model(cfg, _resolve_device(device))
+        model = build_model(cfg, resolve_device(device))
         Checkpointer(model).load(str(weights), checkpointables=[])
         return cls(model=model, cfg=cfg, weights=str(weights))
 

@@ -24,7 +24,17 @@ from omegaconf import DictConfig, OmegaConf
 from framework.config.compose import validate_config
 from framework.errors import ConfigError
 
-__all__ = ["run", "build_model", "build_datasets", "build_mapper", "Datasets", "evaluate_model", "final_metric"]
+__all__ = [
+    "run",
+    "build_model",
+    "build_datasets",
+    "build_mapper",
+    "Datasets",
+    "evaluate_model",
+    "final_metric",
+    "register_split",
+    "resolve_device",
+]
 
 logger = logging.getLogger("framework")
 
@@ -43,7 +53,8 @@ class Datasets:
     test_name: str
 
 
-def _resolve_device(device: str) -> torch.device:
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``... as a torch.device."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
@@ -58,7 +69,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _register_split(split: DictConfig, path: str) -> str:
+def register_split(split: DictConfig, path: str) -> str:
     """Register a ``{name, json, image_root}`` split from the config if it names files; return its name."""
     from framework.data import list_datasets, register_coco_instances, unregister_dataset
 
@@ -89,8 +100,8 @@ def build_datasets(cfg: DictConfig, *, need_train: bool = True) -> Datasets:
     """Register the config's datasets if they are given as files, load them, and check the classes."""
     from framework.data import get_dataset, get_metadata
 
-    train_name = _register_split(cfg.dataset.train, "dataset.train")
-    test_name = _register_split(cfg.dataset.test, "dataset.test")
+    train_name = register_split(cfg.dataset.train, "dataset.train")
+    test_name = register_split(cfg.dataset.test, "dataset.test")
     metadata = get_metadata(test_name)
     num_classes = int(cfg.model.roi_heads.num_classes)
     if len(metadata.thing_classes) != num_classes:
@@ -208,7 +219,7 @@ def run(cfg: DictConfig, *, output_dir: Optional[Path] = None) -> Optional[float
     validate_config(cfg)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     seed_everything(int(cfg.seed))
-    device = _resolve_device(str(cfg.device))
+    device = resolve_device(str(cfg.device))
 
     data = build_datasets(cfg, need_train=not cfg.eval_only)
     model = build_model(cfg, device)
