@@ -1,0 +1,93 @@
+"""Every option of every model config group, on every model preset: composes, builds, and keeps its
+own defaults (a preset's values for one component never leak onto another one chosen instead)."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from framework.config.compose import CONFIG_DIR, compose, setup
+from framework.config.groups import iter_groups
+from framework.errors import ConfigError
+from framework.registry import META_ARCHITECTURES, knobs
+
+PRESETS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
+DEFAULT_JOB = None  # configs/train.yaml as it is
+
+
+def _group_options() -> list[tuple[str, str]]:
+    """(group, option) for every option Hydra sees in the groups below ``model`` (YAML and schemas)."""
+    setup()  # collection runs before the session fixture that registers the components
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        groups = [g for g, _ in iter_groups() if g.startswith("model/")] + ["model/roi_pooler"]
+        return [(g, o) for g in sorted(set(groups)) for o in loader.get_group_options(g)]
+
+
+OPTIONS = _group_options()
+
+# Choices that cannot work on these presets and fail with a ConfigError: a backbone whose outputs
+# are not the features the RPN and RoI heads read (a plain ResNet gives res2..res5, not p2..p6), an
+# FPN as the bottom-up of an FPN (no group nests that deep).
+INCOMPATIBLE = {("model/backbone", "ResNet"), ("model/backbone/bottom_up", "FPN")}
+
+
+def _node(cfg, group: str):
+    """The config node of a group path (``model/rpn/head`` -> ``cfg.model.rpn.head``), None if absent."""
+    node = cfg
+    for part in group.split("/"):
+        node = node.get(part) if node is not None else None
+    return node
+
+
+@pytest.mark.parametrize("preset", PRESETS)  # the default job's model is mask_rcnn_R_18_FPN_quick
+def test_every_option_composes_and_builds_on_every_preset(preset):
+    base = [f"model={preset}"]
+    failures = []
+    for group, option in OPTIONS:
+        try:
+            cfg = compose(base + [f"{group}={option}", "model.roi_heads.num_classes=3"])
+            with torch.device("meta"):  # every constructor runs, no weights are allocated or initialised
+                META_ARCHITECTURES.build(cfg.model, path="model")
+        except ConfigError as e:
+            if (group, option) not in INCOMPATIBLE:
+                failures.append(f"{group}={option}: {e}")
+            continue
+        assert (group, option) not in INCOMPATIBLE, f"{group}={option} was expected to fail on {preset}"
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("preset", [DEFAULT_JOB, *PRESETS], ids=lambda p: p or "default_job")
+def test_a_chosen_component_gets_its_own_defaults(preset):
+    """Choosing another registered component by name gives it its signature defaults, whatever the
+    preset set for the component it replaces."""
+    base = [] if preset is None else [f"model={preset}"]
+    preset_cfg = compose(base)
+    for group, registry in iter_groups():
+        if group == "model" or "/" not in group:
+            continue
+        current = _node(preset_cfg, group)
+        for name, component in registry:
+            if (group, name) in INCOMPATIBLE or (current is not None and current.name == name):
+                continue
+            cfg = compose(base + [f"{group}={name}"])
+            node = _node(cfg, group)
+            assert node.name == name
+            for knob in knobs(component):
+                if knob.registry is not None or knob.default is inspect.Parameter.empty or knob.name == "num_classes":
+                    continue
+                value = node[knob.name]
+                value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+                expected = _plain(knob.default)
+                assert value == expected, f"{preset} + {group}={name}: {knob.name} = {value!r}, its default is {expected!r}"
+
+
+def _plain(value):
+    """Tuples as lists, as OmegaConf holds them."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
