@@ -191,7 +191,16 @@ def _runtime_params(obj: Any) -> list[str]:
 
 
 def knobs(obj: Any) -> list[Knob]:
-    """The config knobs of a component: its keyword-only parameters, in signature order."""
+    """The config knobs of a component: its keyword-only parameters, in signature order.
+
+    A class whose ``__init__`` takes ``**kwargs`` forwards them to its base class: it inherits the
+    knobs of the nearest base with its own ``__init__`` (after its own, which win on a name clash),
+    so a subclass declares only what it adds::
+
+        class MyHead(MaskRCNNConvUpsampleHead):
+            def __init__(self, input_shape, num_classes, *, dropout: float = 0.0, **kwargs):
+                super().__init__(input_shape, num_classes, **kwargs)   # num_conv, conv_dim, ...
+    """
     cached = getattr(obj, "__framework_knobs__", None)
     if cached is not None and cached[0] is obj:
         return cached[1]
@@ -202,9 +211,13 @@ def knobs(obj: Any) -> list[Knob]:
     except Exception as e:  # unresolvable forward reference: say where
         raise TypeError(f"cannot resolve the annotations of {_qualname(obj)}: {e}") from e
     out = []
+    forwards = False
     for p in sig.parameters.values():
-        if p.kind is p.VAR_KEYWORD or p.kind is p.VAR_POSITIONAL:
-            raise TypeError(f"{_qualname(obj)}: components take no *args/**kwargs (found {p})")
+        if p.kind is p.VAR_POSITIONAL:
+            raise TypeError(f"{_qualname(obj)}: components take no *args (found {p}); runtime arguments are named")
+        if p.kind is p.VAR_KEYWORD:
+            forwards = True
+            continue
         if p.kind is not p.KEYWORD_ONLY:
             continue
         if p.name not in hints:
@@ -212,11 +225,32 @@ def knobs(obj: Any) -> list[Knob]:
         ann = hints[p.name]
         registry, optional = _spec_registry(ann)
         out.append(Knob(p.name, ann, p.default, registry, optional or p.default is None))
+    if forwards:
+        base = _base_component(obj)
+        if base is None:
+            raise TypeError(
+                f"{_qualname(obj)}: **kwargs must forward knobs to a base class with an explicit __init__, "
+                "and there is none; declare every knob as a keyword-only parameter"
+            )
+        own = {k.name for k in out}
+        out += [k for k in knobs(base) if k.name not in own]
     try:
         obj.__framework_knobs__ = (obj, out)
     except (AttributeError, TypeError):
         pass
     return out
+
+
+def _base_component(obj: Any) -> Any:
+    """The nearest base class of ``obj`` with its own ``__init__``, outside torch and ``object``."""
+    if not inspect.isclass(obj):
+        return None
+    for klass in obj.__mro__[1:]:
+        if klass is object or klass.__module__.split(".")[0] == "torch":
+            return None
+        if "__init__" in vars(klass):
+            return klass
+    return None
 
 
 def _spec_registry(ann: Any) -> tuple[Registry | None, bool]:

@@ -19,8 +19,8 @@ class LiteMaskHead(BaseMaskRCNNHead):
     Only ``layers()`` is new: the loss and inference come from BaseMaskRCNNHead.
     """
 
-    def __init__(self, input_shape: ShapeSpec, num_classes: int, *, num_conv: int = 4, conv_dim: int = 128, loss_weight: float = 1.0):
-        super().__init__(loss_weight=loss_weight)
+    def __init__(self, input_shape: ShapeSpec, num_classes: int, *, num_conv: int = 4, conv_dim: int = 128, **kwargs):
+        super().__init__(**kwargs)  # the base's knobs (loss_weight) are inherited, not restated
         blocks = []
         cur = input_shape.channels
         for _ in range(num_conv):

@@ -101,7 +101,7 @@ def test_malformed_components_fail_at_registration():
             def __init__(self, *, x=1):
                 pass
 
-    with pytest.raises(TypeError, match="no \\*args/\\*\\*kwargs"):
+    with pytest.raises(TypeError, match="forward knobs to a base class"):
 
         @TOYS.register()
         class Kwargs:
@@ -116,3 +116,46 @@ def test_duplicate_name_is_rejected():
         class Other:
             def __init__(self, *, a: int = 1):
                 pass
+
+
+class _Rim(Wheel):
+    """Adds one knob and forwards the rest: inherits Wheel's knobs."""
+
+    def __init__(self, size: int, *, depth: float = 2.0, spokes: int = 24, **kwargs):
+        super().__init__(size, spokes=spokes, **kwargs)
+        self.depth = depth
+
+
+class _DeepRim(_Rim):
+    def __init__(self, size: int, *, valve: str = "presta", **kwargs):
+        super().__init__(size, **kwargs)
+        self.valve = valve
+
+
+def test_a_subclass_forwarding_kwargs_inherits_its_base_knobs():
+    assert [k.name for k in knobs(_Rim)] == ["depth", "spokes", "material"]  # its own first, then the base's
+    assert [k.default for k in knobs(_Rim)][:2] == [2.0, 24]  # its own default wins on a clash
+    assert [k.name for k in knobs(_DeepRim)] == ["valve", "depth", "spokes", "material"]
+    parts = Registry("PARTS_INHERIT")
+    parts.register(_DeepRim)
+    rim = parts.build({"name": "_DeepRim", "material": "carbon", "depth": 3.5}, size=20)
+    assert (rim.material, rim.depth, rim.spokes, rim.valve, rim.size) == ("carbon", 3.5, 24, "presta", 20)
+    with pytest.raises(ConfigError, match=r"no knob 'materal'.*Did you mean 'material'"):
+        parts.build({"name": "_DeepRim", "materal": "carbon"}, size=20)
+    with pytest.raises(ConfigError, match=r"'wood' is not one of \['steel', 'carbon'\]"):
+        parts.build({"name": "_DeepRim", "material": "wood"}, size=20)
+
+
+def test_kwargs_without_a_base_to_forward_to_is_refused():
+    def make(*, a: int = 1, **kwargs):
+        return a
+
+    class Loose(nn.Module):
+        def __init__(self, *, b: int = 2, **kwargs):
+            super().__init__(**kwargs)
+
+    for obj in (make, Loose):
+        with pytest.raises(TypeError, match="forward knobs to a base class"):
+            knobs(obj)
+    with pytest.raises(TypeError, match=r"no \*args"):
+        knobs(lambda *args, x: 0)
