@@ -16,6 +16,7 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ValueType
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig
 
@@ -72,22 +73,57 @@ def compose(overrides: Sequence[str] = (), *, config_name: str = "train", config
 def check_command_line(overrides: Sequence[str], *, config_name: str = "train", config_dir: Path | None = None) -> None:
     """Compose every choice a (multirun) command line can make; raise :class:`ConfigError` on the first bad one.
 
-    A sweep ``a=1,2`` is checked value by value, the other overrides at their first value, so
-    ``-m model/roi_pooler=ROIAlign,ROIAlgnV2`` fails before the first job runs.
+    A sweep that can be enumerated (``a=1,2``, ``choice(...)``, ``range(...)``, ``glob(...)`` over a
+    group's options) is checked value by value, the other overrides at their first value, so
+    ``-m model/roi_pooler=ROIAlign,ROIAlgnV2`` fails before the first job runs. An ``interval(...)``
+    sweep (for sweepers such as Optuna, which draw its values) is not composed; its key must exist.
     """
+    setup()
     parsed = OverridesParser.create().parse_overrides(list(overrides))
-    firsts, variants = [], []
+    firsts, variants, intervals = [], [], []
     for o in parsed:
-        if o.is_sweep_override():
-            values = [str(v) for v in o.sweep_string_iterator()]
+        if o.is_interval_sweep():
+            intervals.append(o.get_key_element())
+        elif o.is_sweep_override():
+            values = _sweep_values(o, config_name=config_name, config_dir=config_dir)
             firsts.append(f"{o.get_key_element()}={values[0]}")
             variants.append((len(firsts) - 1, [f"{o.get_key_element()}={v}" for v in values[1:]]))
         else:
             firsts.append(o.input_line)
-    compose(firsts, config_name=config_name, config_dir=config_dir)
+    cfg = compose(firsts, config_name=config_name, config_dir=config_dir)
+    for key in intervals:
+        _check_key_exists(cfg, key.lstrip("+"))
     for index, alternatives in variants:
         for alt in alternatives:
             compose(firsts[:index] + [alt] + firsts[index + 1 :], config_name=config_name, config_dir=config_dir)
+
+
+def _sweep_values(override, *, config_name: str, config_dir: Path | None) -> list[str]:
+    """The values of an enumerable sweep; a ``glob`` is matched against the group's options."""
+    if override.value_type == ValueType.GLOB_CHOICE_SWEEP:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(Path(config_dir or CONFIG_DIR).resolve()), version_base="1.3"):
+            override.config_loader = GlobalHydra.instance().config_loader()
+            values = list(override.sweep_string_iterator())
+        if not values:
+            raise ConfigError(f"sweep {override.input_line!r} matches no option of group {override.key_or_group!r}")
+        return values
+    return list(override.sweep_string_iterator())
+
+
+def _check_key_exists(cfg: DictConfig, key: str) -> None:
+    from omegaconf import OmegaConf
+
+    if OmegaConf.select(cfg, key, default=_MISSING_KEY) is not _MISSING_KEY:
+        return
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    options = list(node.keys()) if isinstance(node, DictConfig) else []
+    raise ConfigError(f"sweep over {key!r}: no such key.{did_you_mean(leaf, options)} Keys under "
+                      f"'{parent or '<root>'}': {', '.join(map(str, options))}.")
+
+
+_MISSING_KEY = object()
 
 
 # --------------------------------------------------------------------------- error explanations

@@ -83,6 +83,19 @@ def test_sweeps_are_checked_value_by_value():
         check_command_line(["model/roi_pooler=ROIAlign,ROIAlignV3"])
 
 
+def test_sweeps_the_sweeper_draws_are_not_expanded_but_their_keys_are_checked():
+    # interval (and tagged) sweeps are for sweepers such as Optuna: only the key is checked
+    check_command_line(["solver.base_lr=interval(0.0001,0.01)", "solver.weight_decay=tag(log, interval(1e-5,1e-2))"])
+    with pytest.raises(ConfigError, match=r"sweep over 'solver.base_lre': no such key. Did you mean 'base_lr'"):
+        check_command_line(["solver.base_lre=interval(0.0001,0.01)"])
+
+
+def test_glob_sweeps_are_expanded_over_the_group_options():
+    check_command_line(["model/roi_heads/mask_head=glob(*)", "model/roi_pooler=glob(ROIAlign*)"])
+    with pytest.raises(ConfigError, match="matches no option of group 'model/roi_heads/mask_head'"):
+        check_command_line(["model/roi_heads/mask_head=glob(Nope*)"])
+
+
 def test_hooks_are_a_dict_keyed_by_name():
     cfg = compose(["hooks.checkpointer.period=7", "hooks.visualizer=null", "hooks.writer.priority=LOW"])
     assert cfg.hooks.checkpointer.period == 7
