@@ -27,7 +27,18 @@ from framework.errors import ConfigError, did_you_mean
 
 __all__ = ["CONFIG_DIR", "setup", "compose", "validate_config", "check_command_line", "available_groups"]
 
-CONFIG_DIR = REPO_ROOT / "configs"
+def _builtin_config_dir() -> Path:
+    """The repository's ``configs/`` (a clone, an editable install), else the copy that
+    ``pip install .`` puts inside the package (``framework/configs``, see pyproject.toml)."""
+    repo = REPO_ROOT / "configs"
+    if (repo / "train.yaml").is_file():
+        return repo
+    return Path(__file__).resolve().parents[1] / "configs"
+
+
+#: Where train.yaml and the config groups are; users add their own folders with ``search_path``
+#: (``--config-dir`` on the command line).
+CONFIG_DIR = _builtin_config_dir()
 _setup_done = False
 
 
@@ -56,21 +67,49 @@ def validate_config(cfg: DictConfig) -> None:
             validate(spec, HOOKS, path=f"hooks.{key}")
 
 
-def compose(overrides: Sequence[str] = (), *, config_name: str = "train", config_dir: Path | None = None) -> DictConfig:
-    """Compose ``config_name`` with Hydra's Compose API, then validate it (tests, notebooks, preflight)."""
+def compose(
+    overrides: Sequence[str] = (),
+    *,
+    config_name: str = "train",
+    config_dir: Path | None = None,
+    search_path: Sequence[str | Path] = (),
+) -> DictConfig:
+    """Compose ``config_name`` with Hydra's Compose API, then validate it (tests, notebooks, preflight).
+
+    Args:
+        config_dir: the primary config folder (default :data:`CONFIG_DIR`).
+        search_path: more config folders, searched before it (what ``--config-dir`` adds): your
+            own presets and experiments, or replacements of shipped ones.
+    """
     setup()
     config_dir = Path(config_dir or CONFIG_DIR).resolve()
+    overrides = list(overrides) + _search_path_override(search_path)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         try:
-            cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+            cfg = hydra_compose(config_name=config_name, overrides=overrides)
         except (ConfigCompositionException, MissingConfigException) as e:
             raise ConfigError(_explain(e, list(overrides), config_name)) from None
     validate_config(cfg)
     return cfg
 
 
-def check_command_line(overrides: Sequence[str], *, config_name: str = "train", config_dir: Path | None = None) -> None:
+def _search_path_override(folders: Sequence[str | Path]) -> list[str]:
+    for folder in folders:
+        if not Path(folder).expanduser().is_dir():
+            raise ConfigError(f"config folder {folder} (--config-dir / search_path) not found")
+    if not folders:
+        return []
+    return ["hydra.searchpath=[" + ",".join(f"file://{Path(f).expanduser().resolve()}" for f in folders) + "]"]
+
+
+def check_command_line(
+    overrides: Sequence[str],
+    *,
+    config_name: str = "train",
+    config_dir: Path | None = None,
+    search_path: Sequence[str | Path] = (),
+) -> None:
     """Compose every choice a (multirun) command line can make; raise :class:`ConfigError` on the first bad one.
 
     A sweep that can be enumerated (``a=1,2``, ``choice(...)``, ``range(...)``, ``glob(...)`` over a
@@ -90,12 +129,13 @@ def check_command_line(overrides: Sequence[str], *, config_name: str = "train", 
             variants.append((len(firsts) - 1, [f"{o.get_key_element()}={v}" for v in values[1:]]))
         else:
             firsts.append(o.input_line)
-    cfg = compose(firsts, config_name=config_name, config_dir=config_dir)
+    where = dict(config_name=config_name, config_dir=config_dir, search_path=search_path)
+    cfg = compose(firsts, **where)
     for key in intervals:
         _check_key_exists(cfg, key.lstrip("+"))
     for index, alternatives in variants:
         for alt in alternatives:
-            compose(firsts[:index] + [alt] + firsts[index + 1 :], config_name=config_name, config_dir=config_dir)
+            compose(firsts[:index] + [alt] + firsts[index + 1 :], **where)
 
 
 def _sweep_values(override, *, config_name: str, config_dir: Path | None) -> list[str]:

@@ -111,3 +111,18 @@ def test_composed_faster_rcnn_builds():
     model = META_ARCHITECTURES.build(cfg.model, path="model")
     assert not model.roi_heads.mask_on
     assert model.proposal_generator.nms_thresh == 0.7
+
+
+def test_a_user_config_folder_adds_presets(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "my_preset.yaml").write_text(
+        "defaults:\n  - mask_rcnn_R_50_FPN\n  - override roi_heads/mask_head: LiteMaskHead\n  - _self_\n"
+        "rpn:\n  nms_thresh: 0.65\n"
+    )
+    cfg = compose(["model=my_preset"], search_path=[tmp_path])
+    assert cfg.model.roi_heads.mask_head.name == "LiteMaskHead" and cfg.model.rpn.nms_thresh == 0.65
+    check_command_line(["model=my_preset,mask_rcnn_R_50_FPN"], search_path=[tmp_path])
+    with pytest.raises(ConfigError, match="model/my_preset"):
+        compose(["model=my_preset"])  # not found without the folder
+    with pytest.raises(ConfigError, match="config folder .*nope.* not found"):
+        compose([], search_path=[tmp_path / "nope"])
