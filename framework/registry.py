@@ -116,8 +116,9 @@ class Registry(_FvcoreRegistry):
                 raise TypeError(f"{_qualname(o)}: {sorted(reserved)} are reserved config keys of {self._name}: {clash}")
             if key in self._obj_map and self._obj_map[key] is not o:
                 raise KeyError(
-                    f"{self._name}: the name {key!r} is already registered by "
-                    f"{_qualname(self._obj_map[key])}; pass register(name=...) to pick another name"
+                    f"{self._name}: {_qualname(o)} cannot register the name {key!r}: it is already registered "
+                    f"by {_qualname(self._obj_map[key])} (two plugins, or a plugin and the framework, chose the "
+                    "same name); pass register(name=...) to pick another one"
                 )
             self._obj_map[key] = o
             return o

@@ -21,7 +21,8 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig
 
 from framework.config.groups import ROOTS, register_config_groups
-from framework.config.plugins import REPO_ROOT, discover_plugins
+from framework.config.plugin_configs import register_plugin_configs
+from framework.config.plugins import REPO_ROOT, discover_plugins, plugin_folders
 from framework.config.schema import validate
 from framework.errors import ConfigError, did_you_mean
 
@@ -52,6 +53,7 @@ def setup() -> None:
 
     discover_plugins()
     register_config_groups()
+    register_plugin_configs(plugin_folders(), CONFIG_DIR)
     _setup_done = True
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from framework.config.groups import iter_groups
 from framework.registry import ALL_REGISTRIES, Knob, knobs
 
-__all__ = ["describe", "render_text", "render_markdown", "main"]
+__all__ = ["describe", "describe_plugin_configs", "render_text", "render_markdown", "main"]
 
 
 def _type_name(ann: Any) -> str:
@@ -67,7 +67,16 @@ def describe() -> list[dict[str, Any]]:
     return out
 
 
-def render_text(info: list[dict[str, Any]]) -> str:
+def describe_plugin_configs() -> list[tuple[str, str, str]]:
+    """``(option, plugin, file relative to the plugin folder)`` for every config a plugin ships."""
+    from framework.config.plugin_configs import find_plugin_configs
+    from framework.config.plugins import plugin_folders
+
+    folders = plugin_folders()
+    return [(c.option, c.plugin, c.path.relative_to(folders[c.plugin]).as_posix()) for c in find_plugin_configs(folders)]
+
+
+def render_text(info: list[dict[str, Any]], plugin_configs: list[tuple[str, str, str]] = ()) -> str:
     lines = []
     for reg in info:
         groups = ", ".join(reg["groups"]) or "(no config group; built by code)"
@@ -79,10 +88,14 @@ def render_text(info: list[dict[str, Any]]) -> str:
             for name, typ, default in e["knobs"]:
                 lines.append(f"      {name}: {typ} = {default}")
         lines.append("")
+    if plugin_configs:
+        lines.append("Config options shipped by plugins:")
+        lines += [f"  {option}  (plugin {plugin}: {path})" for option, plugin, path in plugin_configs]
+        lines.append("")
     return "\n".join(lines)
 
 
-def render_markdown(info: list[dict[str, Any]]) -> str:
+def render_markdown(info: list[dict[str, Any]], plugin_configs: list[tuple[str, str, str]] = ()) -> str:
     lines = [
         "# Components reference",
         "",
@@ -119,6 +132,10 @@ def render_markdown(info: list[dict[str, Any]]) -> str:
                 for name, typ, default in e["knobs"]:
                     lines.append(f"| `{name}` | `{typ}` | `{default}` |".replace("|`", "| `"))
                 lines.append("")
+    if plugin_configs:
+        lines += ["## Config options shipped by plugins", "", "| option | plugin | file |", "|---|---|---|"]
+        lines += [f"| `{option}` | `{plugin}` | `{path}` |" for option, plugin, path in plugin_configs]
+        lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -131,13 +148,16 @@ def main(argv: list[str] | None = None) -> int:
 
     setup()
     info = describe()
+    plugin_configs = describe_plugin_configs()
     if args.registry:
+        plugin_configs = []
         info = [r for r in info if r["registry"] == args.registry.upper()]
         if not info:
             from framework.errors import did_you_mean
 
             print(f"no registry {args.registry!r}.{did_you_mean(args.registry.upper(), ALL_REGISTRIES)}", file=sys.stderr)
             return 2
-    sys.stdout.write(render_markdown(info) if args.format == "markdown" else render_text(info))
+    render = render_markdown if args.format == "markdown" else render_text
+    sys.stdout.write(render(info, plugin_configs))
     return 0
 

@@ -11,6 +11,10 @@ Two sources, both imported before Hydra composes (so their components are config
 Importing a plugin is all it takes: its ``@REGISTRY.register()`` decorators do the rest.
 A plugin that fails to import raises, naming the plugin: a silently missing component would
 surface later as a confusing "unknown name" error.
+
+A plugin may also ship YAML configs in a ``configs/`` folder beside its ``__init__.py`` (model
+presets, experiments, component options), laid out like the repository's ``configs/``; see
+:mod:`framework.config.plugin_configs`.
 """
 
 from __future__ import annotations
@@ -23,12 +27,13 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["ENTRY_POINT_GROUP", "project_dirs", "discover_plugins"]
+__all__ = ["ENTRY_POINT_GROUP", "project_dirs", "discover_plugins", "plugin_folders"]
 
 ENTRY_POINT_GROUP = "framework.plugins"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 logger = logging.getLogger(__name__)
 _loaded: dict[str, str] = {}
+_folders: dict[str, Path] = {}  # plugin name -> the folder of its package
 
 
 def project_dirs() -> list[Path]:
@@ -73,6 +78,7 @@ def discover_plugins() -> dict[str, str]:
             if (folder / "__init__.py").is_file() and folder.name not in _loaded:
                 _import_project(folder)
                 _loaded[folder.name] = str(folder)
+                _folders[folder.name] = folder
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in _loaded:
             continue
@@ -81,4 +87,14 @@ def discover_plugins() -> dict[str, str]:
         except Exception as e:
             raise ImportError(f"plugin entry point '{ep.name} = {ep.value}' failed to import: {e}") from e
         _loaded[ep.name] = f"entry point {ep.value}"
+        # The top-level package of the entry point's module: its folder may hold configs/. A
+        # single-file module has no folder of its own (it sits in site-packages), so no configs.
+        top = sys.modules.get(ep.module.split(".")[0])
+        if top is not None and getattr(top, "__path__", None) and getattr(top, "__file__", None):
+            _folders[ep.name] = Path(top.__file__).resolve().parent
     return dict(_loaded)
+
+
+def plugin_folders() -> dict[str, Path]:
+    """``{plugin name: folder of its package}`` of the plugins imported so far."""
+    return dict(_folders)

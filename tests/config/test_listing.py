@@ -1,12 +1,12 @@
 from pathlib import Path
 
-from framework.config.listing import describe, main, render_markdown
+from framework.config.listing import describe, describe_plugin_configs, main, render_markdown
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "components.md"
 
 
 def test_components_doc_is_generated_from_the_registries():
-    expected = render_markdown(describe())
+    expected = render_markdown(describe(), describe_plugin_configs())
     assert DOC.read_text() == expected, (
         "docs/components.md is out of date: run `python tools/list_components.py --format markdown > docs/components.md`"
     )
