@@ -80,7 +80,7 @@ def test_two_plugins_registering_one_component_name_are_both_named():
         MASK_HEADS.register(name="LiteMaskHead")(Impostor)
 
 
-def test_a_pip_installed_package_ships_configs(tmp_path, monkeypatch):
+def test_a_pip_installed_package_ships_configs(tmp_path, installed_plugin):
     import sys
 
     from framework.config import plugins
@@ -90,11 +90,7 @@ def test_a_pip_installed_package_ships_configs(tmp_path, monkeypatch):
     (pkg / "__init__.py").write_text("")
     (pkg / "configs" / "model" / "cfg_pkg_preset.yaml").write_text(
         "defaults:\n  - mask_rcnn_R_50_FPN\n  - _self_\nrpn:\n  nms_thresh: 0.61\n")
-    dist = tmp_path / "cfg_plugin_pkg-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: cfg-plugin-pkg\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[framework.plugins]\ncfg_plugin = cfg_plugin_pkg\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    installed_plugin("cfg_plugin", "cfg_plugin_pkg")
     try:
         plugins.discover_plugins()
         assert plugins.plugin_folders()["cfg_plugin"] == pkg.resolve()

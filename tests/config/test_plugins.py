@@ -16,7 +16,7 @@ def test_repository_projects_are_imported():
     assert "LiteMaskHead" in MASK_HEADS.names()
 
 
-def test_entry_point_package_is_imported(tmp_path, monkeypatch):
+def test_entry_point_package_is_imported(tmp_path, installed_plugin):
     # A minimal installed distribution: a module plus dist-info declaring the entry point.
     (tmp_path / "my_plugin_pkg.py").write_text(textwrap.dedent("""
         from framework.registry import BOX_HEADS
@@ -26,11 +26,7 @@ def test_entry_point_package_is_imported(tmp_path, monkeypatch):
         class EntryPointBoxHead(FastRCNNConvFCHead):
             '''A box head that arrived through an entry point.'''
     """))
-    dist = tmp_path / "my_plugin_pkg-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-plugin-pkg\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[framework.plugins]\nmy_plugin = my_plugin_pkg\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    installed_plugin("my_plugin", "my_plugin_pkg")
     try:
         found = plugins.discover_plugins()
         assert found["my_plugin"] == "entry point my_plugin_pkg"
