@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import torch
 
+from framework.checkpoint import torchvision as tv
 from framework.checkpoint.detectron2 import convert_caffe2_backbone, drop_stale_keys, is_caffe2_backbone
 
 __all__ = ["convert_to_framework", "resnet_prefix", "SAME_NAMES"]
@@ -74,8 +75,6 @@ def convert_to_framework(
         return _place(convert_caffe2_backbone(state_dict), model_state_dict), "Caffe2/MSRA ImageNet backbone"
     if _STEM in state_dict:
         return _place(state_dict, model_state_dict), "ResNet backbone (detectron2 names)"
-    from framework.checkpoint import torchvision as tv
-
     if tv.is_torchvision_detector(state_dict):
         return tv.convert_torchvision_detector(state_dict, model_state_dict), "torchvision detector"
     if tv.is_torchvision_classifier(state_dict):
