@@ -26,15 +26,14 @@ Registration also makes the component a choice of every Hydra config group whose
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
-import types
-import typing
 from collections.abc import Mapping
-from typing import Annotated, Any, Iterator, Union
+from typing import Any, Iterator
 
 from fvcore.common.registry import Registry as _FvcoreRegistry
 
+from framework.config.schema import validate
+from framework.config.signature import ComponentSpec, Knob, RegistryBase, Spec, knobs, qualname
 from framework.errors import ConfigError, did_you_mean
 
 __all__ = [
@@ -54,35 +53,7 @@ __all__ = [
     "ALL_REGISTRIES",
 ]
 
-#: How a component is given in a config: its registered name, or a mapping with ``name`` and knobs.
-ComponentSpec = Union[str, Mapping[str, Any]]
-
-
-class Spec:
-    """``Spec[REGISTRY]`` annotates a knob whose value is a component of ``REGISTRY``."""
-
-    def __class_getitem__(cls, registry: "Registry") -> Any:
-        if not isinstance(registry, Registry):
-            raise TypeError(f"Spec[...] takes a Registry, got {registry!r}")
-        return Annotated[ComponentSpec, registry]
-
-
-@dataclasses.dataclass(frozen=True)
-class Knob:
-    """One keyword-only constructor parameter of a component: a config key."""
-
-    name: str
-    annotation: Any
-    default: Any  # inspect.Parameter.empty when required
-    registry: "Registry | None" = None  # set for Spec[...] knobs
-    optional: bool = False  # the annotation admits None
-
-    @property
-    def required(self) -> bool:
-        return self.default is inspect.Parameter.empty
-
-
-class Registry(_FvcoreRegistry):
+class Registry(_FvcoreRegistry, RegistryBase):
     """An fvcore registry that knows how to build its entries from a config node.
 
     Args:
@@ -113,11 +84,11 @@ class Registry(_FvcoreRegistry):
             # Fail at import time on a malformed signature, naming the class.
             reserved = {"name", "defaults", *self.extra_keys}
             if clash := [k.name for k in knobs(o) if k.name in reserved]:
-                raise TypeError(f"{_qualname(o)}: {sorted(reserved)} are reserved config keys of {self._name}: {clash}")
+                raise TypeError(f"{qualname(o)}: {sorted(reserved)} are reserved config keys of {self._name}: {clash}")
             if key in self._obj_map and self._obj_map[key] is not o:
                 raise KeyError(
-                    f"{self._name}: {_qualname(o)} cannot register the name {key!r}: it is already registered "
-                    f"by {_qualname(self._obj_map[key])} (two plugins, or a plugin and the framework, chose the "
+                    f"{self._name}: {qualname(o)} cannot register the name {key!r}: it is already registered "
+                    f"by {qualname(self._obj_map[key])} (two plugins, or a plugin and the framework, chose the "
                     "same name); pass register(name=...) to pick another one"
                 )
             self._obj_map[key] = o
@@ -154,8 +125,6 @@ class Registry(_FvcoreRegistry):
         """
         if not isinstance(spec, (str, Mapping)) and not _is_dictconfig(spec):
             return spec
-        from framework.config.schema import validate  # local: config imports this module
-
         path = path or self._name.lower()
         # The whole subtree first, so an error deep inside names its full config path.
         cls, kwargs = validate(spec, self, path=path)
@@ -163,7 +132,7 @@ class Registry(_FvcoreRegistry):
         unknown = set(runtime) - set(runtime_params)
         if unknown:
             raise TypeError(
-                f"{_qualname(cls)} got runtime argument(s) {sorted(unknown)} it does not take; "
+                f"{qualname(cls)} got runtime argument(s) {sorted(unknown)} it does not take; "
                 f"its runtime parameters are {runtime_params}"
             )
         return cls(**runtime, **kwargs)
@@ -175,99 +144,12 @@ def _is_dictconfig(x: Any) -> bool:
     return isinstance(x, DictConfig)
 
 
-def _qualname(obj: Any) -> str:
-    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
-
-
-def _signature(obj: Any) -> inspect.Signature:
-    return inspect.signature(obj)
-
-
 def _runtime_params(obj: Any) -> list[str]:
     return [
         p.name
-        for p in _signature(obj).parameters.values()
+        for p in inspect.signature(obj).parameters.values()
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
-
-
-def knobs(obj: Any) -> list[Knob]:
-    """The config knobs of a component: its keyword-only parameters, in signature order.
-
-    A class whose ``__init__`` takes ``**kwargs`` forwards them to its base class: it inherits the
-    knobs of the nearest base with its own ``__init__`` (after its own, which win on a name clash),
-    so a subclass declares only what it adds::
-
-        class MyHead(MaskRCNNConvUpsampleHead):
-            def __init__(self, input_shape, num_classes, *, dropout: float = 0.0, **kwargs):
-                super().__init__(input_shape, num_classes, **kwargs)   # num_conv, conv_dim, ...
-    """
-    cached = getattr(obj, "__framework_knobs__", None)
-    if cached is not None and cached[0] is obj:
-        return cached[1]
-    sig = _signature(obj)
-    target = obj.__init__ if inspect.isclass(obj) else obj
-    try:
-        hints = typing.get_type_hints(target, include_extras=True)
-    except Exception as e:  # unresolvable forward reference: say where
-        raise TypeError(f"cannot resolve the annotations of {_qualname(obj)}: {e}") from e
-    out = []
-    forwards = False
-    for p in sig.parameters.values():
-        if p.kind is p.VAR_POSITIONAL:
-            raise TypeError(f"{_qualname(obj)}: components take no *args (found {p}); runtime arguments are named")
-        if p.kind is p.VAR_KEYWORD:
-            forwards = True
-            continue
-        if p.kind is not p.KEYWORD_ONLY:
-            continue
-        if p.name not in hints:
-            raise TypeError(f"{_qualname(obj)}: knob {p.name!r} needs a type annotation")
-        ann = hints[p.name]
-        registry, optional = _spec_registry(ann)
-        out.append(Knob(p.name, ann, p.default, registry, optional or p.default is None))
-    if forwards:
-        base = _base_component(obj)
-        if base is None:
-            raise TypeError(
-                f"{_qualname(obj)}: **kwargs must forward knobs to a base class with an explicit __init__, "
-                "and there is none; declare every knob as a keyword-only parameter"
-            )
-        own = {k.name for k in out}
-        out += [k for k in knobs(base) if k.name not in own]
-    try:
-        obj.__framework_knobs__ = (obj, out)
-    except (AttributeError, TypeError):
-        pass
-    return out
-
-
-def _base_component(obj: Any) -> Any:
-    """The nearest base class of ``obj`` with its own ``__init__``, outside torch and ``object``."""
-    if not inspect.isclass(obj):
-        return None
-    for klass in obj.__mro__[1:]:
-        if klass is object or klass.__module__.split(".")[0] == "torch":
-            return None
-        if "__init__" in vars(klass):
-            return klass
-    return None
-
-
-def _spec_registry(ann: Any) -> tuple[Registry | None, bool]:
-    """(registry, optional) if ``ann`` is ``Spec[R]`` or ``Optional[Spec[R]]``."""
-    optional = False
-    if typing.get_origin(ann) in (Union, types.UnionType):
-        args = typing.get_args(ann)
-        optional = type(None) in args
-        rest = [a for a in args if a is not type(None)]
-        if len(rest) == 1:
-            ann = rest[0]
-    if typing.get_origin(ann) is Annotated:
-        for meta in ann.__metadata__:
-            if isinstance(meta, Registry):
-                return meta, optional
-    return None, optional
 
 
 # ---------------------------------------------------------------------- the registries

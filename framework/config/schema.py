@@ -20,7 +20,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from framework.errors import ConfigError, did_you_mean
-from framework.registry import Knob, Registry, knobs
+from framework.config.signature import Knob, RegistryBase, knobs
 
 __all__ = ["schema_for", "resolve_knobs", "validate", "omegaconf_type"]
 
@@ -113,7 +113,7 @@ def schema_for(component: Any, name: str | None = None, extra_keys: tuple[tuple[
     return cls
 
 
-def registry_schema(registry: Registry, name: str) -> type:
+def registry_schema(registry: RegistryBase, name: str) -> type:
     """The schema of the entry ``name`` of ``registry``, with the registry's extra keys."""
     extra = tuple((k, typ, default) for k, (typ, default) in registry.extra_keys.items())
     return schema_for(registry.get(name), name, extra)
@@ -133,7 +133,7 @@ def _as_mapping(spec: Any, path: str) -> dict:
     return spec
 
 
-def resolve_knobs(registry: Registry, spec: Any, *, path: str) -> tuple[Any, dict]:
+def resolve_knobs(registry: RegistryBase, spec: Any, *, path: str) -> tuple[Any, dict]:
     """Validate ``spec`` against the schema of the component it names.
 
     Returns:
@@ -198,7 +198,7 @@ def _first_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
-def validate(spec: Any, registry: Registry, *, path: str) -> tuple[Any, dict]:
+def validate(spec: Any, registry: RegistryBase, *, path: str) -> tuple[Any, dict]:
     """Check a whole component tree (names, keys, types, required values) without building it.
 
     Returns :func:`resolve_knobs` of the root, so a caller that goes on to build it resolves once.
