@@ -48,7 +48,7 @@ def load_dataset(args: argparse.Namespace, cfg: Any) -> tuple[list[dict], Any]:
     """(dataset dicts, Metadata) of ``--json``, ``--dataset`` or the config's split."""
     from framework.data import get_dataset, get_metadata, load_coco_json
     from framework.data.catalog import Metadata
-    from framework.engine.run import register_split
+    from framework.engine.builders import register_split
 
     if args.json:
         dicts, meta = load_coco_json(args.json, args.image_root, keep_empty=True)
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
     from framework.config.compose import compose
     from framework.data.detection_utils import ImageReadError, ImageSizeMismatchError
-    from framework.engine.run import build_mapper
+    from framework.engine.builders import build_mapper
     from framework.utils.visualizer import draw_instances, to_rgb_uint8
 
     cfg = compose(args.overrides)

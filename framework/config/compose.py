@@ -48,7 +48,7 @@ def setup() -> None:
     global _setup_done
     if _setup_done:
         return
-    import framework.engine  # noqa: F401  (registers the built-in hooks)
+    import framework.engine.hooks  # noqa: F401  (registers the built-in hooks)
     import framework.modeling  # noqa: F401  (registers the built-in components)
 
     discover_plugins()

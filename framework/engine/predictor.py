@@ -140,7 +140,7 @@ def resolve_metadata(cfg: DictConfig) -> Metadata:
     """
     from framework.data import get_metadata
     from framework.data.coco import DatasetError
-    from framework.engine.run import register_split
+    from framework.engine.builders import register_split
 
     num_classes = OmegaConf.select(cfg, "model.roi_heads.num_classes", default=None)
     split = OmegaConf.select(cfg, "dataset.test", default=None)
@@ -180,7 +180,7 @@ class Predictor:
     """
 
     def __init__(self, *, model: nn.Module, cfg: DictConfig, weights: str | None = None) -> None:
-        from framework.engine.run import build_mapper
+        from framework.engine.builders import build_mapper
 
         self.cfg = cfg
         self.model = model.eval()
@@ -235,7 +235,7 @@ class Predictor:
     def _load(cls, cfg: DictConfig, weights: Path, device: str) -> "Predictor":
         from framework.checkpoint import Checkpointer
         from framework.config.compose import setup, validate_config
-        from framework.engine.run import resolve_device, build_model
+        from framework.engine.builders import resolve_device, build_model
 
         setup()
         validate_config(cfg)

@@ -39,7 +39,7 @@ def train(
     from framework.engine.hooks import VisualizationData, build_hooks
     from framework.engine.lr_scheduler import build_lr_scheduler
     from framework.engine.optim import build_optimizer
-    from framework.engine.run import _hparams, _write_json, build_mapper, to_kwargs
+    from framework.engine.builders import build_mapper, hparams_from_overrides, to_kwargs, write_json
     from framework.engine.trainer import Trainer
     from framework.utils.writers import ConsoleWriter, JSONWriter, TensorboardWriter
 
@@ -82,8 +82,8 @@ def train(
     if start_iter < max_iter:
         trainer.train(start_iter, max_iter)
     metrics = dict(trainer.latest_metrics or {})
-    _write_json(output_dir / "metrics.json", {"iteration": trainer.iter, **metrics})
-    hparams = _hparams(overrides)
+    write_json(output_dir / "metrics.json", {"iteration": trainer.iter, **metrics})
+    hparams = hparams_from_overrides(overrides)
     if metrics:
         # One HParams row per run: the swept values against the final metrics (compare runs of a sweep).
         tb.summary_writer.add_hparams(
