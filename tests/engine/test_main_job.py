@@ -219,3 +219,21 @@ def test_a_bad_weights_file_is_one_message_and_exit_code_2(tmp_path):
     assert res.returncode == 2
     assert f"Error: {bad}: not a readable checkpoint" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_a_sweep_writes_a_summary_with_a_row_per_job_even_a_failed_one(tmp_path):
+    sweep = tmp_path / "sweep"
+    missing = tmp_path / "missing.pth"
+    res = _train_net(["-m", *TINY, "train.max_iter=2", "lr_scheduler.steps=[]", "hooks.visualizer=null",
+                      f"weights=null,{missing}", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert res.returncode != 0  # Hydra reports the failed job after running the others
+    jobs = json.loads((sweep / "summary.json").read_text())
+    assert [j["status"] for j in jobs] == ["completed", "failed"]
+    assert jobs[0]["metrics"]["bbox/AP"] >= 0 and jobs[0]["seconds"] > 0
+    assert "weights=null" in jobs[0]["overrides"]
+    assert "CheckpointNotFoundError" in jobs[1]["error"] and str(missing) in jobs[1]["error"]
+    table = (sweep / "summary.md").read_text()
+    assert "| 0 | completed | weights=null |" in table and "| 1 | failed: CheckpointNotFoundError" in table
+    assert "Every job: `" in table and "hooks.visualizer=null" in table.split("\n\n")[1] and "bbox/AP" in table
+    rows = (sweep / "summary.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[0].startswith("job,status,error,overrides,seconds,bbox/AP")
