@@ -237,3 +237,24 @@ def test_a_sweep_writes_a_summary_with_a_row_per_job_even_a_failed_one(tmp_path)
     assert "Every job: `" in table and "hooks.visualizer=null" in table.split("\n\n")[1] and "bbox/AP" in table
     rows = (sweep / "summary.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[0].startswith("job,status,error,overrides,seconds,bbox/AP")
+
+
+def test_an_optuna_search_runs_its_trials_and_keeps_the_best(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the optuna extra is not installed")
+    import yaml
+
+    sweep = tmp_path / "search"
+    res = _train_net(["-m", "hparams_search=optuna_lr", "hydra.sweeper.n_trials=2", *TINY, "train.max_iter=2",
+                      "lr_scheduler.steps=[]", "hooks.visualizer=null", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert set(best["best_params"]) == {"solver.base_lr", "solver.weight_decay"}
+    assert 0.0002 <= best["best_params"]["solver.base_lr"] <= 0.005
+    jobs = json.loads((sweep / "summary.json").read_text())
+    assert [j["status"] for j in jobs] == ["completed", "completed"]
+    # each trial trained with the values Optuna drew, and returned its metric to Optuna
+    for job in jobs:
+        drawn = dict(o.split("=", 1) for o in job["overrides"] if o.startswith("solver."))
+        config = yaml.safe_load((sweep / job["folder"] / "config.yaml").read_text())
+        assert config["solver"]["base_lr"] == pytest.approx(float(drawn["solver.base_lr"]))
+    assert best["best_value"] == max(j["metrics"]["segm/AP"] for j in jobs)
