@@ -38,7 +38,7 @@ class GeneralizedRCNN(nn.Module):
             mask as cells spanning the box) or "torchvision" (its pad-by-one, integer-box resize).
 
     Input (``forward``): a list of per-image dicts with
-        ``image``: (C, H, W) tensor in ``input_format``, 0-255, already resized;
+        ``image``: (C, H, W) tensor in ``input_format``, 0-255, already resized (unless ``test_resize``);
         ``instances`` (training): Instances with ``gt_boxes``, ``gt_classes`` (and ``gt_masks``);
         ``height``, ``width`` (optional): the original size that outputs are mapped back to.
     Output: training: dict of losses; inference: per image ``{"instances": Instances}`` with
