@@ -26,7 +26,15 @@ from framework.config.plugins import REPO_ROOT, discover_plugins, plugin_folders
 from framework.config.schema import validate
 from framework.errors import ConfigError, did_you_mean
 
-__all__ = ["CONFIG_DIR", "setup", "compose", "validate_config", "check_command_line", "available_groups"]
+__all__ = [
+    "CONFIG_DIR",
+    "setup",
+    "compose",
+    "validate_config",
+    "check_command_line",
+    "available_groups",
+    "unknown_key_hint",
+]
 
 def _builtin_config_dir() -> Path:
     """The repository's ``configs/`` (a clone, an editable install), else the copy that
@@ -153,16 +161,21 @@ def _sweep_values(override, *, config_name: str, config_dir: Path | None) -> lis
     return list(override.sweep_string_iterator())
 
 
-def _check_key_exists(cfg: DictConfig, key: str) -> None:
+def unknown_key_hint(cfg: DictConfig, key: str) -> str:
+    """For a dotted ``key`` that ``cfg`` lacks: ``" Did you mean 'x'? Keys under 'a.b': x, y."``."""
     from omegaconf import OmegaConf
 
-    if OmegaConf.select(cfg, key, default=_MISSING_KEY) is not _MISSING_KEY:
-        return
     parent, _, leaf = key.rpartition(".")
     node = OmegaConf.select(cfg, parent) if parent else cfg
     options = list(node.keys()) if isinstance(node, DictConfig) else []
-    raise ConfigError(f"sweep over {key!r}: no such key.{did_you_mean(leaf, options)} Keys under "
-                      f"'{parent or '<root>'}': {', '.join(map(str, options))}.")
+    return f"{did_you_mean(leaf, options)} Keys under '{parent or '<root>'}': {', '.join(map(str, options))}."
+
+
+def _check_key_exists(cfg: DictConfig, key: str) -> None:
+    from omegaconf import OmegaConf
+
+    if OmegaConf.select(cfg, key, default=_MISSING_KEY) is _MISSING_KEY:
+        raise ConfigError(f"sweep over {key!r}: no such key.{unknown_key_hint(cfg, key)}")
 
 
 _MISSING_KEY = object()

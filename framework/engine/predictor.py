@@ -27,7 +27,7 @@ from PIL import Image, ImageOps
 from torch import nn
 
 from framework.data.catalog import Metadata
-from framework.errors import ConfigError, did_you_mean
+from framework.errors import ConfigError
 from framework.structures import Instances
 
 __all__ = ["Predictor", "ImageInput", "find_checkpoint", "load_run_config", "resolve_metadata"]
@@ -72,6 +72,8 @@ def _apply_overrides(cfg: DictConfig, overrides: Sequence[str], *, source: str) 
     from hydra.core.override_parser.types import OverrideType
     from hydra.errors import OverrideParseException
 
+    from framework.config.compose import unknown_key_hint
+
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except OverrideParseException as e:
@@ -84,11 +86,7 @@ def _apply_overrides(cfg: DictConfig, overrides: Sequence[str], *, source: str) 
             raise ConfigError(f"{where}: only plain key=value changes apply to a run's config (no sweeps, +, ~ or @)")
         current = missing if "/" in key else OmegaConf.select(cfg, key, default=missing, throw_on_missing=False)
         if current is missing:
-            parent, _, leaf = key.rpartition(".")
-            node = OmegaConf.select(cfg, parent) if parent else cfg
-            keys = list(node.keys()) if isinstance(node, DictConfig) else []
-            raise ConfigError(f"{where}: no key {key!r} in the config.{did_you_mean(leaf, keys)}"
-                              f" Keys under '{parent or '<root>'}': {', '.join(map(str, keys))}.")
+            raise ConfigError(f"{where}: no key {key!r} in the config.{unknown_key_hint(cfg, key)}")
         value = o.value()
         if isinstance(current, DictConfig) and not isinstance(value, dict):
             raise ConfigError(f"{where}: {key!r} is a config section, so {key}={value} reads as a config group choice; "
