@@ -20,13 +20,9 @@ def test_the_package_list_covers_every_folder():
 
 
 @pytest.mark.slow
-def test_installed_package_trains_from_any_directory(tmp_path):
+def test_installed_package_trains_from_any_directory(tmp_path, pip_install_into, short_job):
     target = tmp_path / "site"
-    pip = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(REPO)],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert pip.returncode == 0, pip.stderr[-3000:]
+    pip_install_into(REPO, target)
     shipped = {p.relative_to(target / "framework" / "configs") for p in (target / "framework" / "configs").rglob("*.yaml")}
     assert shipped == {p.relative_to(REPO / "configs") for p in (REPO / "configs").rglob("*.yaml")}
 
@@ -38,9 +34,7 @@ def test_installed_package_trains_from_any_directory(tmp_path):
     assert Path(where.stdout.strip()) == target / "framework" / "configs", where.stderr[-2000:]
 
     command = target / "bin" / "framework-train"
-    args = ["train.max_iter=2", "lr_scheduler.steps=[]", "lr_scheduler.warmup_iters=1", "hooks.visualizer=null",
-            "input.train.min_size=[128]", "input.test.min_size=[128]", "dataloader.train.num_workers=0",
-            "dataloader.test.num_workers=0", "hydra.run.dir=run"]
+    args = [*short_job, "hydra.run.dir=run"]
     res = subprocess.run([sys.executable, str(command), *args], cwd=work, env=env, capture_output=True, text=True,
                          timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]

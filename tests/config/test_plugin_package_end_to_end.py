@@ -82,11 +82,6 @@ PLUGIN = {
     """,
 }
 
-SHORT = ["train.max_iter=2", "lr_scheduler.steps=[]", "lr_scheduler.warmup_iters=1", "hooks.visualizer=null",
-         "input.train.min_size=[128]", "input.test.min_size=[128]", "input.train.max_size=200",
-         "input.test.max_size=200", "dataloader.train.num_workers=0", "dataloader.test.num_workers=0"]
-
-
 def _fingerprint() -> str:
     digest = hashlib.sha256()
     for folder in ("framework", "configs"):
@@ -97,16 +92,14 @@ def _fingerprint() -> str:
 
 
 @pytest.mark.slow
-def test_a_pip_installed_plugin_runs_on_the_default_job_and_on_r50(tmp_path):
+def test_a_pip_installed_plugin_runs_on_the_default_job_and_on_r50(tmp_path, pip_install_into, short_job):
     before = _fingerprint()
     source = tmp_path / "tiny_heads_src"
     for rel, text in PLUGIN.items():
         (source / rel).parent.mkdir(parents=True, exist_ok=True)
         (source / rel).write_text(textwrap.dedent(text).lstrip())
     site = tmp_path / "site"
-    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(source)],
-                         capture_output=True, text=True, timeout=600)
-    assert pip.returncode == 0, pip.stderr[-3000:]
+    pip_install_into(source, site)
     assert (site / "tiny_heads" / "configs" / "model" / "tiny_quick.yaml").is_file()
 
     command = Path(sys.executable).parent / "framework-train"  # the framework's installed console command
@@ -120,7 +113,8 @@ def test_a_pip_installed_plugin_runs_on_the_default_job_and_on_r50(tmp_path):
         "preset": ["model=tiny_quick"],
     }
     for name, overrides in runs.items():
-        res = subprocess.run([str(command), *SHORT, *overrides, f"hydra.run.dir={tmp_path / name}"], cwd=tmp_path,
+        args = [*short_job, "input.train.max_size=200", "input.test.max_size=200", *overrides]
+        res = subprocess.run([str(command), *args, f"hydra.run.dir={tmp_path / name}"], cwd=tmp_path,
                              env=env, capture_output=True, text=True, timeout=900)
         assert res.returncode == 0, f"{name}: {res.stderr[-3000:]}"
         assert "Final: bbox AP" in res.stdout and "segm AP" in res.stdout

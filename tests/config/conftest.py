@@ -1,0 +1,32 @@
+"""Helpers of the tests that install packages and run the installed command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+#: A 2-iteration job on small images, in-process data loading: enough to train and evaluate end to end.
+SHORT_JOB = ["train.max_iter=2", "lr_scheduler.steps=[]", "lr_scheduler.warmup_iters=1", "hooks.visualizer=null",
+             "input.train.min_size=[128]", "input.test.min_size=[128]", "dataloader.train.num_workers=0",
+             "dataloader.test.num_workers=0"]
+
+
+@pytest.fixture
+def short_job() -> list[str]:
+    return list(SHORT_JOB)
+
+
+@pytest.fixture
+def pip_install_into():
+    """``pip_install_into(source, target)``: ``pip install --no-deps --target target source``, as a
+    user would install a package (built in an isolated environment); fails the test with pip's error."""
+
+    def install(source: Path | str, target: Path) -> None:
+        res = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                              str(source)], capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+
+    return install
