@@ -61,6 +61,20 @@ def _paste_chunk(
     return pasted, ()
 
 
+def _check_paste_args(
+    fn: str, masks: torch.Tensor, boxes: torch.Tensor | Boxes, image_shape: tuple[int, int], threshold: float
+) -> tuple[torch.Tensor, int, int, torch.dtype]:
+    """The checks both pasting rules share: square (N, M, M) masks, one box each. Returns the boxes
+    as a (N, 4) tensor, the output (H, W) and dtype (bool, or uint8 soft masks for threshold < 0)."""
+    if masks.dim() != 3 or masks.shape[-1] != masks.shape[-2]:
+        raise ValueError(f"{fn} expects square masks (N, M, M), got shape {tuple(masks.shape)}")
+    if isinstance(boxes, Boxes):
+        boxes = boxes.tensor
+    if len(boxes) != len(masks):
+        raise ValueError(f"{fn} got {len(boxes)} boxes for {len(masks)} masks")
+    return boxes, int(image_shape[0]), int(image_shape[1]), torch.bool if threshold >= 0 else torch.uint8
+
+
 def paste_masks_in_image(
     masks: torch.Tensor, boxes: torch.Tensor | Boxes, image_shape: tuple[int, int], threshold: float = 0.5
 ) -> torch.Tensor:
@@ -79,15 +93,8 @@ def paste_masks_in_image(
     Returns:
         (N, H, W) bool masks (uint8 if ``threshold < 0``), on the boxes' device.
     """
-    if masks.dim() != 3 or masks.shape[-1] != masks.shape[-2]:
-        raise ValueError(f"paste_masks_in_image expects square masks (N, M, M), got shape {tuple(masks.shape)}")
-    if isinstance(boxes, Boxes):
-        boxes = boxes.tensor
-    img_h, img_w = int(image_shape[0]), int(image_shape[1])
-    out_dtype = torch.bool if threshold >= 0 else torch.uint8
+    boxes, img_h, img_w, out_dtype = _check_paste_args("paste_masks_in_image", masks, boxes, image_shape, threshold)
     n = masks.shape[0]
-    if len(boxes) != n:
-        raise ValueError(f"paste_masks_in_image got {len(boxes)} boxes for {n} masks")
     device = boxes.device
     if n == 0:
         return torch.zeros((0, img_h, img_w), dtype=out_dtype, device=device)
@@ -125,14 +132,9 @@ def paste_masks_in_image_torchvision(
     Args and returns: as :func:`paste_masks_in_image` (``threshold`` >= 0 gives bool masks of
     ``value >= threshold``; a negative one uint8 soft masks in [0, 255]).
     """
-    if masks.dim() != 3 or masks.shape[-1] != masks.shape[-2]:
-        raise ValueError(f"paste_masks_in_image_torchvision expects square masks (N, M, M), got shape {tuple(masks.shape)}")
-    if isinstance(boxes, Boxes):
-        boxes = boxes.tensor
-    if len(boxes) != len(masks):
-        raise ValueError(f"paste_masks_in_image_torchvision got {len(boxes)} boxes for {len(masks)} masks")
-    img_h, img_w = int(image_shape[0]), int(image_shape[1])
-    out_dtype = torch.bool if threshold >= 0 else torch.uint8
+    boxes, img_h, img_w, out_dtype = _check_paste_args(
+        "paste_masks_in_image_torchvision", masks, boxes, image_shape, threshold
+    )
     out = torch.zeros((len(masks), img_h, img_w), dtype=out_dtype, device=boxes.device)
     if len(masks) == 0:
         return out
