@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 from fvcore.common.registry import Registry as _FvcoreRegistry
 
@@ -50,7 +50,15 @@ __all__ = [
     "MASK_HEADS",
     "ROI_POOLERS",
     "META_ARCHITECTURES",
+    "HOOKS",
+    "OPTIMIZERS",
+    "LR_SCHEDULERS",
+    "EVALUATORS",
+    "LOGGERS",
     "ALL_REGISTRIES",
+    "CONFIG_SECTIONS",
+    "add_registry",
+    "config_section",
 ]
 
 class Registry(_FvcoreRegistry, RegistryBase):
@@ -62,12 +70,32 @@ class Registry(_FvcoreRegistry, RegistryBase):
         extra_keys: config keys every entry's node may carry besides its knobs, consumed by the
             code that builds the entries and not passed to constructors; ``{key: (type, default)}``
             (e.g. the ``priority`` of hooks).
+        config_key: where a run's config holds this registry's components at top level (``"model"``,
+            ``"solver"``, ``"hooks"``), if anywhere; nested registries (mask heads...) are reached
+            through their parent's ``Spec[...]`` knobs instead.
+        group: the Hydra config group whose options are the entries (default: ``config_key``).
+        keyed: the config holds a dict of components keyed by name (``hooks.<key>``, placed with
+            ``- /<group>@<config_key>.<key>: <Name>``) rather than one component.
     """
 
-    def __init__(self, name: str, doc: str = "", *, extra_keys: Mapping[str, tuple[Any, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        doc: str = "",
+        *,
+        extra_keys: Mapping[str, tuple[Any, Any]] | None = None,
+        config_key: str | None = None,
+        group: str | None = None,
+        keyed: bool = False,
+    ) -> None:
         super().__init__(name)
         self.doc = doc
         self.extra_keys: dict[str, tuple[Any, Any]] = dict(extra_keys or {})
+        if keyed and (config_key is None or group is None or group == config_key):
+            raise ValueError(f"{name}: a keyed registry needs a config_key and a group of another name")
+        self.config_key = config_key
+        self.group = group or config_key
+        self.keyed = keyed
 
     # ------------------------------------------------------------------ registration
     def register(self, obj: Any = None, *, name: str | None = None) -> Any:  # type: ignore[override]
@@ -114,13 +142,18 @@ class Registry(_FvcoreRegistry, RegistryBase):
         return iter(sorted(self._obj_map.items()))
 
     # ------------------------------------------------------------------ building
-    def build(self, spec: Any, /, *, path: str | None = None, **runtime: Any) -> Any:
+    def build(
+        self, spec: Any, /, *, path: str | None = None, offered: Mapping[str, Any] | None = None, **runtime: Any
+    ) -> Any:
         """Build a component from ``spec`` and the parent's ``runtime`` arguments.
 
         Args:
             spec: a registered name, a mapping (dict or DictConfig) with ``name`` and knob values,
                 or an already-built object (returned unchanged, so Python users can pass modules).
             path: where ``spec`` sits in the full config, for error messages (default: registry name).
+            offered: runtime values a component *may* take: those its signature names are passed
+                (how a run offers evaluators and loggers what it knows, e.g. ``output_dir``, without
+                every entry having to accept all of it).
             runtime: the arguments only the parent knows (input shapes, number of classes, ...).
         """
         if not isinstance(spec, (str, Mapping)) and not _is_dictconfig(spec):
@@ -129,6 +162,14 @@ class Registry(_FvcoreRegistry, RegistryBase):
         # The whole subtree first, so an error deep inside names its full config path.
         cls, kwargs = validate(spec, self, path=path)
         runtime_params = _runtime_params(cls)
+        if offered:
+            runtime = {**{k: v for k, v in offered.items() if k in runtime_params}, **runtime}
+            needed = _required_runtime_params(cls)
+            if missing := [p for p in needed if p not in runtime]:
+                raise TypeError(
+                    f"{qualname(cls)} (at config path '{path}') needs runtime argument(s) {missing}, which its "
+                    f"builder does not offer; it offers {sorted(offered)}"
+                )
         unknown = set(runtime) - set(runtime_params)
         if unknown:
             raise TypeError(
@@ -136,6 +177,34 @@ class Registry(_FvcoreRegistry, RegistryBase):
                 f"its runtime parameters are {runtime_params}"
             )
         return cls(**runtime, **kwargs)
+
+
+    def build_dict(self, specs: Any, /, *, path: str, offered: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Build each component of a keyed config dict (``evaluators``, ``loggers``), in key order.
+
+        Args:
+            specs: ``{key: spec}``; a spec is a registered name, a mapping with ``name`` (default:
+                the key) and knobs, an already built object, or ``None`` to leave the entry out (how an
+                entry is removed from the command line: ``loggers.tensorboard=null``).
+            path: the dict's config path, for messages (``"loggers"``).
+            offered: runtime values each component may take (see :meth:`build`).
+        """
+        if specs is None:
+            return {}
+        if _is_dictconfig(specs):
+            from omegaconf import OmegaConf
+
+            specs = OmegaConf.to_container(specs, resolve=True)
+        if not isinstance(specs, Mapping):
+            raise ConfigError(f"config path '{path}': expected a mapping of key -> {self._name} component, got {specs!r}")
+        built = {}
+        for key, spec in specs.items():
+            if spec is None:
+                continue
+            if isinstance(spec, Mapping):
+                spec = {"name": key, **spec}
+            built[str(key)] = self.build(spec, path=f"{path}.{key}", offered=offered)
+        return built
 
 
 def _is_dictconfig(x: Any) -> bool:
@@ -152,7 +221,18 @@ def _runtime_params(obj: Any) -> list[str]:
     ]
 
 
+def _required_runtime_params(obj: Any) -> list[str]:
+    return [
+        p.name
+        for p in inspect.signature(obj).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+
+
 # ---------------------------------------------------------------------- the registries
+META_ARCHITECTURES = Registry(
+    "META_ARCHITECTURES", "whole models: batched inputs -> losses / instances", config_key="model"
+)
 BACKBONES = Registry("BACKBONES", "feature extractors: image tensor -> dict of named feature maps")
 ANCHOR_GENERATORS = Registry("ANCHOR_GENERATORS", "anchors per feature level")
 RPN_HEADS = Registry("RPN_HEADS", "per-level objectness logits and anchor deltas")
@@ -161,7 +241,26 @@ ROI_POOLERS = Registry("ROI_POOLERS", "multi-level RoI feature pooling")
 BOX_HEADS = Registry("BOX_HEADS", "pooled RoI features -> box feature vector")
 MASK_HEADS = Registry("MASK_HEADS", "pooled RoI features -> per-class mask logits")
 ROI_HEADS = Registry("ROI_HEADS", "proposals + features -> detections (+ losses in training)")
-META_ARCHITECTURES = Registry("META_ARCHITECTURES", "whole models: batched inputs -> losses / instances")
+OPTIMIZERS = Registry("OPTIMIZERS", "model -> torch optimizer over its parameter groups", config_key="solver")
+LR_SCHEDULERS = Registry(
+    "LR_SCHEDULERS", "lr multiplier over training progress in [0, 1] (fvcore ParamScheduler)", config_key="lr_scheduler"
+)
+HOOKS = Registry(
+    "HOOKS",
+    "training hooks: called before/after training and each step",
+    # Any hook node may set its priority (an int or a Priority level name); build_hooks applies it.
+    extra_keys={"priority": (Optional[Any], None)},
+    config_key="hooks",
+    group="hook",
+    keyed=True,
+)
+EVALUATORS = Registry(
+    "EVALUATORS", "dataset evaluators: model outputs -> metrics", config_key="evaluators", group="evaluator", keyed=True
+)
+LOGGERS = Registry(
+    "LOGGERS", "event writers: training scalars, images and run info -> console, files, trackers",
+    config_key="loggers", group="logger", keyed=True,
+)
 
 ALL_REGISTRIES: dict[str, Registry] = {
     r._name: r
@@ -175,12 +274,38 @@ ALL_REGISTRIES: dict[str, Registry] = {
         ROI_POOLERS,
         BOX_HEADS,
         MASK_HEADS,
+        OPTIMIZERS,
+        LR_SCHEDULERS,
+        HOOKS,
+        EVALUATORS,
+        LOGGERS,
     )
 }
 
 
 def add_registry(registry: Registry) -> Registry:
-    """Make a registry created elsewhere (datasets, hooks, evaluators, a plugin's own) listable."""
+    """Make a registry created elsewhere (datasets, a plugin's own) listable; with a ``config_key``
+    it also gets its config group."""
     ALL_REGISTRIES.setdefault(registry._name, registry)
     return ALL_REGISTRIES[registry._name]
 
+
+#: Plain config sections (not components): option name of the ``_schema`` group -> the function or
+#: class whose keyword-only signature is the section's schema (``- _schema@input.train: mapper``).
+CONFIG_SECTIONS: dict[str, Any] = {}
+
+
+def config_section(name: str) -> Any:
+    """Decorator: the keyword-only parameters of the decorated callable are the schema of config
+    section ``name``, checked at compose time like a component's knobs."""
+
+    def deco(consumer: Any) -> Any:
+        if name in CONFIG_SECTIONS and CONFIG_SECTIONS[name] is not consumer:
+            raise KeyError(
+                f"config section {name!r} is already defined by {qualname(CONFIG_SECTIONS[name])}; "
+                f"{qualname(consumer)} cannot define it too"
+            )
+        CONFIG_SECTIONS[name] = consumer
+        return consumer
+
+    return deco

@@ -20,7 +20,7 @@ from hydra.core.override_parser.types import ValueType
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig
 
-from framework.config.groups import ROOTS, register_config_groups
+from framework.config.groups import config_roots, register_config_groups
 from framework.config.plugin_configs import register_plugin_configs
 from framework.config.plugins import REPO_ROOT, discover_plugins, plugin_folders
 from framework.config.schema import validate
@@ -56,8 +56,15 @@ def setup() -> None:
     global _setup_done
     if _setup_done:
         return
-    import framework.engine.hooks  # noqa: F401  (registers the built-in hooks)
-    import framework.modeling  # noqa: F401  (registers the built-in components)
+    # The composition root: importing the parts registers their components and config sections.
+    import framework.data.build  # noqa: F401  (loader sections)
+    import framework.data.mapper  # noqa: F401  (mapper section)
+    import framework.engine.hooks  # noqa: F401  (hooks)
+    import framework.engine.lr_scheduler  # noqa: F401  (LR schedules)
+    import framework.engine.optim  # noqa: F401  (optimizers)
+    import framework.evaluation  # noqa: F401  (evaluators)
+    import framework.modeling  # noqa: F401  (model components)
+    import framework.utils.trackers  # noqa: F401  (loggers; imports their packages only when built)
 
     discover_plugins()
     register_config_groups()
@@ -66,15 +73,18 @@ def setup() -> None:
 
 
 def validate_config(cfg: DictConfig) -> None:
-    """Check every component subtree (``model``, each of ``hooks``) against the registries and schemas."""
-    from framework.engine.hooks import HOOKS
-
-    for key, registry in ROOTS.items():
-        if key in cfg:
+    """Check every component subtree (``model``, ``solver``, each of ``hooks``...) against the
+    registries and schemas."""
+    for registry in config_roots().values():
+        key = registry.config_key
+        if key not in cfg or cfg[key] is None:
+            continue
+        if not registry.keyed:
             validate(cfg[key], registry, path=key)
-    for key, spec in (cfg.get("hooks") or {}).items():
-        if spec is not None:
-            validate(spec, HOOKS, path=f"hooks.{key}")
+            continue
+        for name, spec in cfg[key].items():
+            if spec is not None:
+                validate({"name": name, **spec} if isinstance(spec, DictConfig) else spec, registry, path=f"{key}.{name}")
 
 
 def compose(

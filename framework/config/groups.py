@@ -4,7 +4,9 @@ The group of a component is where its parent's ``Spec[R]`` knob sits in the conf
 ``backbone`` knob of a meta-architecture under ``model`` makes group ``model/backbone`` hold every
 entry of BACKBONES; FPN's ``bottom_up`` knob makes ``model/backbone/bottom_up`` hold them too.
 Each option is the component's schema (:func:`framework.config.schema.schema_for`), so selecting
-``model/backbone=FPN`` composes a node with every knob at its signature default.
+``model/backbone=FPN`` composes a node with every knob at its signature default. The plain
+sections a part declares with :func:`framework.registry.config_section` become options of group
+``_schema``. Nothing here names a component or a part: it all comes from the registries.
 """
 
 from __future__ import annotations
@@ -14,19 +16,17 @@ from typing import Any, Iterator
 from hydra.core.config_store import ConfigStore
 
 from framework.config.schema import registry_schema, schema_for
-from framework.registry import META_ARCHITECTURES, Registry, knobs
+from framework.registry import ALL_REGISTRIES, CONFIG_SECTIONS, Registry, knobs
 
-__all__ = ["ROOTS", "SECTIONS", "iter_groups", "register_config_groups"]
-
-#: Top-level config groups that hold a component, and the registry they draw from. ``hook`` options
-#: are placed under ``hooks.<key>`` by configs/hooks/*.yaml (``- /hook@<key>: <HookName>``).
-ROOTS: dict[str, Registry] = {"model": META_ARCHITECTURES}
+__all__ = ["config_roots", "iter_groups", "register_config_groups"]
 
 
-def default_roots() -> dict[str, Registry]:
-    from framework.engine.hooks import HOOKS  # the engine registers after the model registries
-
-    return {**ROOTS, "hook": HOOKS}
+def config_roots() -> dict[str, Registry]:
+    """Top-level config groups that hold components, and the registry each draws from: every
+    registry with a ``config_key`` (``model``, ``solver``, ``lr_scheduler``; for keyed dicts the
+    entry group, ``hook``, ``evaluator``, ``logger``, whose options configs/<key>/*.yaml place under
+    ``<key>.<name>``)."""
+    return {r.group: r for r in ALL_REGISTRIES.values() if r.group is not None}
 
 
 def iter_groups(roots: dict[str, Registry] | None = None) -> Iterator[tuple[str, Registry]]:
@@ -47,29 +47,8 @@ def iter_groups(roots: dict[str, Registry] | None = None) -> Iterator[tuple[str,
                     continue
                 yield from walk(f"{group}/{knob.name}", knob.registry, chain + ((knob.registry, knob.name),))
 
-    for key, registry in (roots or default_roots()).items():
+    for key, registry in (roots or config_roots()).items():
         yield from walk(key, registry, ())
-
-
-def SECTIONS() -> dict[str, Any]:
-    """Schemas of the plain config sections, by option name of the ``_schema`` group.
-
-    configs/train.yaml places them (``- _schema@solver: solver``); each is the keyword-only
-    signature of the function or class that consumes the section, so its keys and types are
-    checked at compose time like a component's.
-    """
-    from framework.data.build import build_test_loader, build_train_loader
-    from framework.data.mapper import DatasetMapper
-    from framework.engine.lr_scheduler import build_lr_scheduler
-    from framework.engine.optim import build_optimizer
-
-    return {
-        "solver": build_optimizer,
-        "lr_scheduler": build_lr_scheduler,
-        "train_loader": build_train_loader,
-        "test_loader": build_test_loader,
-        "mapper": DatasetMapper,
-    }
 
 
 def register_config_groups(roots: dict[str, Registry] | None = None) -> list[str]:
@@ -80,6 +59,6 @@ def register_config_groups(roots: dict[str, Registry] | None = None) -> list[str
         groups.append(group)
         for name, _ in registry:
             cs.store(group=group, name=name, node=registry_schema(registry, name), provider="framework")
-    for name, consumer in SECTIONS().items():
+    for name, consumer in CONFIG_SECTIONS.items():
         cs.store(group="_schema", name=name, node=schema_for(consumer), provider="framework")
     return groups

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from framework.errors import ConfigError, did_you_mean
+from framework.registry import config_section
 from framework.utils import comm
 
 from .samplers import (
@@ -179,6 +180,7 @@ def _identity(item: Any) -> Any:
 
 
 # ---------------------------------------------------------------------- loaders
+@config_section("train_loader")
 def build_train_loader(
     dataset_dicts: Sequence[dict[str, Any]],
     mapper: Callable[[dict], dict],
@@ -257,6 +259,7 @@ def build_train_loader(
     return DataLoader(dataset, batch_size=batch_size, drop_last=True, collate_fn=_list_collate, **common)
 
 
+@config_section("test_loader")
 def build_test_loader(
     dataset_dicts: Sequence[dict[str, Any]],
     mapper: Callable[[dict], dict],

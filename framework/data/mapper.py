@@ -24,6 +24,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from framework.errors import ConfigError, did_you_mean
+from framework.registry import config_section
 from framework.layers.resize import resize_shortest_edge_torchvision
 from framework.structures import BitMasks, Boxes, Instances, PolygonMasks
 
@@ -136,6 +137,7 @@ def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
         raise ConfigError(f"DatasetMapper: {name} must be one of {list(choices)}, got {value!r}.{did_you_mean(str(value), choices)}")
 
 
+@config_section("mapper")
 class DatasetMapper:
     """Callable turning a dataset dict into the input dict of a detector (detectron2's default mapper).
 

@@ -28,6 +28,8 @@ __all__ = [
     "build_model",
     "to_kwargs",
     "build_mapper",
+    "build_evaluator",
+    "build_loggers",
     "write_json",
     "hparams_from_overrides",
 ]
@@ -133,6 +135,41 @@ def build_mapper(cfg: DictConfig, split: str) -> Callable[[dict], dict]:
     from framework.data.mapper import DatasetMapper
 
     return DatasetMapper(**to_kwargs(cfg.input[split]))
+
+
+def build_evaluator(cfg: DictConfig, metadata: Any, output_dir: Path) -> Any:
+    """The run's ``evaluators`` (a dict of EVALUATORS components) as one evaluator over the test set
+    described by ``metadata``; each entry takes what it needs of ``metadata``, ``dataset_name``,
+    ``gt_json``, ``dataset_id_to_contiguous_id``, ``class_names`` and ``output_dir``."""
+    from framework.evaluation.evaluator import DatasetEvaluator, DatasetEvaluators
+    from framework.registry import EVALUATORS
+
+    offered = {
+        "metadata": metadata,
+        "dataset_name": metadata.name,
+        "gt_json": metadata.json_file,
+        "dataset_id_to_contiguous_id": metadata.thing_dataset_id_to_contiguous_id,
+        "class_names": list(metadata.thing_classes),
+        "output_dir": str(output_dir),
+    }
+    built = EVALUATORS.build_dict(cfg.get("evaluators"), path="evaluators", offered=offered)
+    for key, evaluator in built.items():
+        if not isinstance(evaluator, DatasetEvaluator):
+            raise ConfigError(f"config path 'evaluators.{key}': expected a DatasetEvaluator, got {type(evaluator).__name__}")
+    return DatasetEvaluators(built.values())
+
+
+def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Any]:
+    """The run's ``loggers`` (a dict of LOGGERS components), each offered ``output_dir`` and ``max_iter``."""
+    from framework.registry import LOGGERS
+    from framework.utils.writers import EventWriter
+
+    offered = {"output_dir": str(output_dir), "max_iter": int(cfg.train.max_iter)}
+    built = LOGGERS.build_dict(cfg.get("loggers"), path="loggers", offered=offered)
+    for key, writer in built.items():
+        if not isinstance(writer, EventWriter):
+            raise ConfigError(f"config path 'loggers.{key}': expected an EventWriter, got {type(writer).__name__}")
+    return list(built.values())
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -1,4 +1,5 @@
-"""Iteration-based LR schedules: fvcore parameter schedules, with warm-up, driving a torch scheduler.
+"""Iteration-based LR schedules: LR_SCHEDULERS components (``lr_scheduler=WarmupCosineLR``), fvcore
+parameter schedules with a warm-up, driving a torch scheduler.
 
 The schedule is a function of training progress ``where = iter / max_iter`` in [0, 1] returning a
 multiplier of each param group's initial lr (:class:`LRMultiplier`). The lr used by iteration
@@ -8,7 +9,7 @@ multiplier of each param group's initial lr (:class:`LRMultiplier`). The lr used
 from __future__ import annotations
 
 import logging
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 from fvcore.common.param_scheduler import (
@@ -20,9 +21,17 @@ from fvcore.common.param_scheduler import (
     ParamScheduler,
 )
 
-from framework.errors import ConfigError, did_you_mean
+from framework.errors import ConfigError
+from framework.registry import LR_SCHEDULERS
 
-__all__ = ["WarmupParamScheduler", "LRMultiplier", "build_lr_scheduler"]
+__all__ = [
+    "WarmupParamScheduler",
+    "LRMultiplier",
+    "WarmupSchedule",
+    "WarmupMultiStepLR",
+    "WarmupCosineLR",
+    "build_lr_scheduler",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -110,57 +119,116 @@ class LRMultiplier(torch.optim.lr_scheduler.LRScheduler):
         return [base_lr * m for base_lr in self.base_lrs]
 
 
-def build_lr_scheduler(
-    optimizer: torch.optim.Optimizer,
-    *,
-    name: Literal["multistep", "cosine"] = "multistep",
-    max_iter: int,
-    steps: Sequence[int] = (),
-    gamma: float = 0.1,
-    warmup_iters: int = 1000,
-    warmup_factor: float = 0.001,
-    warmup_method: Literal["linear", "constant"] = "linear",
-    end_lr_factor: float = 0.0,
-) -> LRMultiplier:
-    """The detectron2 schedules: multi-step or cosine decay, after a warm-up.
+class WarmupSchedule(ParamScheduler):
+    """Base of the LR_SCHEDULERS entries: an lr multiplier over training progress, after a warm-up.
+
+    A subclass implements :meth:`main_schedule` (the schedule without warm-up, an fvcore
+    ``ParamScheduler`` over ``where`` in [0, 1]) and forwards ``**kwargs`` here, so it inherits the
+    warm-up knobs::
+
+        @LR_SCHEDULERS.register()
+        class WarmupPolyLR(WarmupSchedule):
+            def __init__(self, max_iter: int, *, power: float = 0.9, **kwargs):
+                super().__init__(max_iter, **kwargs)
+                self.power = power
+
+            def main_schedule(self) -> ParamScheduler:
+                return PolynomialDecayParamScheduler(1.0, self.power)
 
     Args:
-        optimizer: its param groups' current lrs are the base lrs.
-        name: ``"multistep"``: multiply by ``gamma`` at each of ``steps``; ``"cosine"``: half cosine
-            from 1 to ``end_lr_factor`` over ``max_iter``.
-        max_iter: total training iterations.
-        steps: iterations where the multistep lr drops (increasing; those ``>= max_iter`` are ignored
-            with a warning, so short debug runs can keep the schedule).
+        max_iter: iterations of the whole schedule (runtime: the trainer's ``max_iter``).
         warmup_iters: iterations of warm-up (0: none).
         warmup_factor: multiplier at iteration 0.
         warmup_method: ``"linear"`` ramp or ``"constant"`` factor during warm-up.
-        end_lr_factor: cosine's final multiplier (detectron2's ``BASE_LR_END / BASE_LR``).
+    """
+
+    def __init__(
+        self,
+        max_iter: int,
+        *,
+        warmup_iters: int = 1000,
+        warmup_factor: float = 0.001,
+        warmup_method: Literal["linear", "constant"] = "linear",
+    ) -> None:
+        if max_iter < 1:
+            raise ConfigError(f"lr scheduler max_iter must be >= 1, got {max_iter}")
+        if warmup_iters < 0:
+            raise ConfigError(f"config path 'lr_scheduler.warmup_iters': must be >= 0, got {warmup_iters}")
+        if warmup_method not in ("linear", "constant"):
+            raise ConfigError(f"config path 'lr_scheduler.warmup_method': {warmup_method!r} is not one of ['linear', 'constant']")
+        self.max_iter = max_iter
+        self.warmup_iters = warmup_iters
+        self.warmup_factor = warmup_factor
+        self.warmup_method = warmup_method
+        self._schedule: ParamScheduler | None = None
+
+    def main_schedule(self) -> ParamScheduler:
+        """The multiplier without warm-up, over ``where`` in [0, 1]."""
+        raise NotImplementedError(f"{type(self).__name__} must implement main_schedule()")
+
+    def __call__(self, where: float) -> float:
+        if self._schedule is None:  # built on first use: a subclass sets its own knobs after super().__init__
+            sched = self.main_schedule()
+            if self.warmup_iters > 0:
+                sched = WarmupParamScheduler(
+                    sched, self.warmup_factor, min(self.warmup_iters / self.max_iter, 1.0), self.warmup_method
+                )
+            self._schedule = sched
+        return self._schedule(where)
+
+
+@LR_SCHEDULERS.register()
+class WarmupMultiStepLR(WarmupSchedule):
+    """Multiply the lr by ``gamma`` at each of ``steps``, after the warm-up (detectron2's default).
+
+    Args:
+        steps: iterations where the lr drops (positive, increasing; those ``>= max_iter`` are ignored
+            with a warning, so short debug runs can keep the schedule).
+        gamma: factor per drop.
 
     Example: ``max_iter=40, steps=(20, 30), warmup_iters=10, warmup_factor=0.001`` gives multipliers
     0.001 at iteration 0, 0.5005 at 5, 1 at 10..19, 0.1 at 20..29 and 0.01 from 30.
     """
-    if name not in ("multistep", "cosine"):
-        choices = ["multistep", "cosine"]
-        raise ConfigError(f"lr scheduler name {name!r} is not one of {choices}.{did_you_mean(name, choices)}")
-    if max_iter < 1:
-        raise ConfigError(f"lr scheduler max_iter must be >= 1, got {max_iter}")
-    if warmup_iters < 0:
-        raise ConfigError(f"lr scheduler warmup_iters must be >= 0, got {warmup_iters}")
-    if name == "multistep":
+
+    def __init__(self, max_iter: int, *, steps: Sequence[int] = (), gamma: float = 0.1, **kwargs: Any) -> None:
+        super().__init__(max_iter, **kwargs)
         steps = [int(s) for s in steps]
         if any(b <= a for a, b in zip(steps, steps[1:])) or any(s <= 0 for s in steps):
-            raise ConfigError(f"lr scheduler steps must be positive and strictly increasing, got {steps}")
-        kept = [s for s in steps if s < max_iter]
-        if len(kept) != len(steps):
+            raise ConfigError(f"config path 'lr_scheduler.steps': must be positive and strictly increasing, got {steps}")
+        self.steps = [s for s in steps if s < max_iter]
+        if len(self.steps) != len(steps):
             ignored = [s for s in steps if s >= max_iter]
             logger.warning(f"lr scheduler steps {ignored} are >= max_iter={max_iter} and are ignored")
-        sched: ParamScheduler = MultiStepParamScheduler(
-            values=[gamma**k for k in range(len(kept) + 1)], milestones=kept, num_updates=max_iter
+        self.gamma = gamma
+
+    def main_schedule(self) -> ParamScheduler:
+        return MultiStepParamScheduler(
+            values=[self.gamma**k for k in range(len(self.steps) + 1)], milestones=self.steps, num_updates=self.max_iter
         )
-    else:
+
+
+@LR_SCHEDULERS.register()
+class WarmupCosineLR(WarmupSchedule):
+    """Half-cosine decay from 1 to ``end_lr_factor`` over the whole run, after the warm-up.
+
+    Args:
+        end_lr_factor: the final multiplier (detectron2's ``BASE_LR_END / BASE_LR``).
+    """
+
+    def __init__(self, max_iter: int, *, end_lr_factor: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(max_iter, **kwargs)
         if not 0.0 <= end_lr_factor <= 1.0:
-            raise ConfigError(f"lr scheduler end_lr_factor must be in [0, 1], got {end_lr_factor}")
-        sched = CosineParamScheduler(1.0, end_lr_factor)
-    if warmup_iters > 0:
-        sched = WarmupParamScheduler(sched, warmup_factor, min(warmup_iters / max_iter, 1.0), warmup_method)
-    return LRMultiplier(optimizer, multiplier=sched, max_iter=max_iter)
+            raise ConfigError(f"config path 'lr_scheduler.end_lr_factor': must be in [0, 1], got {end_lr_factor}")
+        self.end_lr_factor = end_lr_factor
+
+    def main_schedule(self) -> ParamScheduler:
+        return CosineParamScheduler(1.0, self.end_lr_factor)
+
+
+def build_lr_scheduler(
+    optimizer: torch.optim.Optimizer, spec: Any, *, max_iter: int, path: str = "lr_scheduler"
+) -> LRMultiplier:
+    """The torch scheduler of a run: the LR_SCHEDULERS component ``spec`` (a name, or a mapping with
+    ``name`` and knobs: the ``lr_scheduler`` section) as the multiplier of ``optimizer``'s lrs."""
+    multiplier = LR_SCHEDULERS.build(spec, max_iter=max_iter, path=path)
+    return LRMultiplier(optimizer, multiplier=multiplier, max_iter=max_iter)

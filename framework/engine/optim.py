@@ -1,15 +1,21 @@
-"""Optimizer construction with per-parameter-type weight decay (detectron2's default param groups)."""
+"""Optimizers: OPTIMIZERS components (``solver=SGD``, ``solver=AdamW``) with per-parameter-type weight
+decay (detectron2's default param groups).
+
+An OPTIMIZERS entry takes the model as its runtime argument and returns a ``torch.optim.Optimizer``;
+a plugin adds one with ``@OPTIMIZERS.register()`` on such a function (see docs/configs.md).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 from torch import nn
 
-from framework.errors import ConfigError, did_you_mean
+from framework.errors import ConfigError
+from framework.registry import OPTIMIZERS
 
-__all__ = ["build_optimizer", "get_default_param_groups", "is_norm_module"]
+__all__ = ["SGD", "AdamW", "build_optimizer", "get_default_param_groups", "is_norm_module"]
 
 _NORM_TYPES = (
     nn.modules.batchnorm._BatchNorm,  # BatchNorm1d/2d/3d, SyncBatchNorm and their subclasses
@@ -61,45 +67,76 @@ def get_default_param_groups(
     return [{**dict(key), "params": params} for key, params in groups.items()]
 
 
-def build_optimizer(
+def _param_groups(model: nn.Module, base_lr: float, **settings: Any) -> list[dict[str, Any]]:
+    if base_lr <= 0:
+        raise ConfigError(f"config path 'solver.base_lr': must be > 0, got {base_lr}")
+    groups = get_default_param_groups(model, base_lr=base_lr, **settings)
+    if not groups:
+        raise ConfigError(f"{type(model).__name__} has no trainable parameters to optimize (all frozen?)")
+    return groups
+
+
+@OPTIMIZERS.register("SGD")
+def SGD(
     model: nn.Module,
     *,
-    name: Literal["SGD", "AdamW"] = "SGD",
-    base_lr: float,
+    base_lr: float = 0.02,
     momentum: float = 0.9,
     nesterov: bool = False,
     weight_decay: float = 1e-4,
     weight_decay_norm: float = 0.0,
     weight_decay_bias: Optional[float] = None,
     bias_lr_factor: float = 1.0,
-    betas: Tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
-) -> torch.optim.Optimizer:
-    """Build an SGD or AdamW optimizer over the trainable parameters of ``model``.
+) -> torch.optim.SGD:
+    """``torch.optim.SGD`` with momentum over :func:`get_default_param_groups`.
+
+    Defaults: detectron2's R-CNN recipe (lr 0.02 for a total batch of 16 images, momentum 0.9,
+    weight decay 1e-4, none on norm layers).
 
     Args:
-        model: the model whose trainable parameters are optimized.
-        name: ``"SGD"`` (uses ``momentum``, ``nesterov``) or ``"AdamW"`` (uses ``betas``, ``eps``).
+        model: the model whose trainable parameters are optimized (runtime).
         base_lr: learning rate before scheduling.
-        weight_decay: L2 / decoupled weight decay of ordinary parameters.
+        weight_decay: L2 weight decay of ordinary parameters.
         weight_decay_norm: weight decay of norm-layer parameters (see :func:`is_norm_module`).
         weight_decay_bias: weight decay of biases; ``None``: the same as their layer's.
         bias_lr_factor: biases use ``base_lr * bias_lr_factor`` (a Detectron1 legacy; 1.0 disables it).
     """
-    if name not in ("SGD", "AdamW"):
-        raise ConfigError(f"optimizer name {name!r} is not one of ['SGD', 'AdamW'].{did_you_mean(name, ['SGD', 'AdamW'])}")
-    if base_lr <= 0:
-        raise ConfigError(f"optimizer base_lr must be > 0, got {base_lr}")
-    groups = get_default_param_groups(
-        model,
-        base_lr=base_lr,
-        weight_decay=weight_decay,
-        weight_decay_norm=weight_decay_norm,
-        weight_decay_bias=weight_decay_bias,
-        bias_lr_factor=bias_lr_factor,
+    groups = _param_groups(
+        model, base_lr, weight_decay=weight_decay, weight_decay_norm=weight_decay_norm,
+        weight_decay_bias=weight_decay_bias, bias_lr_factor=bias_lr_factor,
     )
-    if not groups:
-        raise ConfigError(f"{type(model).__name__} has no trainable parameters to optimize (all frozen?)")
-    if name == "SGD":
-        return torch.optim.SGD(groups, lr=base_lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+    return torch.optim.SGD(groups, lr=base_lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+
+
+@OPTIMIZERS.register("AdamW")
+def AdamW(
+    model: nn.Module,
+    *,
+    base_lr: float = 1e-4,
+    betas: Tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.05,
+    weight_decay_norm: float = 0.0,
+    weight_decay_bias: Optional[float] = None,
+    bias_lr_factor: float = 1.0,
+) -> torch.optim.AdamW:
+    """``torch.optim.AdamW`` (decoupled weight decay) over :func:`get_default_param_groups`.
+
+    Defaults: the usual detection recipe for AdamW (lr 1e-4, weight decay 0.05, none on norm
+    layers), as in detectron2's ViTDet and mmdetection's transformer configs. The parameter-group
+    knobs mean what they mean for :func:`SGD`.
+    """
+    groups = _param_groups(
+        model, base_lr, weight_decay=weight_decay, weight_decay_norm=weight_decay_norm,
+        weight_decay_bias=weight_decay_bias, bias_lr_factor=bias_lr_factor,
+    )
     return torch.optim.AdamW(groups, lr=base_lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+
+
+def build_optimizer(model: nn.Module, spec: Any, *, path: str = "solver") -> torch.optim.Optimizer:
+    """The OPTIMIZERS component ``spec`` (a name, or a mapping with ``name`` and knobs: the ``solver``
+    section of a run) built over ``model``'s parameters."""
+    optimizer = OPTIMIZERS.build(spec, model=model, path=path)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"config path '{path}': {spec!r} built a {type(optimizer).__name__}, not a torch optimizer")
+    return optimizer

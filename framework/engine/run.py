@@ -50,18 +50,13 @@ logger = logging.getLogger("framework")
 PRIMARY_METRICS = ("segm/AP", "bbox/AP")
 
 
-def _has_masks(model: torch.nn.Module) -> bool:
-    return bool(getattr(getattr(model, "roi_heads", None), "mask_on", False))
-
-
 def evaluate_model(cfg: DictConfig, model: torch.nn.Module, data: Datasets, output_dir: Path) -> dict:
-    """COCO evaluation of ``model`` on the test split; predictions go to ``output_dir/inference``."""
+    """Run the config's ``evaluators`` over the test split; their files go to ``output_dir/inference``."""
     from framework.data.build import build_test_loader
-    from framework.evaluation.coco_evaluation import COCOEvaluator
+    from framework.engine.builders import build_evaluator
     from framework.evaluation.evaluator import inference_on_dataset, results_table
 
-    tasks = ("bbox", "segm") if _has_masks(model) else ("bbox",)
-    evaluator = COCOEvaluator.from_metadata(data.metadata, tasks=tasks, output_dir=str(output_dir / "inference"))
+    evaluator = build_evaluator(cfg, data.metadata, output_dir / "inference")
     loader = build_test_loader(data.test, build_mapper(cfg, "test"), **to_kwargs(cfg.dataloader.test))
     results = inference_on_dataset(model, loader, evaluator)
     if results:

@@ -1,4 +1,4 @@
-"""Assemble the trainer of a run: loaders, optimizer, schedule, checkpointer, hooks, writers."""
+"""Assemble the trainer of a run: loaders, optimizer, schedule, checkpointer, hooks, loggers."""
 
 from __future__ import annotations
 
@@ -36,61 +36,59 @@ def train(
     """Train ``model`` per ``cfg`` (resuming when ``cfg.resume``); return the final metrics."""
     from framework.checkpoint import Checkpointer
     from framework.data.build import build_train_loader
+    from framework.engine.builders import build_loggers, build_mapper, hparams_from_overrides, to_kwargs, write_json
     from framework.engine.hooks import VisualizationData, build_hooks
     from framework.engine.lr_scheduler import build_lr_scheduler
     from framework.engine.optim import build_optimizer
-    from framework.engine.builders import build_mapper, hparams_from_overrides, to_kwargs, write_json
     from framework.engine.trainer import Trainer
-    from framework.utils.writers import ConsoleWriter, JSONWriter, TensorboardWriter
 
     max_iter = int(cfg.train.max_iter)
-    optimizer = build_optimizer(model, **to_kwargs(cfg.solver))
-    scheduler = build_lr_scheduler(optimizer, **to_kwargs(cfg.lr_scheduler))
+    optimizer = build_optimizer(model, cfg.solver)
+    scheduler = build_lr_scheduler(optimizer, cfg.lr_scheduler, max_iter=max_iter)
     checkpointer = Checkpointer(model, str(output_dir), skip_mismatch=bool(cfg.get("weights_skip_mismatch", False)))
-    tb = TensorboardWriter(str(output_dir))
-    writers = [ConsoleWriter(max_iter), JSONWriter(str(output_dir / "metrics.jsonl")), tb]
-    trainer = Trainer(
-        model=model,
-        data_loader=None,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        checkpointer=checkpointer,
-        max_iter=max_iter,
-        hooks=build_hooks(cfg.hooks),
-        writers=writers,
-        amp=cfg.train.amp,
-        grad_clip=to_kwargs(cfg.train.grad_clip) if cfg.train.grad_clip is not None else None,
-        test_fn=lambda: evaluate(cfg, model, data, output_dir),
-    )
-    trainer.vis_data = VisualizationData(
-        dataset_dicts=data.test,
-        mapper=build_mapper(cfg, "test"),
-        class_names=list(data.metadata.thing_classes),
-        colors=[tuple(c) for c in data.metadata.thing_colors],
-        load_gt=_load_gt,
-    )
-    start_iter = trainer.resume_or_load(cfg.weights, resume=bool(cfg.resume))
-    if cfg.resume and start_iter == 0:
-        logger.warning(f"resume=true but {output_dir} has no last_checkpoint: starting from scratch")
-    loader_cfg = to_kwargs(cfg.dataloader.train)
-    loader_cfg["start_iter"] = start_iter
-    trainer.data_loader = build_train_loader(data.train, build_mapper(cfg, "train"), **loader_cfg)
-    tb.summary_writer.add_text("config", "```\n" + OmegaConf.to_yaml(cfg, resolve=True) + "\n```", start_iter)
-    if overrides:
-        tb.summary_writer.add_text("overrides", "\n".join(f"- `{o}`" for o in overrides), start_iter)
-
-    if start_iter < max_iter:
-        trainer.train(start_iter, max_iter)
-    metrics = dict(trainer.latest_metrics or {})
-    write_json(output_dir / "metrics.json", {"iteration": trainer.iter, **metrics})
-    hparams = hparams_from_overrides(overrides)
-    if metrics:
-        # One HParams row per run: the swept values against the final metrics (compare runs of a sweep).
-        tb.summary_writer.add_hparams(
-            hparams or {"run": output_dir.name},
-            {f"hparam/{k}": v for k, v in metrics.items() if "-" not in k},
-            run_name=".",
+    hooks = build_hooks(cfg.hooks)
+    writers = build_loggers(cfg, output_dir)
+    try:
+        trainer = Trainer(
+            model=model,
+            data_loader=None,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            checkpointer=checkpointer,
+            max_iter=max_iter,
+            hooks=hooks,
+            writers=writers,
+            amp=cfg.train.amp,
+            grad_clip=to_kwargs(cfg.train.grad_clip) if cfg.train.grad_clip is not None else None,
+            test_fn=lambda: evaluate(cfg, model, data, output_dir),
         )
-    for w in writers:
-        w.close()
+        trainer.vis_data = VisualizationData(
+            dataset_dicts=data.test,
+            mapper=build_mapper(cfg, "test"),
+            class_names=list(data.metadata.thing_classes),
+            colors=[tuple(c) for c in data.metadata.thing_colors],
+            load_gt=_load_gt,
+        )
+        start_iter = trainer.resume_or_load(cfg.weights, resume=bool(cfg.resume))
+        if cfg.resume and start_iter == 0:
+            logger.warning(f"resume=true but {output_dir} has no last_checkpoint: starting from scratch")
+        loader_cfg = to_kwargs(cfg.dataloader.train)
+        loader_cfg["start_iter"] = start_iter
+        trainer.data_loader = build_train_loader(data.train, build_mapper(cfg, "train"), **loader_cfg)
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        for w in writers:
+            w.log_run(resolved, list(overrides), start_iter)
+
+        if start_iter < max_iter:
+            trainer.train(start_iter, max_iter)
+        metrics = dict(trainer.latest_metrics or {})
+        write_json(output_dir / "metrics.json", {"iteration": trainer.iter, **metrics})
+        if metrics:
+            # One row per run: the swept values against the final metrics (compare runs of a sweep).
+            hparams = hparams_from_overrides(overrides)
+            for w in writers:
+                w.log_final(hparams, metrics)
+    finally:
+        for w in writers:
+            w.close()
     return metrics

@@ -30,6 +30,7 @@ from tabulate import tabulate
 
 from framework.errors import ConfigError, did_you_mean
 from framework.evaluation.evaluator import DatasetEvaluator, EvalResults
+from framework.registry import EVALUATORS
 from framework.utils import comm
 
 __all__ = [
@@ -317,6 +318,7 @@ def evaluate_predictions_json(
 
 
 # ------------------------------------------------------------------------------------ evaluator
+@EVALUATORS.register()
 class COCOEvaluator(DatasetEvaluator):
     """COCO AP (box and/or mask) of a model's ``Instances`` predictions.
 
@@ -324,12 +326,15 @@ class COCOEvaluator(DatasetEvaluator):
     them from all ranks, writes ``coco_instances_results.json`` into ``output_dir`` (if given), and
     runs COCOeval per task over all images of ``gt_json`` (images never processed count as missed).
 
-    Args:
+    Runtime args (a run offers them from the test set's metadata):
         gt_json: COCO instances json with the ground truth (``info`` / ``licenses`` may be absent).
         dataset_id_to_contiguous_id: dataset category id -> model class index 0..K-1.
         class_names: K names, indexed by contiguous id (for the per-category AP entries).
-        tasks: which of "bbox" (box AP) and "segm" (mask AP, needs ``pred_masks``) to compute.
         output_dir: where to dump the predictions json (nothing is written if ``None``).
+
+    Args:
+        tasks: which of "bbox" (box AP) and "segm" (mask AP, needs ``pred_masks``) to compute;
+            ``None``: "bbox", plus "segm" when the predictions carry masks (as detectron2 infers it).
         max_dets_per_image: detections per image kept by COCOeval (``maxDets`` = [1, 10, this]).
 
     ``evaluate()`` returns ``{"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl", "AP-<class>"...},
@@ -338,26 +343,27 @@ class COCOEvaluator(DatasetEvaluator):
 
     def __init__(
         self,
-        *,
         gt_json: Union[str, Path],
         dataset_id_to_contiguous_id: Mapping[int, int],
         class_names: Sequence[str],
-        tasks: Sequence[Task] = ("bbox", "segm"),
         output_dir: Optional[Union[str, Path]] = None,
+        *,
+        tasks: Optional[Sequence[Task]] = None,
         max_dets_per_image: int = 100,
     ) -> None:
         if isinstance(tasks, str):
             tasks = (tasks,)
-        for task in tasks:
+        for task in tasks or ():
             if task not in TASKS:
                 raise ConfigError(
                     f"COCOEvaluator: unknown task {task!r}; valid: {list(TASKS)}.{did_you_mean(task, TASKS)}"
                 )
-        if not tasks or len(set(tasks)) != len(tasks):
+        if tasks is not None and (not tasks or len(set(tasks)) != len(tasks)):
             raise ConfigError(f"COCOEvaluator: tasks must be a non-empty list without repeats, got {list(tasks)}")
         if int(max_dets_per_image) < 1:
             raise ConfigError(f"COCOEvaluator: max_dets_per_image must be >= 1, got {max_dets_per_image}")
-        self.tasks = tuple(tasks)
+        self.tasks: Optional[tuple[str, ...]] = tuple(tasks) if tasks is not None else None
+        self._masks_seen = False  # for tasks=None: did any processed image carry pred_masks?
         self.max_dets_per_image = int(max_dets_per_image)
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.gt_json = Path(gt_json)
@@ -394,6 +400,7 @@ class COCOEvaluator(DatasetEvaluator):
 
     def reset(self) -> None:
         self._predictions = []
+        self._masks_seen = False
 
     def process(self, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> None:
         """Convert each image's ``outputs[i]["instances"]`` to COCO result dicts (kept on CPU).
@@ -411,7 +418,7 @@ class COCOEvaluator(DatasetEvaluator):
                 raise KeyError(f"COCOEvaluator: input dict has no 'image_id' (keys: {sorted(inp)})")
             image_id = int(inp["image_id"])
             instances = out["instances"]
-            if "segm" in self.tasks and len(instances) > 0 and not instances.has("pred_masks"):
+            if self.tasks is not None and "segm" in self.tasks and len(instances) > 0 and not instances.has("pred_masks"):
                 # Fail on the first batch, not after a full pass over the dataset.
                 raise ValueError(
                     "COCOEvaluator: task 'segm' needs predicted masks, but the instances of image "
@@ -425,11 +432,13 @@ class COCOEvaluator(DatasetEvaluator):
                         f"COCOEvaluator: image {image_id} is {inp['height']}x{inp['width']} but its pred_masks "
                         f"are {size[0]}x{size[1]}; masks must be pasted at the original image size"
                     )
+            with_masks = instances.has("pred_masks") if self.tasks is None else "segm" in self.tasks
+            self._masks_seen |= instances.has("pred_masks")
             self._predictions.append(
                 {
                     "image_id": image_id,
                     "instances": instances_to_coco_json(
-                        instances, image_id, self._contiguous_to_dataset_id, with_masks="segm" in self.tasks
+                        instances, image_id, self._contiguous_to_dataset_id, with_masks=with_masks
                     ),
                 }
             )
@@ -439,10 +448,12 @@ class COCOEvaluator(DatasetEvaluator):
         if comm.get_world_size() > 1:
             comm.synchronize()
             predictions = list(itertools.chain.from_iterable(comm.gather(self._predictions, dst=0)))
+            masks_seen = any(comm.gather(self._masks_seen, dst=0) or [False])
             if not comm.is_main_process():
                 return None
         else:
-            predictions = self._predictions
+            predictions, masks_seen = self._predictions, self._masks_seen
+        tasks = self.tasks if self.tasks is not None else (("bbox", "segm") if masks_seen else ("bbox",))
 
         if not predictions:
             logger.warning("COCOEvaluator received no images: every image of '%s' counts as missed", self.gt_json)
@@ -467,5 +478,5 @@ class COCOEvaluator(DatasetEvaluator):
                 max_dets_per_image=self.max_dets_per_image,
                 category_names=self._category_names,
             )
-            for task in self.tasks
+            for task in tasks
         }

@@ -1,9 +1,15 @@
-"""Writers: send what an :class:`~framework.utils.events.EventStorage` holds to the console, a JSON
-lines file or TensorBoard.
+"""Writers (LOGGERS components): send what an :class:`~framework.utils.events.EventStorage` holds to
+the console, a JSON lines file or TensorBoard (wandb and MLflow: :mod:`framework.utils.trackers`).
 
 Each writer has ``write()`` (called periodically inside the storage's context, usually by the
-``PeriodicWriter`` hook) and ``close()``. Scalars already written are not written again, so calling
-``write()`` twice for the same iteration (e.g. at the last step and at the end of training) is safe.
+``PeriodicWriter`` hook), ``log_run()`` / ``log_final()`` for what a run knows besides scalars (its
+config and overrides at the start, its hyper-parameters and final metrics at the end) and
+``close()``. Scalars already written are not written again, so calling ``write()`` twice for the
+same iteration (e.g. at the last step and at the end of training) is safe.
+
+A run builds the writers of its ``loggers`` config dict (``loggers.console``, ``loggers.json``,
+``loggers.tensorboard``; ``+logger@loggers.wandb=WandbWriter`` adds one), offering each the runtime
+arguments ``output_dir`` and ``max_iter``: a writer's signature takes those it needs.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ from typing import Any
 
 import torch
 
+from framework.registry import LOGGERS
 from framework.utils.events import get_event_storage
 
-__all__ = ["EventWriter", "ConsoleWriter", "JSONWriter", "TensorboardWriter"]
+__all__ = ["EventWriter", "ConsoleWriter", "JSONWriter", "TensorboardWriter", "new_scalars"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +38,18 @@ class EventWriter:
     def write(self) -> None:
         raise NotImplementedError
 
+    def log_run(self, config: dict[str, Any], overrides: list[str], iteration: int) -> None:
+        """Record the run's resolved ``config`` and command-line ``overrides`` (once, at the start)."""
+
+    def log_final(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+        """Record the run's swept/overridden values against its final metrics (once, at the end;
+        how runs of a sweep are compared)."""
+
     def close(self) -> None:
         pass
 
 
-def _new_scalars(storage: Any, window: int, written: dict[str, int]) -> dict[int, dict[str, float]]:
+def new_scalars(storage: Any, window: int, written: dict[str, int]) -> dict[int, dict[str, float]]:
     """``{iteration: {name: value}}`` of the scalars put since they were last written, and mark them
     written in ``written`` (``{name: iteration}``).
 
@@ -50,6 +64,7 @@ def _new_scalars(storage: Any, window: int, written: dict[str, int]) -> dict[int
     return dict(sorted(by_iter.items()))
 
 
+@LOGGERS.register()
 class ConsoleWriter(EventWriter):
     """Log one line of training progress: ETA, iteration, losses, time, data time, lr, peak memory.
 
@@ -109,6 +124,7 @@ class ConsoleWriter(EventWriter):
         logger.info("  ".join(parts))
 
 
+@LOGGERS.register()
 class JSONWriter(EventWriter):
     """Append one JSON object per iteration to a file: ``{"iteration": 19, "total_loss": 1.2, ...}``.
 
@@ -117,11 +133,13 @@ class JSONWriter(EventWriter):
     mode so a resumed run continues the same file.
 
     Args:
-        path: the ``.json`` lines file (its folder is created).
+        output_dir: the run directory (runtime); the file is ``output_dir/filename``.
+        filename: the ``.jsonl`` file's name, or a path relative to ``output_dir`` (its folder is created).
         window: smoothing window for scalars put with ``smoothing_hint=True``.
     """
 
-    def __init__(self, path: str, *, window: int = 20) -> None:
+    def __init__(self, output_dir: str, *, filename: str = "metrics.jsonl", window: int = 20) -> None:
+        path = os.path.join(output_dir, filename)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
         self._file = open(path, "a")
@@ -130,7 +148,7 @@ class JSONWriter(EventWriter):
 
     def write(self) -> None:
         storage = get_event_storage()
-        for itr, scalars in _new_scalars(storage, self._window, self._written).items():
+        for itr, scalars in new_scalars(storage, self._window, self._written).items():
             self._file.write(json.dumps({"iteration": itr, **scalars}, sort_keys=True) + "\n")
         self._file.flush()
         try:
@@ -142,27 +160,30 @@ class JSONWriter(EventWriter):
         self._file.close()
 
 
+@LOGGERS.register()
 class TensorboardWriter(EventWriter):
-    """Write scalars, images, histograms and texts to TensorBoard event files in ``log_dir``.
+    """Write scalars, images, histograms and texts to TensorBoard event files in the run directory.
 
-    Images, histograms and texts are cleared from the storage once written.
+    Images, histograms and texts are cleared from the storage once written. ``log_run`` adds the
+    resolved config and the overrides as texts; ``log_final`` one row of the HParams tab (the
+    overridden values against the final metrics), so the jobs of a sweep compare side by side.
 
     Args:
-        log_dir: folder for the ``events.out.tfevents.*`` files.
+        output_dir: folder for the ``events.out.tfevents.*`` files (runtime: the run directory).
         window: smoothing window for scalars put with ``smoothing_hint=True``.
     """
 
-    def __init__(self, log_dir: str, *, window: int = 20) -> None:
+    def __init__(self, output_dir: str, *, window: int = 20) -> None:
         from torch.utils.tensorboard import SummaryWriter  # import is slow; only pay for it when used
 
-        self.log_dir = log_dir
-        self._writer = SummaryWriter(log_dir)
+        self.log_dir = output_dir
+        self._writer = SummaryWriter(output_dir)
         self._window = window
         self._written: dict[str, int] = {}
 
     def write(self) -> None:
         storage = get_event_storage()
-        for itr, scalars in _new_scalars(storage, self._window, self._written).items():
+        for itr, scalars in new_scalars(storage, self._window, self._written).items():
             for name, value in scalars.items():
                 self._writer.add_scalar(name, value, itr)
         for name, img, itr in storage.images:
@@ -178,8 +199,21 @@ class TensorboardWriter(EventWriter):
 
     @property
     def summary_writer(self):
-        """The underlying ``SummaryWriter``, for what the storage does not carry (hparams)."""
+        """The underlying ``SummaryWriter``, for what the storage does not carry."""
         return self._writer
+
+    def log_run(self, config: dict[str, Any], overrides: list[str], iteration: int) -> None:
+        import yaml
+
+        self._writer.add_text("config", "```\n" + yaml.safe_dump(config, sort_keys=False) + "\n```", iteration)
+        if overrides:
+            self._writer.add_text("overrides", "\n".join(f"- `{o}`" for o in overrides), iteration)
+
+    def log_final(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+        # Metric names with '-' (per-category APs) would flood the HParams table.
+        shown = {f"hparam/{k}": v for k, v in metrics.items() if "-" not in k}
+        if shown:
+            self._writer.add_hparams(hparams or {"run": os.path.basename(os.path.abspath(self.log_dir))}, shown, run_name=".")
 
     def close(self) -> None:
         self._writer.close()

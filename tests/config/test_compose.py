@@ -12,7 +12,27 @@ def test_default_job_is_the_quick_cpu_config():
     assert cfg.model.backbone.bottom_up.depth == 18
     assert cfg.dataset.train.name == "synthetic_train"
     assert cfg.model.roi_heads.num_classes == cfg.dataset.num_classes == 4
-    assert cfg.lr_scheduler.max_iter == cfg.train.max_iter
+    assert (cfg.solver.name, cfg.solver.base_lr, cfg.solver.weight_decay_bias) == ("AdamW", 0.001, 0.0)
+    assert cfg.lr_scheduler.name == "WarmupMultiStepLR" and list(cfg.lr_scheduler.steps) == [450, 550]
+    assert "max_iter" not in cfg.lr_scheduler  # the schedule always spans the trainer's max_iter
+    assert set(cfg.evaluators) == {"coco"} and set(cfg.loggers) == {"console", "json", "tensorboard"}
+
+
+def test_solver_schedule_evaluator_and_logger_are_component_groups():
+    cfg = compose(["solver=SGD", "lr_scheduler=WarmupCosineLR", "+logger@loggers.mlflow=MLflowWriter",
+                   "loggers.tensorboard=null", "evaluators.coco.tasks=[bbox]"])
+    # a chosen component gets its own defaults, not the default job's AdamW values
+    assert (cfg.solver.name, cfg.solver.base_lr, cfg.solver.weight_decay, cfg.solver.weight_decay_bias) == (
+        "SGD", 0.02, 1e-4, None)
+    assert cfg.lr_scheduler.name == "WarmupCosineLR" and cfg.lr_scheduler.warmup_iters == 1000
+    assert cfg.loggers.mlflow.name == "MLflowWriter" and cfg.loggers.tensorboard is None
+    assert list(cfg.evaluators.coco.tasks) == ["bbox"]
+    with pytest.raises(ConfigError, match="Did you mean 'AdamW'"):
+        compose(["solver=AdamV"])
+    with pytest.raises(ConfigError, match="betas"):
+        compose(["solver=SGD", "solver.betas=[0.9,0.99]"])  # an AdamW knob on SGD
+    with pytest.raises(ConfigError, match="Did you mean 'WandbWriter'"):
+        compose(["+logger@loggers.wandb=WandWriter"])
 
 
 def test_mask_rcnn_r50_fpn_has_detectron2_defaults():

@@ -109,7 +109,7 @@ def test_images_and_texts_then_clear():
 
 def test_json_writer_lines(tmp_path):
     path = tmp_path / "sub" / "metrics.json"
-    writer = JSONWriter(str(path), window=20)
+    writer = JSONWriter(str(tmp_path), filename="sub/metrics.json", window=20)
     with EventStorage(start_iter=0) as storage:
         storage.put_scalar("loss", 1.0)
         storage.iter = 1
@@ -135,7 +135,7 @@ def test_json_writer_lines(tmp_path):
 def test_json_writer_appends(tmp_path):
     path = tmp_path / "metrics.json"
     for value in (1.0, 2.0):  # two runs, e.g. before and after a resume
-        writer = JSONWriter(str(path))
+        writer = JSONWriter(str(tmp_path), filename="metrics.json")
         with EventStorage() as storage:
             storage.put_scalar("x", value, smoothing_hint=False)
             writer.write()

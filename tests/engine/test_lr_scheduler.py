@@ -8,8 +8,13 @@ import math
 import pytest
 import torch
 
-from framework.engine.lr_scheduler import build_lr_scheduler
+from framework.engine.lr_scheduler import WarmupSchedule, build_lr_scheduler
 from framework.errors import ConfigError
+
+
+def _sched(optimizer, *, max_iter: int, name: str = "WarmupMultiStepLR", **knobs):
+    """The run's scheduler for an ``lr_scheduler`` config node ``{name, **knobs}``."""
+    return build_lr_scheduler(optimizer, {"name": name, **knobs}, max_iter=max_iter)
 
 
 def _optimizer(lr: float = 0.1, n_groups: int = 1) -> torch.optim.SGD:
@@ -29,7 +34,7 @@ def _lrs(opt, sched, n: int, group: int = 0) -> list[float]:
 
 def test_linear_warmup_then_multistep():
     opt = _optimizer(0.1)
-    sched = build_lr_scheduler(opt, max_iter=40, steps=(20, 30), gamma=0.1, warmup_iters=10, warmup_factor=0.001)
+    sched = _sched(opt, max_iter=40, steps=(20, 30), gamma=0.1, warmup_iters=10, warmup_factor=0.001)
     lrs = _lrs(opt, sched, 40)
     assert lrs[0] == pytest.approx(0.1 * 0.001)
     # halfway through warm-up: factor 0.001 + (1 - 0.001) * 5 / 10 = 0.5005
@@ -45,19 +50,19 @@ def test_linear_warmup_then_multistep():
 
 def test_constant_warmup():
     opt = _optimizer(1.0)
-    sched = build_lr_scheduler(opt, max_iter=20, steps=(15,), warmup_iters=4, warmup_factor=0.25, warmup_method="constant")
+    sched = _sched(opt, max_iter=20, steps=(15,), warmup_iters=4, warmup_factor=0.25, warmup_method="constant")
     assert _lrs(opt, sched, 20) == pytest.approx([0.25] * 4 + [1.0] * 11 + [0.1] * 5)
 
 
 def test_no_warmup_multistep():
     opt = _optimizer(1.0)
-    sched = build_lr_scheduler(opt, max_iter=6, steps=(2, 4), gamma=0.5, warmup_iters=0)
+    sched = _sched(opt, max_iter=6, steps=(2, 4), gamma=0.5, warmup_iters=0)
     assert _lrs(opt, sched, 6) == pytest.approx([1.0, 1.0, 0.5, 0.5, 0.25, 0.25])
 
 
 def test_cosine():
     opt = _optimizer(1.0)
-    sched = build_lr_scheduler(opt, name="cosine", max_iter=10, warmup_iters=0, end_lr_factor=0.1)
+    sched = _sched(opt, name="WarmupCosineLR", max_iter=10, warmup_iters=0, end_lr_factor=0.1)
     lrs = _lrs(opt, sched, 10)
     assert lrs[0] == pytest.approx(1.0)
     assert lrs[5] == pytest.approx(0.55)  # 0.1 + 0.9 * (1 + cos(pi / 2)) / 2
@@ -65,7 +70,7 @@ def test_cosine():
 
 def test_cosine_with_warmup_ends_on_the_curve():
     opt = _optimizer(1.0)
-    sched = build_lr_scheduler(opt, name="cosine", max_iter=100, warmup_iters=10, warmup_factor=0.001)
+    sched = _sched(opt, name="WarmupCosineLR", max_iter=100, warmup_iters=10, warmup_factor=0.001)
     lrs = _lrs(opt, sched, 11)
     at_10 = 0.5 * (1 + math.cos(math.pi * 0.1))  # 0.97552826
     assert lrs[0] == pytest.approx(0.001)
@@ -75,36 +80,36 @@ def test_cosine_with_warmup_ends_on_the_curve():
 
 def test_relative_group_lrs_kept():
     opt = _optimizer(0.1, n_groups=2)  # group lrs 0.1 and 0.2
-    sched = build_lr_scheduler(opt, max_iter=10, steps=(5,), warmup_iters=0)
+    sched = _sched(opt, max_iter=10, steps=(5,), warmup_iters=0)
     assert _lrs(opt, sched, 6, group=1) == pytest.approx([0.2] * 5 + [0.02])
 
 
 def test_steps_beyond_max_iter_are_ignored(caplog):
     opt = _optimizer(1.0)
     with caplog.at_level(logging.WARNING):
-        sched = build_lr_scheduler(opt, max_iter=4, steps=(2, 4, 10), warmup_iters=0)
+        sched = _sched(opt, max_iter=4, steps=(2, 4, 10), warmup_iters=0)
     assert "[4, 10]" in caplog.text
     assert _lrs(opt, sched, 4) == pytest.approx([1.0, 1.0, 0.1, 0.1])
 
 
 def test_bad_values():
     with pytest.raises(ConfigError, match="increasing"):
-        build_lr_scheduler(_optimizer(), max_iter=10, steps=(5, 3))
-    with pytest.raises(ConfigError, match="Did you mean 'cosine'"):
-        build_lr_scheduler(_optimizer(), name="cosin", max_iter=10)
+        _sched(_optimizer(), max_iter=10, steps=(5, 3))
+    with pytest.raises(ConfigError, match="lr_scheduler.name'.. Did you mean 'WarmupCosineLR'"):
+        _sched(_optimizer(), name="WarmupCosinLR", max_iter=10)
     with pytest.raises(ConfigError, match="warmup_method"):
-        build_lr_scheduler(_optimizer(), max_iter=10, warmup_method="exp")
+        _sched(_optimizer(), max_iter=10, warmup_method="exp")
 
 
 def test_state_dict_round_trip():
     opt = _optimizer(1.0)
-    sched = build_lr_scheduler(opt, max_iter=10, steps=(5,), warmup_iters=2, warmup_factor=0.5)
+    sched = _sched(opt, max_iter=10, steps=(5,), warmup_iters=2, warmup_factor=0.5)
     _lrs(opt, sched, 4)
     state, opt_state = sched.state_dict(), opt.state_dict()
     assert state == {"base_lrs": [1.0], "last_epoch": 4}
 
     opt2 = _optimizer(1.0)
-    sched2 = build_lr_scheduler(opt2, max_iter=10, steps=(5,), warmup_iters=2, warmup_factor=0.5)
+    sched2 = _sched(opt2, max_iter=10, steps=(5,), warmup_iters=2, warmup_factor=0.5)
     opt2.load_state_dict(opt_state)
     sched2.load_state_dict(state)
     resumed, uninterrupted = _lrs(opt2, sched2, 6), _lrs(opt, sched, 6)
@@ -114,7 +119,26 @@ def test_state_dict_round_trip():
 
 def test_stepping_past_max_iter_is_a_clear_error():
     opt = _optimizer(1.0)
-    sched = build_lr_scheduler(opt, max_iter=3, warmup_iters=0)
+    sched = _sched(opt, max_iter=3, warmup_iters=0)
     _lrs(opt, sched, 3)  # after the last step: iteration 3 == max_iter, still fine
     with pytest.raises(RuntimeError, match="max_iter=3"):
         sched.step()
+
+
+def test_a_schedule_subclass_inherits_the_warmup_knobs():
+    from fvcore.common.param_scheduler import ConstantParamScheduler
+
+    from framework.registry import knobs
+
+    class WarmupConstantHalf(WarmupSchedule):
+        def __init__(self, max_iter: int, *, level: float = 0.5, **kwargs):
+            super().__init__(max_iter, **kwargs)
+            self.level = level
+
+        def main_schedule(self):
+            return ConstantParamScheduler(self.level)
+
+    assert [k.name for k in knobs(WarmupConstantHalf)] == ["level", "warmup_iters", "warmup_factor", "warmup_method"]
+    mult = WarmupConstantHalf(10, warmup_iters=2, warmup_factor=0.0)
+    # linear from 0 to level over 2 of 10 iterations, then the level
+    assert [mult(i / 10) for i in range(4)] == pytest.approx([0.0, 0.25, 0.5, 0.5])

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from framework.engine.optim import build_optimizer, is_norm_module
+from framework.engine.optim import SGD, AdamW, build_optimizer, is_norm_module
 from framework.errors import ConfigError
 
 
@@ -46,7 +46,7 @@ def _groups_by_name(opt, model):
 
 def test_no_decay_on_norm_and_bias():
     model = Net()
-    opt = build_optimizer(model, base_lr=0.1, weight_decay=1e-4, weight_decay_norm=0.0, weight_decay_bias=0.0)
+    opt = SGD(model, base_lr=0.1, weight_decay=1e-4, weight_decay_norm=0.0, weight_decay_bias=0.0)
     assert isinstance(opt, torch.optim.SGD)
     assert _groups_by_name(opt, model) == {
         (0.1, 1e-4): ["fc.weight"],
@@ -58,7 +58,7 @@ def test_no_decay_on_norm_and_bias():
 
 def test_bias_decay_defaults_to_layer_decay():
     model = Net()
-    opt = build_optimizer(model, base_lr=0.1, weight_decay=1e-4, weight_decay_norm=0.5)
+    opt = SGD(model, base_lr=0.1, weight_decay=1e-4, weight_decay_norm=0.5)
     groups = _groups_by_name(opt, model)
     # weight_decay_bias=None: fc.bias keeps weight_decay, norm biases keep weight_decay_norm
     assert groups[(0.1, 1e-4)] == ["fc.bias", "fc.weight"]
@@ -67,7 +67,7 @@ def test_bias_decay_defaults_to_layer_decay():
 
 def test_bias_lr_factor():
     model = nn.Sequential(nn.Linear(2, 2))
-    opt = build_optimizer(model, base_lr=0.1, weight_decay=0.0, bias_lr_factor=2.0)
+    opt = SGD(model, base_lr=0.1, weight_decay=0.0, bias_lr_factor=2.0)
     assert _groups_by_name(opt, model) == {(0.1, 0.0): ["0.weight"], (0.2, 0.0): ["0.bias"]}
 
 
@@ -77,7 +77,7 @@ def test_sgd_step_applies_group_decay():
     with torch.no_grad():
         model.weight.fill_(1.0)
         model.bias.fill_(1.0)
-    opt = build_optimizer(model, base_lr=0.5, momentum=0.0, weight_decay=0.1, weight_decay_bias=0.0)
+    opt = SGD(model, base_lr=0.5, momentum=0.0, weight_decay=0.1, weight_decay_bias=0.0)
     (model(torch.zeros(1, 1)) * 0).sum().backward()
     opt.step()
     assert model.weight.item() == pytest.approx(0.95)  # 1 - 0.5 * 0.1 * 1
@@ -86,25 +86,36 @@ def test_sgd_step_applies_group_decay():
 
 def test_adamw_options():
     model = nn.Linear(2, 1)
-    opt = build_optimizer(model, name="AdamW", base_lr=1e-3, betas=(0.8, 0.9), eps=1e-6, weight_decay=0.05)
+    opt = AdamW(model, base_lr=1e-3, betas=(0.8, 0.9), eps=1e-6, weight_decay=0.05)
     assert isinstance(opt, torch.optim.AdamW)
     assert opt.defaults["betas"] == (0.8, 0.9) and opt.defaults["eps"] == 1e-6
     assert sorted(g["weight_decay"] for g in opt.param_groups) == [0.05]
 
 
 def test_sgd_options():
-    opt = build_optimizer(nn.Linear(2, 1), base_lr=0.02, momentum=0.8, nesterov=True)
+    opt = SGD(nn.Linear(2, 1), base_lr=0.02, momentum=0.8, nesterov=True)
     assert opt.defaults["momentum"] == 0.8 and opt.defaults["nesterov"] is True
 
 
 def test_errors():
-    with pytest.raises(ConfigError, match="Did you mean 'SGD'"):
-        build_optimizer(nn.Linear(2, 1), name="sgd", base_lr=0.1)
-    with pytest.raises(ConfigError, match="base_lr"):
-        build_optimizer(nn.Linear(2, 1), base_lr=0.0)
+    with pytest.raises(ConfigError, match="OPTIMIZERS has no component named 'sgd' .at config path 'solver.name'.. Did you mean 'SGD'"):
+        build_optimizer(nn.Linear(2, 1), {"name": "sgd", "base_lr": 0.1})
+    with pytest.raises(ConfigError, match="'solver.momentm': SGD .OPTIMIZERS. has no knob 'momentm'. Did you mean 'momentum'"):
+        build_optimizer(nn.Linear(2, 1), {"name": "SGD", "momentm": 0.1})
+    with pytest.raises(ConfigError, match="solver.base_lr': must be > 0"):
+        build_optimizer(nn.Linear(2, 1), {"name": "AdamW", "base_lr": 0.0})
     frozen = nn.Linear(2, 1).requires_grad_(False)
     with pytest.raises(ConfigError, match="no trainable parameters"):
-        build_optimizer(frozen, base_lr=0.1)
+        SGD(frozen, base_lr=0.1)
+
+
+def test_build_from_config_node_equals_direct_call():
+    model = Net()
+    a = build_optimizer(model, {"name": "SGD", "base_lr": 0.1, "weight_decay_bias": 0.0})
+    b = SGD(model, base_lr=0.1, weight_decay_bias=0.0)
+    assert [(g["lr"], g["weight_decay"], len(g["params"])) for g in a.param_groups] == [
+        (g["lr"], g["weight_decay"], len(g["params"])) for g in b.param_groups
+    ]
 
 
 def test_is_norm_module():

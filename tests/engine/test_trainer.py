@@ -71,8 +71,10 @@ class IterLog(Hook):
 def make_run(out_dir, *, seed: int, hooks=(), max_iter: int = 10) -> Trainer:
     torch.manual_seed(seed)
     model = Regressor()
-    opt = build_optimizer(model, base_lr=0.05, momentum=0.9, weight_decay=1e-3)
-    sched = build_lr_scheduler(opt, max_iter=max_iter, steps=(4, 8), warmup_iters=2, warmup_factor=0.1)
+    opt = build_optimizer(model, {"name": "SGD", "base_lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3})
+    sched = build_lr_scheduler(
+        opt, {"name": "WarmupMultiStepLR", "steps": (4, 8), "warmup_iters": 2, "warmup_factor": 0.1}, max_iter=max_iter
+    )
     ckpt = Checkpointer(model, str(out_dir))
     hooks = [IterationTimer(), LRScheduler(), PeriodicCheckpointer(period=3, max_to_keep=None), *hooks]
     return Trainer(model=model, data_loader=random_batches(), optimizer=opt, scheduler=sched, checkpointer=ckpt, max_iter=max_iter, hooks=hooks)
@@ -288,7 +290,7 @@ def test_bad_model_output_and_finite_loader():
     model2 = Regressor()
     with pytest.raises(RuntimeError, match="ran out at iteration 2"):
         batches = random_batches()
-        Trainer(model=model2, data_loader=[next(batches), next(batches)], optimizer=build_optimizer(model2, base_lr=0.1), max_iter=5).train()
+        Trainer(model=model2, data_loader=[next(batches), next(batches)], optimizer=build_optimizer(model2, {"name": "SGD", "base_lr": 0.1}), max_iter=5).train()
 
 
 def test_state_dict_is_weights_only_loadable_and_restores_rng():
@@ -349,7 +351,7 @@ def test_amp_fp16_on_cuda_with_grad_scaler(tmp_path):
     trainer = Trainer(
         model=model,
         data_loader=cuda_batches(),
-        optimizer=build_optimizer(model, base_lr=0.01),
+        optimizer=build_optimizer(model, {"name": "SGD", "base_lr": 0.01}),
         checkpointer=Checkpointer(model, str(tmp_path)),
         max_iter=3,
         amp="fp16",

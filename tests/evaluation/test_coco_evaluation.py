@@ -132,6 +132,19 @@ def test_ground_truth_as_predictions_gives_100(gt_json, tmp_path):
     assert_metrics(results["segm"], PERFECT)
 
 
+def test_tasks_default_to_what_the_predictions_carry(gt_json):
+    ev = COCOEvaluator(gt_json=gt_json, dataset_id_to_contiguous_id=MAPPING, class_names=NAMES)
+    assert set(run_evaluator(ev, perfect_predictions())) == {"bbox", "segm"}
+    box_only = []
+    for inp, out in perfect_predictions():
+        inst = out["instances"]
+        box_only.append((inp, {"instances": make_instances(inp["height"], inp["width"], inst.pred_boxes.tensor.tolist(),
+                                                           inst.pred_classes.tolist(), inst.scores.tolist())}))
+    results = run_evaluator(ev, box_only)  # reset() forgets that masks were seen before
+    assert set(results) == {"bbox"}
+    assert_metrics(results["bbox"], PERFECT)
+
+
 def test_detection_on_crowd_region_is_ignored(gt_json):
     # A confident dog inside the crowd region of image 1: COCOeval matches it to the crowd and ignores it.
     # Were it a false positive ranked above the true dog, dog AP would be 50 and AP 75.
@@ -274,7 +287,7 @@ def test_bad_arguments_are_named(gt_json, tmp_path):
     with pytest.raises(ValueError, match="0..2"):
         COCOEvaluator(gt_json=gt_json, dataset_id_to_contiguous_id=MAPPING, class_names=["a", "b", "c"])
 
-    ev = COCOEvaluator(gt_json=gt_json, dataset_id_to_contiguous_id=MAPPING, class_names=NAMES)
+    ev = COCOEvaluator(gt_json=gt_json, dataset_id_to_contiguous_id=MAPPING, class_names=NAMES, tasks=("bbox", "segm"))
     inp = {"image_id": 2, "height": 64, "width": 80}
     with pytest.raises(ValueError, match="pred_masks"):  # segm requested, box-only model
         ev.process([inp], [{"instances": make_instances(64, 80, [[0, 0, 1, 1]], [1], [0.5])}])

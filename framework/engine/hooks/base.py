@@ -19,22 +19,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Optional
 
 from framework.errors import ConfigError, did_you_mean
-from framework.registry import Registry, add_registry
+from framework.registry import HOOKS
 
 if TYPE_CHECKING:
     from framework.engine.trainer import Trainer
 
 __all__ = ["HOOKS", "Hook", "Priority", "build_hooks", "parse_priority"]
-
-HOOKS = add_registry(
-    Registry(
-        "HOOKS",
-        "training hooks: called before/after training and each step",
-        # Any hook node may set its priority (an int or a Priority level name); build_hooks applies it.
-        extra_keys={"priority": (Optional[Any], None)},
-    )
-)
-
 
 class Priority:
     """Named priority levels (lower runs first), as in mmengine."""

@@ -93,7 +93,7 @@ class LRScheduler(Hook):
 @HOOKS.register()
 class PeriodicWriter(Hook):
     """Call ``write()`` of every writer given to the trainer every ``period`` steps and at the last
-    step; at the end write once more and close them.
+    step; at the end write once more.
 
     Images, histograms and texts left in the storage after the writers ran are dropped, so they do
     not pile up when no writer consumes them.
@@ -120,8 +120,6 @@ class PeriodicWriter(Hook):
             self._write()
 
     def after_train(self) -> None:
-        try:
-            self._write()
-        finally:
-            for writer in self.trainer.writers:
-                writer.close()
+        # Not closed here: whoever made the writers closes them (the run still logs its final
+        # metrics and hyper-parameters through them after training).
+        self._write()
