@@ -43,7 +43,7 @@ def test_zoo_preset_has_detectron2_settings(preset):
     assert cfg.dataloader.train.total_batch_size == 16
     assert cfg.train.max_iter == max_iter and list(cfg.lr_scheduler.steps) == steps
     sched = cfg.lr_scheduler
-    assert (sched.name, sched.gamma, sched.warmup_iters, sched.warmup_factor) == ("multistep", 0.1, 1000, 0.001)
+    assert (sched.name, sched.gamma, sched.warmup_iters, sched.warmup_factor) == ("WarmupMultiStepLR", 0.1, 1000, 0.001)
     assert cfg.weights == "/path/model_final.pkl" and cfg.eval_only is True
 
 
