@@ -144,7 +144,7 @@ def check_command_line(
         if o.is_interval_sweep():
             intervals.append(o.get_key_element())
         elif o.is_sweep_override():
-            values = _sweep_values(o, config_name=config_name, config_dir=config_dir)
+            values = _sweep_values(o, config_name=config_name, config_dir=config_dir, search_path=search_path)
             firsts.append(f"{o.get_key_element()}={values[0]}")
             variants.append((len(firsts) - 1, [f"{o.get_key_element()}={v}" for v in values[1:]]))
         else:
@@ -158,13 +158,19 @@ def check_command_line(
             compose(firsts[:index] + [alt] + firsts[index + 1 :], **where)
 
 
-def _sweep_values(override, *, config_name: str, config_dir: Path | None) -> list[str]:
-    """The values of an enumerable sweep; a ``glob`` is matched against the group's options."""
+def _sweep_values(
+    override, *, config_name: str, config_dir: Path | None, search_path: Sequence[str | Path] = ()
+) -> list[str]:
+    """The values of an enumerable sweep; a ``glob`` is matched against the group's options,
+    including those of ``search_path`` folders (``--config-dir``) and of plugins."""
     if override.value_type == ValueType.GLOB_CHOICE_SWEEP:
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(Path(config_dir or CONFIG_DIR).resolve()), version_base="1.3"):
-            override.config_loader = GlobalHydra.instance().config_loader()
-            values = list(override.sweep_string_iterator())
+            loader = GlobalHydra.instance().config_loader()
+            options = loader.get_group_options(
+                override.key_or_group, config_name=config_name, overrides=_search_path_override(search_path)
+            )
+        values = override.value().filter(options)
         if not values:
             raise ConfigError(f"sweep {override.input_line!r} matches no option of group {override.key_or_group!r}")
         return values

@@ -69,6 +69,13 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
+def _is_dict_type(typ: Any) -> bool:
+    """``Dict[...]`` or ``Optional[Dict[...]]``."""
+    if typing.get_origin(typ) is Union:
+        typ = next((a for a in typing.get_args(typ) if a is not type(None)), typ)
+    return typing.get_origin(typ) is dict
+
+
 def _field(knob: Knob) -> tuple[str, Any, Any]:
     typ = omegaconf_type(knob.annotation)
     if knob.registry is not None:
@@ -79,6 +86,10 @@ def _field(knob: Knob) -> tuple[str, Any, Any]:
     if knob.required:
         return knob.name, typ, dataclasses.field(default=MISSING)
     default = _to_plain(knob.default)
+    if default is None and _is_dict_type(typ):
+        # OmegaConf 2.3 cannot merge a mapping into an Optional[Dict] node holding None (it fails
+        # inside OmegaConf on the command line); Any accepts it, and resolve_knobs still gets a dict.
+        typ = Any
     if default is None and typ is not Any and typing.get_origin(typ) is not Union:
         typ = Optional[typ]
     if isinstance(default, (list, dict)):

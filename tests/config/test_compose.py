@@ -7,6 +7,13 @@ from framework.errors import ConfigError
 from framework.registry import META_ARCHITECTURES
 
 
+def test_a_mapping_knob_that_defaults_to_null_is_set_from_the_command_line():
+    # Optional[dict] knobs (here the torchvision backbone plugin's builder_kwargs) take a mapping
+    cfg = compose(["model/backbone=FPN_tv_resnet18_quick",
+                   "model.backbone.bottom_up.builder_kwargs={zero_init_residual: true}"])
+    assert dict(cfg.model.backbone.bottom_up.builder_kwargs) == {"zero_init_residual": True}
+
+
 def test_default_job_is_the_quick_cpu_config():
     cfg = compose([])
     assert cfg.model.backbone.bottom_up.depth == 18
@@ -142,6 +149,10 @@ def test_a_user_config_folder_adds_presets(tmp_path):
     cfg = compose(["model=my_preset"], search_path=[tmp_path])
     assert cfg.model.roi_heads.mask_head.name == "LiteMaskHead" and cfg.model.rpn.nms_thresh == 0.65
     check_command_line(["model=my_preset,mask_rcnn_R_50_FPN"], search_path=[tmp_path])
+    # a glob sweep sees the folder's options too (the sweep is checked value by value)
+    (tmp_path / "model" / "my_broken.yaml").write_text("defaults:\n  - mask_rcnn_R_50_FPN\n  - _self_\nrpn:\n  nms_threshh: 1\n")
+    with pytest.raises(ConfigError, match="nms_threshh"):
+        check_command_line(["model=glob(my_*)"], search_path=[tmp_path])
     with pytest.raises(ConfigError, match="model/my_preset"):
         compose(["model=my_preset"])  # not found without the folder
     with pytest.raises(ConfigError, match="config folder .*nope.* not found"):
