@@ -1,0 +1,71 @@
+"""tools/benchmark.py and tools/analyze_model.py: they run, verify equal work, and report sane numbers.
+
+Speed itself is never asserted here (timed unit tests are meaningless on a shared machine): the
+benchmark reports ratios, docs/benchmarks.md records them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+
+def _tool(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    res = subprocess.run([sys.executable, str(REPO / "tools" / name), *args], cwd=cwd, capture_output=True,
+                         text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+def test_benchmark_inference_runs_equal_work_on_both_sides(tmp_path):
+    out = tmp_path / "bench.json"
+    res = _tool("benchmark.py", "--sections", "inference", "--repeats", "1", "--json", str(out),
+                "--markdown", str(tmp_path / "bench.md"), cwd=tmp_path)
+    report = json.loads(out.read_text())
+    inference = report["sections"]["inference"]
+    work = inference["work"]
+    assert inference["equal_work"], work
+    assert work["detections"] == {"ours": 100, "torchvision": 100}
+    assert work["input_size"]["ours"] == work["input_size"]["torchvision"] and max(work["input_size"]["ours"]) >= 800
+    assert work["proposals"]["ours"] == work["proposals"]["torchvision"] == [1000]
+    assert inference["ratio"] == pytest.approx(inference["ours"]["median_s"] / inference["torchvision"]["median_s"])
+    # same network, same input: the same multiply-adds to within the ops only one side has
+    gflops = inference["gflops"]
+    assert gflops["ours"] == pytest.approx(gflops["torchvision"], rel=0.02)
+    assert re.search(r"\| inference, s/img \| [\d.]+ \| [\d.]+ \| \*\*[\d.]+\*\* \|", res.stdout)
+    assert (tmp_path / "bench.md").read_text().strip() in res.stdout
+
+
+def test_benchmark_main_job_data_eval_and_peak_sections(tmp_path):
+    out = tmp_path / "bench.json"
+    _tool("benchmark.py", "--quick", "--sections", "main_job", "data", "eval", "peak", "--repeats", "1",
+          "--json", str(out), cwd=tmp_path)
+    sections = json.loads(out.read_text())["sections"]
+    main_job = sections["main_job"]
+    assert main_job["s_per_iter"] > 0 and main_job["images_per_s_consumed"] > 0
+    assert sum(main_job["shares"].values()) == pytest.approx(1.0, abs=0.02)
+    assert {"data", "backbone", "rpn", "roi_heads", "backward", "optimizer"} <= set(main_job["shares"])
+    data = sections["data"]["results"]
+    assert {"synthetic_train, 0 workers", "synthetic_train, 2 workers"} <= set(data)
+    for row in data.values():
+        assert row["img_per_s"] > 0 and row["x_main_job"] == pytest.approx(
+            row["img_per_s"] / main_job["images_per_s_consumed"])
+    assert isinstance(sections["eval"]["results"]["pycocotools"], float) and sections["eval"]["predictions"] > 0
+    assert all(v > 0 for v in sections["peak"]["results"].values())
+
+
+def test_analyze_model_lists_parameters_and_flops_per_module(tmp_path):
+    res = _tool("analyze_model.py", "--num-images", "1", "--depth", "2", cwd=tmp_path)
+    assert re.search(r"Parameters: [\d.]+M", res.stdout)
+    flops = float(re.search(r"FLOPs: ([\d.]+) G multiply-adds per image", res.stdout).group(1))
+    assert flops > 0.1
+    assert re.search(r"\|\s+backbone\s+\|", res.stdout) and re.search(r"\|\s+roi_heads\s+\|", res.stdout)
