@@ -187,7 +187,8 @@ def load_coco_json(
         Category ids are renumbered 0..K-1 in ascending order of the dataset ids.
 
     Raises:
-        DatasetError: listing every problem found (missing image files, bad sizes, unknown
+        DatasetError: when ``keep_empty=False`` leaves no image (naming the file and what was
+            dropped), or listing every problem found (missing image files, bad sizes, unknown
             category ids, duplicate ids, malformed RLE, ...).
     """
     json_path = Path(json_file).resolve()
@@ -302,6 +303,16 @@ def load_coco_json(
         dataset_dicts.append(record)
     if num_empty:
         logger.info("%s: dropped %d image(s) without non-crowd annotations (keep_empty=False)", where_file, num_empty)
+    if not dataset_dicts and not keep_empty:
+        reasons = [f"{num_empty} of {len(images)} image(s) have no non-crowd annotation left" if images
+                   else "it lists no images"]
+        if dropped:
+            reasons.append(f"{len(dropped)} annotation(s) were dropped as invalid, e.g. {dropped[0]}")
+        raise DatasetError(
+            f"{where_file}: no image is left for training: " + "; ".join(reasons) + ". A training set needs "
+            "images with at least one valid non-crowd annotation (a test set may keep empty images).",
+            reasons,
+        )
     logger.info("Loaded %d images from %s", len(dataset_dicts), where_file)
     metadata = {
         "thing_classes": thing_classes,

@@ -44,7 +44,7 @@ class Datasets:
     train: list[dict]
     test: list[dict]
     metadata: Any  # framework.data.catalog.Metadata of the test set
-    train_name: str
+    train_name: str  # "" when the run needs no training data (eval_only)
     test_name: str
 
 
@@ -95,7 +95,8 @@ def build_datasets(cfg: DictConfig, *, need_train: bool = True) -> Datasets:
     """Register the config's datasets if they are given as files, load them, and check the classes."""
     from framework.data import get_dataset, get_metadata
 
-    train_name = register_split(cfg.dataset.train, "dataset.train")
+    # eval_only runs need no training split: it is not even registered (its files may not exist).
+    train_name = register_split(cfg.dataset.train, "dataset.train") if need_train else ""
     test_name = register_split(cfg.dataset.test, "dataset.test")
     metadata = get_metadata(test_name)
     num_classes = int(cfg.model.roi_heads.num_classes)

@@ -218,3 +218,16 @@ def test_check_images_reports_corrupt_and_wrong_size(tmp_path):
     assert "c.png is 21x20 (w x h) but the dataset says 20x20" in failures[1]
     with pytest.raises(DatasetError, match="2 problem"):
         check_images(dicts)
+
+
+def test_a_training_set_left_empty_names_the_file_and_why(tmp_path):
+    no_annotations = {**BASE, "annotations": []}
+    with pytest.raises(DatasetError, match=r"ann.json.*no image is left for training: 3 of 3 image\(s\) have no non-crowd"):
+        _load(tmp_path, no_annotations)
+    dicts, _ = _load(tmp_path, no_annotations, keep_empty=True)  # a test set keeps them
+    assert len(dicts) == 3
+    all_invalid = {**BASE, "annotations": [{**BASE["annotations"][0], "bbox": [2, 3, 0, 5]}]}
+    with pytest.raises(DatasetError, match=r"1 annotation\(s\) were dropped as invalid, e.g. .*non-positive width"):
+        _load(tmp_path, all_invalid)
+    with pytest.raises(DatasetError, match="it lists no images"):
+        _load(tmp_path, {**BASE, "images": [], "annotations": []})

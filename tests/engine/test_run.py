@@ -29,3 +29,22 @@ def test_synthetic_dataset_resolves():
     data = build_datasets(compose([]))
     assert data.train_name == "synthetic_train" and len(data.train) == 300
     assert list(data.metadata.thing_classes) == ["disk", "square", "triangle", "cross"]
+
+
+def test_eval_only_needs_only_the_test_split(tmp_path):
+    """dataset=coco_json with only the test json given (train left at ???): eval_only never reads it."""
+    from framework.checkpoint import Checkpointer
+    from framework.config.compose import compose
+    from framework.data.builtin import ensure_builtin_synthetic
+    from framework.engine.builders import build_model, resolve_device
+    from framework.engine.run import run
+
+    val_json, val_root = ensure_builtin_synthetic()["val"]
+    overrides = ["dataset=coco_json", "dataset.num_classes=4", f"dataset.test.json={val_json}",
+                 f"dataset.test.image_root={val_root}", "input.test.min_size=[128]", "input.test.max_size=192",
+                 "dataloader.test.num_workers=0", "model.rpn.post_nms_topk_test=50"]
+    cfg = compose(overrides)
+    weights = tmp_path / "w.pth"
+    Checkpointer(build_model(cfg, resolve_device("cpu")), str(tmp_path)).save("w")
+    run(compose(overrides + ["eval_only=true", f"weights={weights}"]), output_dir=tmp_path / "eval")
+    assert "bbox/AP" in (tmp_path / "eval" / "metrics.json").read_text()
