@@ -101,28 +101,58 @@ def _index_to_list(item: IndexLike, length: int) -> list[int]:
 
 
 class BitMasks:
-    """N dense instance masks of one image, ``tensor``: (N, H, W) bool."""
+    """N dense instance masks of one image, ``tensor``: (N, H, W) bool.
+
+    Indexing returns a *view*: the source masks and an index, with ``tensor`` gathered only when
+    read. Matching gives every sampled proposal its gt mask (512 proposals of an image, 8 gt
+    masks); a view keeps 8 masks, and :meth:`crop_and_resize` reads each proposal's mask through the
+    index instead of copying one full-image mask per proposal (what torchvision does too).
+    """
 
     def __init__(self, tensor: torch.Tensor | np.ndarray) -> None:
         device = tensor.device if isinstance(tensor, torch.Tensor) else torch.device("cpu")
         tensor = torch.as_tensor(tensor, dtype=torch.bool, device=device)
         if tensor.dim() != 3:
             raise ValueError(f"BitMasks expects an (N, H, W) tensor, got shape {tuple(tensor.shape)}")
-        self.tensor = tensor
+        self._source = tensor
+        self._index: torch.Tensor | None = None  # (N,) int64 into _source; None: all of it, in order
+        self._tensor: torch.Tensor | None = tensor
         self.image_size = tuple(tensor.shape[1:])
+
+    @classmethod
+    def _view(cls, source: torch.Tensor, index: torch.Tensor) -> "BitMasks":
+        masks = cls.__new__(cls)
+        masks._source, masks._index, masks._tensor = source, index, None
+        masks.image_size = tuple(source.shape[1:])
+        return masks
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        """(N, H, W) bool (gathered from the source masks on first read of a view)."""
+        if self._tensor is None:
+            self._tensor = self._source[self._index]
+        return self._tensor
 
     # -- container protocol ------------------------------------------------------------------
     def __len__(self) -> int:
-        return self.tensor.shape[0]
+        return self._source.shape[0] if self._index is None else self._index.shape[0]
 
     def __getitem__(self, item: IndexLike) -> "BitMasks":
-        """Index instances (int, slice, bool mask, index tensor); may share storage."""
-        if isinstance(item, int):
-            return BitMasks(self.tensor[item].unsqueeze(0))
-        m = self.tensor[item]
-        if m.dim() != 3:
-            raise IndexError(f"indexing BitMasks with {item!r} gave shape {tuple(m.shape)}, not (N, H, W)")
-        return BitMasks(m)
+        """Index instances (int, slice, bool mask, index tensor): a view of the same source masks."""
+        if isinstance(item, (int, np.integer)):
+            item = [int(item) % len(self)] if -len(self) <= int(item) < len(self) else [int(item)]
+        positions = torch.arange(len(self), device=self._source.device)
+        try:
+            if isinstance(item, (list, tuple, np.ndarray)):
+                item = torch.as_tensor(item, device=self._source.device)
+                item = item.long() if item.numel() == 0 else item
+            picked = positions[item]
+        except (IndexError, RuntimeError, TypeError) as e:
+            raise IndexError(f"cannot index {len(self)} BitMasks with {item!r}: {e}") from None
+        if picked.dim() != 1:
+            raise IndexError(f"indexing BitMasks with {item!r} gave shape {tuple(picked.shape)} of indices, not (N,)")
+        index = picked if self._index is None else self._index[picked]
+        return BitMasks._view(self._source, index)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         yield from self.tensor
@@ -132,10 +162,13 @@ class BitMasks:
 
     @property
     def device(self) -> torch.device:
-        return self.tensor.device
+        return self._source.device
 
     def to(self, *args, **kwargs) -> "BitMasks":
-        return BitMasks(self.tensor.to(*args, **kwargs))
+        if self._index is None:
+            return BitMasks(self._source.to(*args, **kwargs))
+        source = self._source.to(*args, **kwargs)
+        return BitMasks._view(source, self._index.to(source.device))
 
     @classmethod
     def cat(cls, masks_list: Sequence["BitMasks"]) -> "BitMasks":
@@ -188,11 +221,16 @@ class BitMasks:
             raise ValueError(f"crop_and_resize got {len(boxes)} boxes for {len(self)} masks")
         device = self.device
         boxes = boxes.to(device=device, dtype=torch.float32)
-        # roi_align needs each box to name its source image; here mask i is "image" i.
-        batch_index = torch.arange(len(boxes), device=device, dtype=torch.float32)[:, None]
-        rois = torch.cat([batch_index, boxes], dim=1)
+        # roi_align needs each box to name its source "image". A view with more boxes than source
+        # masks (proposals matched to gt) reads source mask index[i] for box i, so only the source
+        # masks are converted to float; otherwise mask i is "image" i.
+        if self._index is not None and len(self._index) > len(self._source):
+            source, batch_index = self._source, self._index
+        else:
+            source, batch_index = self.tensor, torch.arange(len(boxes), device=device)
+        rois = torch.cat([batch_index.to(torch.float32)[:, None], boxes], dim=1)
         sampled = roi_align(
-            self.tensor[:, None].float(),
+            source[:, None].float(),
             rois,
             (mask_size, mask_size),
             spatial_scale=1.0,

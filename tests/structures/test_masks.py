@@ -143,3 +143,25 @@ def test_polygon_scale_and_flip_do_not_touch_input():
     assert pm.polygons[0][0].tolist() == [16, 1, 8, 1, 8, 3, 16, 3]
     assert raw.tolist() == SQUARE
     assert isinstance(pm.get_bounding_boxes(), Boxes)
+
+
+def test_bitmasks_indexing_is_a_view_that_crops_like_the_copy():
+    """Proposals indexed out of a few gt masks: the view crops exactly as the gathered copy would,
+    without one full-size copy per proposal."""
+    g = torch.Generator().manual_seed(0)
+    gt = BitMasks(torch.rand(3, 40, 50, generator=g) > 0.5)
+    matched = torch.tensor([2, 0, 0, 1, 2, 2, 1])
+    view = gt[matched]
+    assert view._tensor is None and len(view) == 7  # nothing gathered yet
+    boxes = torch.tensor([[0, 0, 50, 40], [3, 4, 20, 30], [10, 10, 11, 12], [0, 0, 5, 5],
+                          [20, 5, 49, 39], [1.5, 2.5, 30.2, 17.7], [5, 5, 45, 35]], dtype=torch.float32)
+    copied = BitMasks(gt.tensor[matched].clone())
+    assert torch.equal(view.crop_and_resize(boxes, 28), copied.crop_and_resize(boxes, 28))
+    # a view of a view, bool masks, slices and ints index the original masks
+    sub = view[torch.tensor([True, False, True, False, False, False, True])][1:]
+    assert torch.equal(sub.tensor, gt.tensor[[0, 1]])
+    assert torch.equal(sub.crop_and_resize(boxes[:2], 14), BitMasks(gt.tensor[[0, 1]]).crop_and_resize(boxes[:2], 14))
+    assert torch.equal(view[-1].tensor, gt.tensor[[1]]) and len(view[[]]) == 0
+    assert torch.equal(sub.to("cpu").tensor, sub.tensor) and torch.equal(sub.area(), gt.tensor[[0, 1]].sum(dim=(1, 2)))
+    with pytest.raises(IndexError):
+        view[7]
