@@ -373,7 +373,6 @@ def section_eval(args, device, workdir: Path) -> dict[str, Any]:
     import importlib.util
 
     import numpy as np
-    import pycocotools.mask as mask_util
 
     from framework.evaluation.coco_evaluation import evaluate_coco_results, load_coco_gt
 

@@ -11,7 +11,7 @@ sections a part declares with :func:`framework.registry.config_section` become o
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Iterator
 
 from hydra.core.config_store import ConfigStore
 

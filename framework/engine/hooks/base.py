@@ -16,7 +16,7 @@ optimizer, storage, checkpointer, writers and ``test_fn`` through ``self.trainer
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from framework.errors import ConfigError, did_you_mean
 from framework.registry import HOOKS
