@@ -323,12 +323,14 @@ def section_main_job(args, device, workdir: Path) -> dict[str, Any]:
                 per_step.append({"data": t1 - t0, **stages.seconds, "other_forward": (t2 - t1) - sum(stages.seconds.values()),
                                  "backward": t3 - t2, "optimizer": t4 - t3, "total": t4 - t0})
     median = {k: statistics.median(s[k] for s in per_step) for k in per_step[0]}
+    # Shares from means: the stages of a step add up to its total, so their means add up to the mean total.
+    mean = {k: statistics.fmean(s[k] for s in per_step) for k in per_step[0]}
     compute = median["total"] - median["data"]
     batch_size = int(cfg.dataloader.train.total_batch_size)
     return {
         "unit": "s/iter",
         "s_per_iter": median["total"],
-        "shares": {k: v / median["total"] for k, v in median.items() if k != "total"},
+        "shares": {k: v / mean["total"] for k, v in mean.items() if k != "total"},
         "stage_seconds": median,
         "images_per_s_consumed": batch_size / compute,
         "work": {"model": cfg.model.backbone.bottom_up.name + "-" + str(cfg.model.backbone.bottom_up.depth) + " FPN (the default job)",

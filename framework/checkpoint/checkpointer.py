@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import pickle
@@ -47,10 +48,14 @@ logger = logging.getLogger(__name__)
 
 def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
     """Create or replace ``path`` all at once: ``write(f)`` fills a temporary file next to it, which is
-    then renamed to ``path``. On any error the temporary file is removed and ``path`` is untouched."""
+    then renamed to ``path``. On any error the temporary file is removed and ``path`` is untouched;
+    a temporary file left by a killed earlier write of ``path`` is removed by the next one."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    prefix = f".{os.path.basename(path)}."
+    for stale in glob.glob(os.path.join(glob.escape(folder), glob.escape(prefix) + "*.tmp")):
+        os.remove(stale)  # left by an earlier write of this file that was killed (SIGKILL, power loss)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

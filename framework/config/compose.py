@@ -59,7 +59,9 @@ def setup() -> None:
     # The composition root: importing the parts registers their components and config sections.
     import framework.data.build  # noqa: F401  (loader sections)
     import framework.data.mapper  # noqa: F401  (mapper section)
+    import framework.engine.ddp  # noqa: F401  (ddp section)
     import framework.engine.hooks  # noqa: F401  (hooks)
+    import framework.engine.launch  # noqa: F401  (dist section)
     import framework.engine.lr_scheduler  # noqa: F401  (LR schedules)
     import framework.engine.optim  # noqa: F401  (optimizers)
     import framework.evaluation  # noqa: F401  (evaluators)

@@ -20,16 +20,19 @@ from typing import Any, Literal, Optional
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from framework.errors import ConfigError, did_you_mean
 from framework.registry import config_section
 from framework.utils import comm
+from framework.utils.seeding import derive_seed, seed_global_rngs
+
+from .detection_utils import image_size
 
 from .samplers import (
-    AspectRatioGroupedDataset,
     InferenceSampler,
     RepeatFactorTrainingSampler,
+    TrainingBatchSampler,
     TrainingSampler,
     repeat_factors_from_category_frequency,
 )
@@ -102,17 +105,6 @@ class MapDataset(Dataset):
 
 
 # ---------------------------------------------------------------------- seeding
-def _derive_seed(*entropy: int) -> int:
-    """A 32-bit seed mixing ``entropy`` (well spread even for consecutive inputs)."""
-    return int(np.random.SeedSequence([int(e) % 2**64 for e in entropy]).generate_state(1)[0])
-
-
-def _seed_global_rngs(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.default_generator.manual_seed(seed)  # CPU only: leaves CUDA generators alone
-
-
 @contextlib.contextmanager
 def _seeded_global_rngs(seed: int) -> Iterator[None]:
     """Seed Python's, numpy's and torch's global generators; restore their states on exit.
@@ -121,7 +113,7 @@ def _seeded_global_rngs(seed: int) -> Iterator[None]:
     (``num_workers=0``).
     """
     states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    _seed_global_rngs(seed)
+    seed_global_rngs(seed)
     try:
         yield
     finally:
@@ -137,24 +129,7 @@ def worker_init_fn(worker_id: int, *, seed: int, rank: int = 0) -> None:
     seeds every item on its own (see the module docstring); this covers anything else in the
     worker that draws random numbers.
     """
-    _seed_global_rngs(_derive_seed(seed, rank, worker_id))
-
-
-class _PositionedSampler(Sampler):
-    """Yields ``(global_position, index)`` for a rank-sliced infinite training sampler.
-
-    Rank r of W reads items r, r + W, ... of the global stream, from its ``start_index``-th on, so
-    its k-th item sits at global position ``(start_index + k) * W + r``.
-    """
-
-    def __init__(self, sampler: TrainingSampler | RepeatFactorTrainingSampler) -> None:
-        super().__init__()
-        self.sampler = sampler
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        s = self.sampler
-        for k, index in enumerate(s, start=s.start_index):
-            yield k * s.world_size + s.rank, index
+    seed_global_rngs(derive_seed(seed, rank, worker_id))
 
 
 class _SeededMapDataset(Dataset):
@@ -166,17 +141,13 @@ class _SeededMapDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         position, index = key
-        with _seeded_global_rngs(_derive_seed(self.seed, position)):
+        with _seeded_global_rngs(derive_seed(self.seed, position)):
             return self.dataset[index]
 
 
 def _list_collate(batch: list[Any]) -> list[Any]:
     """Keep a batch as the list of per-image dicts (images differ in size: no stacking)."""
     return list(batch)
-
-
-def _identity(item: Any) -> Any:
-    return item
 
 
 # ---------------------------------------------------------------------- loaders
@@ -207,9 +178,9 @@ def build_train_loader(
         aspect_ratio_grouping: batch landscape and portrait images separately.
         seed: seed of the sample order and of the augmentations; None draws one shared by all
             ranks (not reproducible).
-        start_iter: the iteration to resume from: skips ``start_iter * per-rank batch`` samples of
-            this rank's stream. Exact without aspect-ratio grouping; with it, the item stream
-            resumes exactly but the half-filled orientation buckets of the old run are lost.
+        start_iter: the iteration to resume from: the loader yields batch ``start_iter`` of the
+            uninterrupted run first, with or without aspect-ratio grouping (the grouping is
+            replayed at the index level, see :class:`TrainingBatchSampler`).
 
     Returns:
         an iterable whose iterator yields lists of ``total_batch_size / world_size`` mapped dicts
@@ -227,36 +198,44 @@ def build_train_loader(
         raise ConfigError(f"start_iter must be >= 0, got {start_iter}")
     batch_size = total_batch_size // world_size
     seed = int(comm.shared_random_seed() if seed is None else seed)
-    start_index = start_iter * batch_size
 
     if sampler == "TrainingSampler":
         if repeat_thresh > 0:
             logger.warning("repeat_thresh=%g is ignored by the TrainingSampler; use sampler="
                            "'RepeatFactorTrainingSampler' to oversample rare categories", repeat_thresh)
-        index_sampler: TrainingSampler | RepeatFactorTrainingSampler = TrainingSampler(
-            len(dataset_dicts), seed=seed, start_index=start_index)
+        index_sampler: TrainingSampler | RepeatFactorTrainingSampler = TrainingSampler(len(dataset_dicts), seed=seed)
     elif sampler == "RepeatFactorTrainingSampler":
         factors = repeat_factors_from_category_frequency(dataset_dicts, repeat_thresh)
         logger.info("RepeatFactorTrainingSampler: %d images -> %.1f expected samples per epoch (repeat_thresh=%g)",
                     len(factors), float(factors.sum()), repeat_thresh)
-        index_sampler = RepeatFactorTrainingSampler(factors, seed=seed, start_index=start_index)
+        index_sampler = RepeatFactorTrainingSampler(factors, seed=seed)
     else:
         raise ConfigError(f"unknown training sampler {sampler!r}.{did_you_mean(str(sampler), TRAIN_SAMPLERS)} "
                           f"Valid: {list(TRAIN_SAMPLERS)}")
-
-    dataset = _SeededMapDataset(MapDataset(dataset_dicts, mapper), seed)
-    common: dict[str, Any] = dict(
-        sampler=_PositionedSampler(index_sampler),
+    batches = TrainingBatchSampler(index_sampler, batch_size, start_batch=start_iter,
+                                   landscape=_landscape_flags(dataset_dicts) if aspect_ratio_grouping else None)
+    return DataLoader(
+        _SeededMapDataset(MapDataset(dataset_dicts, mapper), seed),
+        batch_sampler=batches,
+        collate_fn=_list_collate,
         num_workers=num_workers,
         worker_init_fn=functools.partial(worker_init_fn, seed=seed, rank=comm.get_rank()),
         # The loader draws its workers' base seed from this, not from the global torch generator.
         generator=torch.Generator().manual_seed(seed),
     )
-    if aspect_ratio_grouping:
-        # Items one by one, grouped into batches in this process as they arrive (in stream order).
-        items = DataLoader(dataset, batch_size=None, collate_fn=_identity, **common)
-        return AspectRatioGroupedDataset(items, batch_size)
-    return DataLoader(dataset, batch_size=batch_size, drop_last=True, collate_fn=_list_collate, **common)
+
+
+def _landscape_flags(dataset_dicts: Sequence[dict[str, Any]]) -> list[bool]:
+    """w > h per dataset dict, from its ``width``/``height`` (the original size, as detectron2), or
+    from the image file's header (EXIF rotation applied) for dicts without them."""
+    flags = []
+    for d in dataset_dicts:
+        if "width" in d and "height" in d:
+            flags.append(d["width"] > d["height"])
+        else:
+            width, height = image_size(d["file_name"])
+            flags.append(width > height)
+    return flags
 
 
 @config_section("test_loader")

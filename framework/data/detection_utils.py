@@ -23,6 +23,7 @@ __all__ = [
     "ImageReadError",
     "ImageSizeMismatchError",
     "read_image",
+    "image_size",
     "check_image_size",
     "annotations_to_instances",
     "filter_empty_instances",
@@ -74,6 +75,29 @@ def read_image(file_name: str | os.PathLike, format: Literal["BGR", "RGB"] = "BG
     if format == "BGR":
         image = image.flip(0)
     return image.contiguous()
+
+
+#: EXIF orientations (tag 274) that rotate by 90 or 270 degrees, swapping width and height.
+_EXIF_TRANSPOSED = (5, 6, 7, 8)
+
+
+def image_size(file_name: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of an image as :func:`read_image` returns it (EXIF rotation applied), read
+    from the file's header without decoding the pixels.
+
+    Raises:
+        ImageReadError: the file is missing or not an image.
+    """
+    try:
+        with Image.open(file_name) as im:
+            width, height = im.size
+            if im.getexif().get(274) in _EXIF_TRANSPOSED:
+                width, height = height, width
+    except FileNotFoundError as e:
+        raise ImageReadError(f"cannot read image {file_name}: file not found") from e
+    except Exception as e:
+        raise ImageReadError(f"cannot read image {file_name}: {type(e).__name__}: {e}") from e
+    return int(width), int(height)
 
 
 def check_image_size(dataset_dict: dict[str, Any], image: torch.Tensor) -> None:

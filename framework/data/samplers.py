@@ -1,10 +1,10 @@
-"""Samplers (which dataset indices each rank reads) and aspect-ratio grouping, as in detectron2.
+"""Samplers (which dataset indices each rank reads) and batching with aspect-ratio grouping, as in detectron2.
 
 Training samplers yield an *infinite* stream of indices: training length is counted in
 iterations, not epochs. The stream is one seeded sequence shared by all ranks; rank ``r`` of ``W``
 takes its items ``r, r + W, r + 2W, ...``, so ranks see disjoint samples without communicating.
-``start_index`` skips the first items of this rank's share, so that a resumed run continues the
-exact stream (pass ``iteration * per-rank batch size``).
+``start_index`` skips the first items of this rank's share. :class:`TrainingBatchSampler` cuts a
+rank's stream into batches (grouped by orientation when asked) and resumes at a given batch.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from __future__ import annotations
 import itertools
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Optional
 
 import torch
-from torch.utils.data import IterableDataset, Sampler
+from torch.utils.data import Sampler
 
 from framework.utils import comm
 
@@ -25,7 +25,7 @@ __all__ = [
     "RepeatFactorTrainingSampler",
     "repeat_factors_from_category_frequency",
     "InferenceSampler",
-    "AspectRatioGroupedDataset",
+    "TrainingBatchSampler",
 ]
 
 
@@ -169,40 +169,55 @@ class InferenceSampler(Sampler[int]):
         return len(self.indices)
 
 
-class AspectRatioGroupedDataset(IterableDataset):
-    """Batches of ``batch_size`` mapped dicts that are all landscape (w > h) or all portrait (w <= h).
+class TrainingBatchSampler(Sampler[list[tuple[int, int]]]):
+    """This rank's training batches, as lists of ``(global position, dataset index)``, optionally
+    grouped by orientation, from the ``start_batch``-th on.
 
-    Grouping keeps padding small when a batch is padded to its largest image. Orientation is read
-    from each dict's ``width``/``height`` (the original size, as detectron2; the image tensor's
-    shape when they are absent). Items wait in their orientation's bucket until it is full.
+    Rank r of W reads items r, r + W, ... of the global stream: its k-th item sits at global
+    position ``k * W + r`` (what the loader seeds that item's augmentation with). With grouping,
+    items wait in their orientation's bucket (landscape: w > h; portrait: w <= h, as detectron2)
+    until it holds ``batch_size``; batches come out in the order buckets fill.
+
+    Resuming (``start_batch``) replays the stream from its start at the index level, without
+    mapping anything, so the buckets hold exactly what they held when the interrupted run stopped
+    (a few milliseconds per ten thousand batches).
 
     Args:
-        dataset: an iterable of dicts (e.g. an item-level DataLoader over mapped dicts).
+        sampler: an infinite training sampler (:class:`TrainingSampler`, :class:`RepeatFactorTrainingSampler`).
         batch_size: per-rank batch size.
+        landscape: (N,) bool per dataset index (True: w > h) to group by orientation; None: no grouping.
+        start_batch: the first batch to yield (the iteration a run resumes at).
 
     Yields:
-        lists of ``batch_size`` dicts.
+        lists of ``batch_size`` ``(position, index)`` pairs, forever.
     """
 
-    def __init__(self, dataset: Iterable[dict[str, Any]], batch_size: int) -> None:
+    def __init__(self, sampler: TrainingSampler | RepeatFactorTrainingSampler, batch_size: int, *,
+                 landscape: Optional[Sequence[bool]] = None, start_batch: int = 0) -> None:
+        super().__init__()
         if batch_size <= 0:
-            raise ValueError(f"AspectRatioGroupedDataset: batch_size must be > 0, got {batch_size}")
-        self.dataset = dataset
+            raise ValueError(f"TrainingBatchSampler: batch_size must be > 0, got {batch_size}")
+        if start_batch < 0:
+            raise ValueError(f"TrainingBatchSampler: start_batch must be >= 0, got {start_batch}")
+        self.sampler = sampler
         self.batch_size = batch_size
+        self.landscape = None if landscape is None else [bool(x) for x in landscape]
+        self.start_batch = start_batch
 
-    @staticmethod
-    def _is_landscape(d: dict[str, Any]) -> bool:
-        if "width" in d and "height" in d:
-            return d["width"] > d["height"]
-        h, w = d["image"].shape[-2:]
-        return w > h
-
-    def __iter__(self) -> Iterator[list[dict[str, Any]]]:
-        buckets: tuple[list, list] = ([], [])  # landscape, portrait
-        for d in self.dataset:
-            bucket = buckets[0 if self._is_landscape(d) else 1]
-            bucket.append(d)
+    def _batches(self) -> Iterator[list[tuple[int, int]]]:
+        s = self.sampler
+        stream = ((k * s.world_size + s.rank, index) for k, index in enumerate(s, start=s.start_index))
+        if self.landscape is None:
+            while True:
+                yield list(itertools.islice(stream, self.batch_size))
+        buckets: tuple[list, list] = ([], [])
+        for key in stream:
+            bucket = buckets[0 if self.landscape[key[1]] else 1]
+            bucket.append(key)
             if len(bucket) == self.batch_size:
                 batch = bucket[:]
                 bucket.clear()
                 yield batch
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        return itertools.islice(self._batches(), self.start_batch, None)

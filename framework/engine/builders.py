@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -22,7 +20,6 @@ from framework.errors import ConfigError
 __all__ = [
     "Datasets",
     "resolve_device",
-    "seed_everything",
     "register_split",
     "build_datasets",
     "build_model",
@@ -49,19 +46,19 @@ class Datasets:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``... as a torch.device."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    """``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``... as a torch.device.
+
+    In a process group of several ranks, ``"cuda"`` (or ``"auto"`` with CUDA) is this rank's
+    device, ``cuda:<LOCAL_RANK>``.
+    """
+    from framework.utils import comm
+
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"config path 'device': {device!r} requested but CUDA is not available; use device=cpu or auto")
+    if dev.type == "cuda" and dev.index is None and comm.get_world_size() > 1:
+        dev = torch.device("cuda", comm.get_local_rank())
     return dev
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def register_split(split: DictConfig, path: str) -> str:

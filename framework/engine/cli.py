@@ -36,10 +36,10 @@ def _task(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from framework.engine.run import run
+    from framework.engine.run import main_job
 
     try:
-        return run(cfg)
+        return main_job(cfg)
     except InputError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:
             raise

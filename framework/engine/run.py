@@ -26,13 +26,15 @@ from framework.engine.builders import (
     build_model,
     register_split,
     resolve_device,
-    seed_everything,
     to_kwargs,
     write_json,
 )
 from framework.errors import ConfigError
+from framework.utils import comm
+from framework.utils.seeding import seed_everything
 
 __all__ = [
+    "main_job",
     "run",
     "build_model",
     "build_datasets",
@@ -84,23 +86,65 @@ def _hydra_context() -> tuple[Optional[Path], list[str], bool]:
 
 
 def _setup_logging(output_dir: Path) -> None:
+    """Rank 0: INFO to the console and ``log.txt``; other ranks: warnings and errors to the console."""
     root = logging.getLogger()
     if not any(isinstance(h, logging.StreamHandler) for h in root.handlers):
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
+    if not comm.is_main_process():
+        root.setLevel(logging.WARNING)
+        return
     fh = logging.FileHandler(output_dir / "log.txt")
     fh.setFormatter(logging.Formatter("[%(asctime)s %(name)s %(levelname)s] %(message)s"))
     root.addHandler(fh)
     root.setLevel(logging.INFO)
 
 
-def run(cfg: DictConfig, *, output_dir: Optional[Path] = None) -> Optional[float]:
-    """Train and/or evaluate as the config says; return the primary final metric (for sweepers)."""
-    hydra_dir, overrides, multirun = _hydra_context()
+def main_job(cfg: DictConfig) -> Optional[float]:
+    """The Hydra task: :func:`run` on every process of the run (one, spawned, torchrun's or SLURM's).
+
+    With several processes every rank runs rank 0's config, fully resolved (``${now:}`` and
+    ``${hydra:}`` included) and rank 0's output directory (see :func:`framework.engine.launch.launch`).
+    """
+    from framework.engine.launch import distributed_env, launch
+
+    output_dir, overrides, multirun = _hydra_context()
+    dist_kwargs = to_kwargs(cfg.dist)
+    if dist_kwargs["num_procs"] > 1 or distributed_env() is not None:
+        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        OmegaConf.set_struct(cfg, True)
+    device_type = resolve_device(str(cfg.device)).type
+    return launch(_run_rank, (cfg, output_dir, overrides, multirun), device_type, **dist_kwargs)
+
+
+def _run_rank(cfg: DictConfig, output_dir: Optional[Path], overrides: list[str], multirun: bool) -> Optional[float]:
+    from framework.config.compose import setup
+
+    setup()  # a spawned rank starts from a fresh interpreter: register components and plugins
+    return run(cfg, output_dir=output_dir, overrides=overrides, multirun=multirun)
+
+
+def run(
+    cfg: DictConfig,
+    *,
+    output_dir: Optional[Path] = None,
+    overrides: Optional[list[str]] = None,
+    multirun: Optional[bool] = None,
+) -> Optional[float]:
+    """Train and/or evaluate as the config says, in this process; return the primary final metric
+    (for sweepers). ``output_dir``, ``overrides`` and ``multirun`` default to Hydra's (when running
+    under Hydra). In a process group (see :func:`main_job`) every rank calls this; rank 0 writes
+    the run directory's files and returns the metric."""
+    hydra_dir, hydra_overrides, hydra_multirun = _hydra_context()
     output_dir = Path(output_dir or hydra_dir or "outputs/run")
+    overrides = hydra_overrides if overrides is None else overrides
+    multirun = hydra_multirun if multirun is None else multirun
     output_dir.mkdir(parents=True, exist_ok=True)
     _setup_logging(output_dir)
     validate_config(cfg)
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if comm.is_main_process():
+        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if comm.get_world_size() > 1:
+        logger.info(f"Distributed run: {comm.get_world_size()} processes, this is rank {comm.get_rank()}")
     seed_everything(int(cfg.seed))
     device = resolve_device(str(cfg.device))
 
@@ -117,14 +161,16 @@ def run(cfg: DictConfig, *, output_dir: Optional[Path] = None) -> Optional[float
         ckpt.load(path, checkpointables=[])
         results = evaluate_model(cfg, model, data, output_dir)
         metrics = _flatten(results)
-        write_json(output_dir / "metrics.json", {"iteration": None, "weights": str(path), **metrics})
-        _print_summary(metrics)
+        if comm.is_main_process():
+            write_json(output_dir / "metrics.json", {"iteration": None, "weights": str(path), **metrics})
+            _print_summary(metrics)
         return final_metric(metrics)
 
     from framework.engine.train_job import train
 
     metrics = train(cfg, model, data, output_dir, overrides=overrides, multirun=multirun, evaluate=evaluate_model)
-    _print_summary(metrics)
+    if comm.is_main_process():
+        _print_summary(metrics)
     return final_metric(metrics)
 
 

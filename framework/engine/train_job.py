@@ -9,6 +9,8 @@ from typing import Any, Callable
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from framework.utils import comm
+
 __all__ = ["train"]
 
 logger = logging.getLogger("framework")
@@ -36,6 +38,7 @@ def train(
     """Train ``model`` per ``cfg`` (resuming when ``cfg.resume``); return the final metrics."""
     from framework.checkpoint import Checkpointer
     from framework.data.build import build_train_loader
+    from framework.engine.ddp import create_ddp_model
     from framework.engine.builders import build_loggers, build_mapper, hparams_from_overrides, to_kwargs, write_json
     from framework.engine.hooks import VisualizationData, build_hooks
     from framework.engine.lr_scheduler import build_lr_scheduler
@@ -47,10 +50,16 @@ def train(
     scheduler = build_lr_scheduler(optimizer, cfg.lr_scheduler, max_iter=max_iter)
     checkpointer = Checkpointer(model, str(output_dir), skip_mismatch=bool(cfg.get("weights_skip_mismatch", False)))
     hooks = build_hooks(cfg.hooks)
-    writers = build_loggers(cfg, output_dir)
+    # Only rank 0 logs metrics (its losses are the mean over ranks), writes TensorBoard and checkpoints.
+    writers = build_loggers(cfg, output_dir) if comm.is_main_process() else []
+
+    def test_fn() -> dict:
+        comm.broadcast_buffers(model)  # every rank evaluates the model rank 0 checkpoints
+        return evaluate(cfg, model, data, output_dir)
+
     try:
         trainer = Trainer(
-            model=model,
+            model=create_ddp_model(model, **to_kwargs(cfg.ddp)),
             data_loader=None,
             optimizer=optimizer,
             scheduler=scheduler,
@@ -60,7 +69,8 @@ def train(
             writers=writers,
             amp=cfg.train.amp,
             grad_clip=to_kwargs(cfg.train.grad_clip) if cfg.train.grad_clip is not None else None,
-            test_fn=lambda: evaluate(cfg, model, data, output_dir),
+            test_fn=test_fn,
+            seed=int(cfg.seed),
         )
         trainer.vis_data = VisualizationData(
             dataset_dicts=data.test,
@@ -82,7 +92,8 @@ def train(
         if start_iter < max_iter:
             trainer.train(start_iter, max_iter)
         metrics = dict(trainer.latest_metrics or {})
-        write_json(output_dir / "metrics.json", {"iteration": trainer.iter, **metrics})
+        if comm.is_main_process():
+            write_json(output_dir / "metrics.json", {"iteration": trainer.iter, **metrics})
         if metrics:
             # One row per run: the swept values against the final metrics (compare runs of a sweep).
             hparams = hparams_from_overrides(overrides)

@@ -16,7 +16,6 @@ per-image dicts and returns a dict of scalar loss tensors (named ``loss_*``) wor
 from __future__ import annotations
 
 import logging
-import random
 import time
 import weakref
 from collections.abc import Iterable, Mapping
@@ -32,6 +31,7 @@ from framework.engine.hooks import Hook, LRScheduler
 from framework.errors import ConfigError, did_you_mean
 from framework.utils import comm
 from framework.utils.events import EventStorage
+from framework.utils.seeding import derive_seed, seed_global_rngs
 
 __all__ = ["Trainer", "GradClipper"]
 
@@ -108,6 +108,11 @@ class Trainer:
         grad_clip: ``{"clip_type": "value"|"norm"|"full_model", "clip_value": 1.0, "norm_type": 2.0,
             "enabled": true}`` or None (see :class:`GradClipper`).
         test_fn: ``() -> nested dict of metrics``, called by the ``EvalHook``.
+        seed: the seed of the training randomness: before each step, the global generators (Python,
+            numpy, torch CPU and CUDA) are seeded from ``(seed, rank, iteration)``, so each step's
+            random draws (e.g. anchor and proposal sampling) are the same whether the run was
+            resumed, evaluated in between or not, and differ between ranks. ``None`` draws a seed
+            shared by all ranks; it is saved in the trainer state, so a resumed run keeps it.
 
     Attributes:
         iter: the current iteration (after training: ``max_iter`` on success).
@@ -130,6 +135,7 @@ class Trainer:
         amp: Literal["none", "fp16", "bf16"] = "none",
         grad_clip: Optional[Mapping[str, Any]] = None,
         test_fn: Optional[Callable[[], Mapping[str, Any]]] = None,
+        seed: Optional[int] = None,
     ) -> None:
         self.model = model
         self.data_loader = data_loader
@@ -140,6 +146,7 @@ class Trainer:
         self.writers = list(writers)
         self.test_fn = test_fn
         self.grad_clipper = GradClipper.from_config(grad_clip)
+        self.seed = int(comm.shared_random_seed() if seed is None else seed)
 
         self.device_type = _device_type(model)
         if amp not in ("none", "fp16", "bf16"):
@@ -214,6 +221,7 @@ class Trainer:
                 self._call_hooks("before_train")
                 for self.iter in range(start_iter, self.max_iter):
                     self.storage.iter = self.iter
+                    seed_global_rngs(derive_seed(self.seed, comm.get_rank(), self.iter), cuda=True)
                     self._call_hooks("before_step")
                     self.run_step()
                     self._call_hooks("after_step")
@@ -305,8 +313,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """Iteration, hook states, RNG states (python, numpy, torch, CUDA) and the fp16 grad scaler."""
-        state: dict[str, Any] = {"iteration": self.iter, "rng": _capture_rng_state()}
+        """Iteration, seed, hook states and the fp16 grad scaler.
+
+        No generator state is needed: every step reseeds from ``(seed, rank, iteration)``.
+        """
+        state: dict[str, Any] = {"iteration": self.iter, "seed": self.seed}
         hooks = {k: h.state_dict() for k, h in zip(self._hook_keys(), self._hooks)}
         state["hooks"] = {k: s for k, s in hooks.items() if s}
         if self.grad_scaler is not None:
@@ -316,14 +327,14 @@ class Trainer:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`; hook states are matched by hook key (``Hook.name``)."""
         self.iter = int(state["iteration"])
+        if "seed" in state:
+            self.seed = int(state["seed"])
         hooks = dict(zip(self._hook_keys(), self._hooks))
         for key, hook_state in state.get("hooks", {}).items():
             if key in hooks:
                 hooks[key].load_state_dict(hook_state)
             else:
                 logger.warning(f"the checkpoint has a state for hook {key!r}, which this trainer does not have; ignored")
-        if "rng" in state:
-            _restore_rng_state(state["rng"])
         if self.grad_scaler is not None and "grad_scaler" in state:
             self.grad_scaler.load_state_dict(state["grad_scaler"])
 
@@ -331,7 +342,7 @@ class Trainer:
         """Resume from ``last_checkpoint`` in the checkpointer's folder, or load initial weights.
 
         With ``resume=True`` and a ``last_checkpoint`` present: load the model, optimizer, scheduler
-        and trainer state (iteration, hooks, RNG) and continue at the saved iteration + 1.
+        and trainer state (iteration, seed, hooks) and continue at the saved iteration + 1.
         Otherwise: load only the model weights from ``path`` (if given) and start at 0.
 
         Returns:
@@ -353,43 +364,3 @@ def _device_type(model: nn.Module) -> str:
     for t in model.parameters():
         return t.device.type
     return "cpu"
-
-
-def _capture_rng_state() -> dict[str, Any]:
-    """Every global RNG state, as tensors and plain Python values (loadable with ``weights_only``)."""
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": {
-            "name": np_name,
-            "keys": torch.from_numpy(np_keys.astype(np.int64)),
-            "pos": int(np_pos),
-            "has_gauss": int(np_has_gauss),
-            "cached_gaussian": float(np_gauss),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _restore_rng_state(state: Mapping[str, Any]) -> None:
-    if "python" in state:
-        version, internal, gauss = state["python"]
-        random.setstate((version, tuple(internal), gauss))
-    if "numpy" in state:
-        s = state["numpy"]
-        keys = np.asarray(s["keys"].numpy() if isinstance(s["keys"], torch.Tensor) else s["keys"], dtype=np.uint32)
-        np.random.set_state((s["name"], keys, s["pos"], s["has_gauss"], s["cached_gaussian"]))
-    if "torch" in state:
-        torch.set_rng_state(state["torch"])
-    cuda = state.get("cuda")
-    if cuda is not None and torch.cuda.is_available():
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
-        else:
-            logger.warning(
-                f"the checkpoint has CUDA RNG states of {len(cuda)} devices, this machine "
-                f"{torch.cuda.device_count()}; not restored"
-            )

@@ -24,6 +24,9 @@ __all__ = [
     "synchronize",
     "all_gather",
     "gather",
+    "broadcast",
+    "forget_groups",
+    "broadcast_buffers",
     "shared_random_seed",
     "reduce_dict",
 ]
@@ -105,6 +108,33 @@ def gather(obj: Any, dst: int = 0) -> list[Any]:
         return out
     dist.gather_object(obj, None, dst=dst, group=group)
     return []
+
+
+def broadcast(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s picklable object, on every rank (``obj`` itself when not distributed)."""
+    if get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src, group=_cpu_group())
+    return box[0]
+
+
+def forget_groups() -> None:
+    """Drop the cached helper groups: call after ``destroy_process_group`` (a new group needs new ones)."""
+    _cpu_group.cache_clear()
+
+
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (e.g. BatchNorm running statistics) into ``module`` on every rank.
+
+    With ``broadcast_buffers=False`` in DDP each rank's BatchNorm statistics drift apart; doing this
+    before an evaluation makes every rank evaluate the model that rank ``src`` checkpoints.
+    """
+    if get_world_size() == 1:
+        return
+    with torch.no_grad():
+        for buf in module.buffers():
+            dist.broadcast(buf, src=src)
 
 
 def shared_random_seed() -> int:

@@ -84,6 +84,19 @@ def test_batches_follow_the_sampler_and_resume(dicts):
     assert_same(take(resumed, 2), batches[2:])
 
 
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resume_is_exact_with_aspect_ratio_grouping(dicts, num_workers):
+    """Image 0 is the only portrait one: it waits in its bucket across iterations, and a run resumed
+    at any iteration gets the batches of the uninterrupted run (the buckets are replayed)."""
+    assert [d["width"] > d["height"] for d in dicts] == [False, True, True, True, True, True]
+    kwargs = dict(total_batch_size=2, num_workers=num_workers, seed=9)
+    full = take(build_train_loader(dicts, train_mapper(), **kwargs), 6)
+    for batch in full:
+        assert len({d["width"] > d["height"] for d in batch}) == 1
+    for start in (1, 3, 4):
+        assert_same(take(build_train_loader(dicts, train_mapper(), start_iter=start, **kwargs), 6 - start), full[start:])
+
+
 def test_loading_leaves_global_rngs_alone(dicts):
     random.seed(1), np.random.seed(1), torch.manual_seed(1)
     expected = random.random(), np.random.rand(), torch.rand(1)

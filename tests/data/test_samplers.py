@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from framework.data.samplers import (
-    AspectRatioGroupedDataset,
     InferenceSampler,
     RepeatFactorTrainingSampler,
+    TrainingBatchSampler,
     TrainingSampler,
     repeat_factors_from_category_frequency,
 )
@@ -117,14 +117,31 @@ def test_repeat_factor_sampler_integer_and_fractional():
         RepeatFactorTrainingSampler(torch.tensor([0.0, 0.0]), seed=0)
 
 
-# ---------------------------------------------------------------------- aspect-ratio grouping
+# ---------------------------------------------------------------------- batches and aspect-ratio grouping
 def test_aspect_ratio_grouping():
-    sizes = [(10, 20), (20, 10), (10, 30), (5, 6), (30, 30), (40, 10), (1, 2)]  # (h, w): L P L L P P L
-    items = [{"id": i, "height": h, "width": w} for i, (h, w) in enumerate(sizes)]
-    batches = [[d["id"] for d in b] for b in AspectRatioGroupedDataset(items, 2)]
-    # Buckets fill in stream order; the square image 4 counts as portrait; the last portrait (5) waits.
-    assert batches == [[0, 2], [1, 4], [3, 6]]
-    # Without height/width the image tensor's shape decides.
-    tensors = [{"image": torch.zeros(3, 4, 8)}, {"image": torch.zeros(3, 8, 4)}, {"image": torch.zeros(3, 2, 9)}]
-    assert [len(b) for b in AspectRatioGroupedDataset(tensors, 2)] == [2]
-    assert list(AspectRatioGroupedDataset(tensors, 2))[0] == [tensors[0], tensors[2]]
+    # (h, w) of dataset indices 0..6:  L P L L P P L  (the square image 4 counts as portrait)
+    sizes = [(10, 20), (20, 10), (10, 30), (5, 6), (30, 30), (40, 10), (1, 2)]
+    landscape = [w > h for h, w in sizes]
+    batches = TrainingBatchSampler(TrainingSampler(7, shuffle=False, seed=0), 2, landscape=landscape)
+    # Buckets fill in stream order; batches are (global position, index) pairs; the last portrait (5) waits
+    # until the second epoch brings portrait 1.
+    assert list(itertools.islice(batches, 4)) == [[(0, 0), (2, 2)], [(1, 1), (4, 4)], [(3, 3), (6, 6)], [(5, 5), (8, 1)]]
+
+
+def test_batches_without_grouping_and_rank_positions(as_rank):
+    batches = TrainingBatchSampler(TrainingSampler(5, shuffle=False, seed=0), 2)
+    assert list(itertools.islice(batches, 3)) == [[(0, 0), (1, 1)], [(2, 2), (3, 3)], [(4, 4), (5, 0)]]
+    as_rank(1, 2)
+    rank1 = TrainingBatchSampler(TrainingSampler(5, shuffle=False, seed=0), 2)
+    assert list(itertools.islice(rank1, 2)) == [[(1, 1), (3, 3)], [(5, 0), (7, 2)]]  # odd positions
+
+
+def test_resumed_batches_continue_the_grouping_exactly():
+    """Resuming at batch k yields batch k of the uninterrupted run, even with images waiting in a bucket."""
+    landscape = [i % 3 != 0 for i in range(11)]
+    full = list(itertools.islice(TrainingBatchSampler(TrainingSampler(11, seed=3), 3, landscape=landscape), 30))
+    for k in (1, 5, 17):
+        resumed = TrainingBatchSampler(TrainingSampler(11, seed=3), 3, landscape=landscape, start_batch=k)
+        assert list(itertools.islice(resumed, 30 - k)) == full[k:]
+    with pytest.raises(ValueError, match="start_batch"):
+        TrainingBatchSampler(TrainingSampler(11, seed=3), 3, start_batch=-1)

@@ -1,4 +1,4 @@
-"""End-to-end: the main job (train + evaluate + TensorBoard), resume, multirun, real COCO images.
+"""End-to-end: the main job (train + evaluate + TensorBoard), multirun, sweeps, real COCO images.
 
 Marked ``slow`` (a few minutes together on 2 CPU cores); ``pytest -m "not slow"`` skips them and
 CI runs them. Models and images are shrunk with overrides: the code path is the real one.
@@ -13,17 +13,15 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from framework.config.compose import compose
-from framework.engine.hooks import HOOKS, Hook
 from framework.engine.run import run
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 
-#: A tiny but complete job: few iterations, small images, no aspect-ratio grouping (exact resume).
+#: A tiny but complete job: few iterations, small images. (Resume after a kill: test_kill_and_resume.py.)
 TINY = [
     "train.max_iter=6",
     "lr_scheduler.warmup_iters=2",
@@ -33,41 +31,12 @@ TINY = [
     "input.test.min_size=[128]",
     "input.test.max_size=192",
     "dataloader.train.num_workers=0",
-    "dataloader.train.aspect_ratio_grouping=false",
     "dataloader.test.num_workers=0",
     "hooks.checkpointer.period=3",
     "hooks.visualizer.num_images=2",
     "hooks.writer.period=2",
     "model.rpn.post_nms_topk_test=50",
 ]
-
-
-class _Interrupt(Exception):
-    pass
-
-
-class _StopAfter(Hook):
-    """Test hook: simulate a crash after the step ``iteration`` (after its checkpoint)."""
-
-    priority = 90
-
-    def __init__(self, *, iteration: int = 0):
-        self.iteration = iteration
-
-    def after_step(self) -> None:
-        if self.trainer.iter == self.iteration:
-            raise _Interrupt(f"stopped after iteration {self.iteration}")
-
-
-@pytest.fixture
-def stop_hook():
-    """Register _StopAfter for one test only (the component listing must not see test hooks)."""
-    from framework.config.groups import register_config_groups
-
-    HOOKS.register(_StopAfter)
-    register_config_groups()
-    yield
-    HOOKS._obj_map.pop("_StopAfter", None)
 
 
 def _tensorboard_tags(run_dir: Path) -> dict[str, set]:
@@ -121,30 +90,6 @@ def test_eval_only_without_weights_says_what_is_missing(tmp_path):
 
     with pytest.raises(ConfigError, match="eval_only=true needs weights="):
         run(compose(TINY + ["eval_only=true"]), output_dir=tmp_path)
-
-
-def test_resume_reaches_the_same_state_as_an_uninterrupted_run(tmp_path, stop_hook):
-    full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
-    no_eval = ["hooks.eval=null", "hooks.visualizer=null", "hooks.best_checkpointer=null"]
-    run(compose(TINY + no_eval), output_dir=full_dir)
-
-    with pytest.raises(_Interrupt):
-        run(compose(TINY + no_eval + ["+hook@hooks.stop=_StopAfter", "hooks.stop.iteration=3"]), output_dir=cut_dir)
-    assert (cut_dir / "last_checkpoint").read_text().strip() == "model_0000002.pth"
-
-    run(compose(TINY + no_eval + ["resume=true"]), output_dir=cut_dir)
-
-    a = torch.load(full_dir / "model_final.pth", weights_only=True)
-    b = torch.load(cut_dir / "model_final.pth", weights_only=True)
-    assert a["trainer"]["iteration"] == b["trainer"]["iteration"] == 5
-    assert a["scheduler"] == b["scheduler"]
-    assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
-    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
-    for k, state in a["optimizer"]["state"].items():
-        for name, value in state.items():  # AdamW: step, exp_avg, exp_avg_sq
-            torch.testing.assert_close(value, b["optimizer"]["state"][k][name], msg=f"{k}.{name}")
-    for k in a["model"]:
-        torch.testing.assert_close(a["model"][k], b["model"][k], msg=k)
 
 
 def _train_net(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

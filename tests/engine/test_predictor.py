@@ -51,12 +51,19 @@ def predictor(run_dir):
     return Predictor.from_run(run_dir, device="cpu")
 
 
-def assert_same(a: Instances, b: Instances) -> None:
+def assert_same(a: Instances, b: Instances, *, exact: bool = True) -> None:
+    """The same detections: bitwise, or (``exact=False``) within float rounding: boxes and scores to
+    1e-4, the same classes, masks differing in at most 0.1% of their pixels (a pixel at 0.5)."""
     assert a.image_size == b.image_size and len(a) == len(b)
     for name in FIELDS:
         x, y = a.get(name), b.get(name)
         x, y = getattr(x, "tensor", x), getattr(y, "tensor", y)
-        assert torch.equal(x, y), name
+        if exact or x.dtype == torch.int64:
+            assert torch.equal(x, y), name
+        elif x.dtype == torch.bool:
+            assert (x != y).float().mean() <= 1e-3, name
+        else:
+            torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-4, msg=name)
 
 
 def test_detections_at_original_size(predictor, dataset_dicts):
@@ -103,18 +110,16 @@ def test_path_pil_and_array_inputs_agree(predictor, dataset_dicts):
         assert_same(predictor(image), expected)
 
 
-@pytest.mark.filterwarnings("ignore:TF32 acceleration")  # torch's note when toggling the oneDNN flags
 def test_a_batch_equals_single_calls(predictor, dataset_dicts):
     image = np.asarray(Image.open(dataset_dicts[0]["file_name"]).convert("RGB"))
     images = [image, np.ascontiguousarray(image[:, ::-1])]  # same size: nothing is padded differently
-    # oneDNN picks its convolution algorithm by batch size (results differ in the last bits); the
-    # native kernels compute each image of a batch on its own, so a batch must reproduce single calls.
-    with torch.backends.mkldnn.flags(enabled=False):
-        singles = [predictor(x) for x in images]
-        batched = predictor(images, batch_size=2)
+    # Kernels pick their algorithm by batch size (oneDNN convolutions, matmuls), so the results may
+    # differ in the last bits: a batch reproduces single calls within rounding.
+    singles = [predictor(x) for x in images]
+    batched = predictor(images, batch_size=2)
     assert isinstance(batched, list) and len(batched) == 2
     for a, b in zip(batched, singles):
-        assert_same(a, b)
+        assert_same(a, b, exact=False)
     assert predictor([]) == []
 
 

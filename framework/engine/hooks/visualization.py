@@ -10,6 +10,7 @@ import torch
 
 from framework.engine.hooks.base import HOOKS, Hook, Priority
 from framework.errors import ConfigError
+from framework.utils import comm
 
 __all__ = ["VisualizationHook", "VisualizationData"]
 
@@ -74,11 +75,14 @@ class VisualizationHook(Hook):
     @torch.no_grad()
     def visualize(self) -> None:
         """Run the model on the fixed images and put one side-by-side image per input."""
+        from framework.engine.ddp import unwrap_model
         from framework.evaluation.evaluator import inference_context
         from framework.utils.visualizer import draw_instances, side_by_side
 
+        if not comm.is_main_process():  # only rank 0 writes images
+            return
         data: VisualizationData = self.trainer.vis_data
-        model = self.trainer.model
+        model = unwrap_model(self.trainer.model)
         for d in list(data.dataset_dicts)[: self.num_images]:
             image, gt = data.load_gt(d)
             with inference_context(model):
