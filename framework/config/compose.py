@@ -231,10 +231,19 @@ def _explain(e: Exception, overrides: list[str], config_name: str) -> str:
         wanted = re.search(r"Could not (?:find|load) '([^']+)'", msg)
         options = re.findall(r"^\t(\S+)", msg, flags=re.M)
         if wanted:
-            hint = did_you_mean(wanted.group(1).rsplit("/", 1)[-1], options) or did_you_mean(
-                wanted.group(1), available_groups()
-            )
+            extra = next((x for prefix, x in _OPTIONAL_EXTRAS.items() if wanted.group(1).startswith(prefix)), None)
+            if extra is not None:
+                hint = (f"'{wanted.group(1)}' comes with an optional extra of this package: "
+                        f"pip install \"framework[{extra}]\" (from a clone: pip install -e \".[{extra}]\")")
+            else:
+                hint = did_you_mean(wanted.group(1).rsplit("/", 1)[-1], options) or did_you_mean(
+                    wanted.group(1), available_groups()
+                )
     return f"{msg}\n{hint.strip()}" if hint else msg
+
+
+#: Config options that Hydra plugins provide, and the extra (pyproject.toml) that installs each.
+_OPTIONAL_EXTRAS = {"hydra/launcher/submitit_": "slurm", "hydra/sweeper/optuna": "optuna"}
 
 
 def _override_key(override: str) -> str:
@@ -244,7 +253,9 @@ def _override_key(override: str) -> str:
 def _key_hint(key: str, other_overrides: list[str], config_name: str) -> str:
     """Closest existing key to ``key``, looked up in the config composed without the bad override."""
     try:
-        cfg = hydra_compose(config_name=config_name, overrides=other_overrides)
+        # Hydra's own keys (hydra.launcher.*, hydra.sweeper.*) are only there when asked for.
+        cfg = hydra_compose(config_name=config_name, overrides=other_overrides,
+                            return_hydra_config=key.startswith("hydra."))
     except Exception:
         return ""
     node: object = cfg

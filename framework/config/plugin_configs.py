@@ -70,14 +70,18 @@ def _package(path: Path) -> str | None:
     return None
 
 
-def _existing_origin(cs: ConfigStore, builtin_dir: Path, group: str, name: str) -> str | None:
-    if (builtin_dir / group / f"{name}.yaml").is_file():
-        return f"the shipped configs ({builtin_dir / group / name}.yaml)"
+def _existing_origin(cs: ConfigStore, builtin_dir: Path, c: PluginConfig) -> str | None:
+    if (builtin_dir / c.group / f"{c.name}.yaml").is_file():
+        return f"the shipped configs ({builtin_dir / c.group / c.name}.yaml)"
     try:
-        stored = cs.list(group)
+        stored = cs.list(c.group)
     except OSError:  # no such group in the store
         return None
-    if f"{name}.yaml" in stored:
+    if f"{c.name}.yaml" in stored:
+        # Stored by this very plugin before: a second setup() in this process, or a process that
+        # received Hydra's state from its parent (a submitit task, a spawned rank).
+        if cs.load(f"{c.group}/{c.name}.yaml").provider == c.plugin:
+            return None
         return "a registered component of the same name"
     return None
 
@@ -98,7 +102,7 @@ def register_plugin_configs(folders: dict[str, Path], builtin_dir: Path) -> list
                 f"config option {c.option!r} is shipped by two plugins: {first.plugin!r} ({first.path}) and "
                 f"{c.plugin!r} ({c.path}); rename one of the files"
             )
-        origin = _existing_origin(cs, builtin_dir, c.group, c.name)
+        origin = _existing_origin(cs, builtin_dir, c)
         if origin is not None:
             raise ConfigError(
                 f"config option {c.option!r} of plugin {c.plugin!r} ({c.path}) is already defined by {origin}; "

@@ -15,7 +15,8 @@ under torchrun, cannot differ between ranks: rank 0's is used everywhere).
 * one process: ``main_func(*args)`` is called directly, without a process group.
 
 Backends: ``gloo`` for CPU runs, ``nccl`` for CUDA (``backend="auto"`` picks by ``device_type``);
-with CUDA each rank uses ``cuda:<LOCAL_RANK>``.
+with CUDA each rank uses ``cuda:<LOCAL_RANK>``. CPU ranks divide the machine's cores between them
+(``torch.set_num_threads``) unless ``OMP_NUM_THREADS`` says otherwise.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from framework.errors import ConfigError
 from framework.registry import config_section
 from framework.utils import comm
 
-__all__ = ["launch", "distributed_env", "DistributedEnv"]
+__all__ = ["launch", "distributed_env", "submitit_job_id", "DistributedEnv"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +47,27 @@ class DistributedEnv(dict):
     source: str = ""
 
 
+def submitit_job_id() -> Optional[str]:
+    """The id of the submitit job (SLURM or local executor) this process is a task of, else ``None``."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return None
+    import submitit
+
+    return str(submitit.JobEnvironment().job_id)
+
+
 def distributed_env() -> Optional[DistributedEnv]:
-    """The process-group environment set up outside this process (by torchrun, or exported from a
-    SLURM job's); ``None`` when there is none."""
+    """The process-group environment set up outside this process: by torchrun, or a submitit
+    job's of several tasks (exported as torchrun's variables); ``None`` when there is none."""
+    if submitit_job_id() is not None:
+        import submitit
+        from submitit.helpers import TorchDistributedEnvironment
+
+        if submitit.JobEnvironment().num_tasks > 1:
+            TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+            env = DistributedEnv({k: os.environ[k] for k in _ENV_KEYS})
+            env.source = "submitit"
+            return env
     if all(k in os.environ for k in _ENV_KEYS):
         env = DistributedEnv({k: os.environ[k] for k in _ENV_KEYS})
         env.source = "torchrun" if "TORCHELASTIC_RUN_ID" in os.environ else "environment"
@@ -79,6 +98,11 @@ def _init(backend: str, init_method: str, *, rank: int, world_size: int, local_r
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size,
                             timeout=datetime.timedelta(seconds=timeout_s))
+    if backend == "gloo" and "OMP_NUM_THREADS" not in os.environ:
+        # CPU processes sharing a machine share its cores: N processes each running a thread per
+        # core spin against each other (several times slower than one process).
+        on_this_machine = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // on_this_machine))
 
 
 def _shutdown() -> None:

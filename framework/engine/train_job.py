@@ -25,6 +25,19 @@ def _load_gt(d: dict) -> tuple[torch.Tensor, Any]:
     return image, annotations_to_instances(annos, (image.shape[1], image.shape[2]))
 
 
+def _requeued(checkpointer: Any) -> bool:
+    """A submitit job (SLURM, local executor) whose run directory already has a last checkpoint is a
+    requeued one (after a preemption or a timeout): it resumes, whatever ``resume`` says."""
+    from framework.engine.launch import submitit_job_id
+
+    job_id = submitit_job_id()
+    if job_id is None or not checkpointer.has_checkpoint():
+        return False
+    logger.info(f"submitit job {job_id}: resuming from {checkpointer.get_checkpoint_file()} (requeued after a "
+                "preemption or a timeout)")
+    return True
+
+
 def train(
     cfg: DictConfig,
     model: torch.nn.Module,
@@ -79,7 +92,8 @@ def train(
             colors=[tuple(c) for c in data.metadata.thing_colors],
             load_gt=_load_gt,
         )
-        start_iter = trainer.resume_or_load(cfg.weights, resume=bool(cfg.resume))
+        resume = bool(cfg.resume) or _requeued(checkpointer)
+        start_iter = trainer.resume_or_load(cfg.weights, resume=resume)
         if cfg.resume and start_iter == 0:
             logger.warning(f"resume=true but {output_dir} has no last_checkpoint: starting from scratch")
         loader_cfg = to_kwargs(cfg.dataloader.train)

@@ -157,3 +157,20 @@ def test_a_user_config_folder_adds_presets(tmp_path):
         compose(["model=my_preset"])  # not found without the folder
     with pytest.raises(ConfigError, match="config folder .*nope.* not found"):
         compose([], search_path=[tmp_path / "nope"])
+
+
+def test_an_option_of_a_missing_extra_says_which_extra_installs_it():
+    from framework.config.compose import _explain
+
+    # What Hydra says when hydra/launcher=slurm is chosen without hydra-submitit-launcher installed.
+    error = Exception("In 'hydra/launcher/slurm': Could not find 'hydra/launcher/submitit_slurm'\n\n"
+                      "Available options in 'hydra/launcher':\n\tbasic\n\tslurm\n\tslurm_local\n")
+    assert 'pip install "framework[slurm]"' in _explain(error, ["hydra/launcher=slurm"], "train")
+
+
+def test_launcher_presets_compose():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    check_command_line(["hydra/launcher=slurm", "hydra.launcher.nodes=2", "hydra.launcher.partition=gpu"])
+    with pytest.raises(ConfigError, match="Did you mean 'partition'"):
+        check_command_line(["hydra/launcher=slurm", "hydra.launcher.partiton=gpu"])
+    check_command_line(["hydra/launcher=slurm_local", "hydra.launcher.tasks_per_node=2"])

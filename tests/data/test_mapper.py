@@ -11,6 +11,7 @@ from PIL import Image
 from pycocotools import mask as mask_util
 
 from framework.data.detection_utils import (
+    image_size,
     ImageReadError,
     ImageSizeMismatchError,
     annotations_to_instances,
@@ -95,6 +96,10 @@ def test_read_image_applies_exif_orientation(tmp_path):
     assert (img[:, 5, 10] - torch.tensor([255, 0, 0])).abs().max() <= 8  # top: red (JPEG: +-few levels)
     assert (img[:, 35, 10] - torch.tensor([0, 0, 255])).abs().max() <= 8  # bottom: blue
     check_image_size({"file_name": path, "height": 40, "width": 20}, img)  # the displayed size is the truth
+    assert image_size(path) == (20, 40)  # the same size, from the header only
+    assert image_size(write_image(tmp_path / "plain.png", 20, 40)) == (40, 20)
+    with pytest.raises(ImageReadError, match="nope.jpg.*not found"):
+        image_size(tmp_path / "nope.jpg")
 
 
 def test_read_image_corrupt_and_missing(tmp_path):
