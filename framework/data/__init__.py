@@ -15,12 +15,15 @@ from .catalog import (
     register_dataset,
     unregister_dataset,
 )
-from .coco import DatasetError, check_images, load_coco_json
+from .coco import DROP_REASONS, DatasetDicts, DatasetError, check_images, coco_ground_truth, load_coco_json
 
 __all__ = [
     "DatasetError",
     "Metadata",
     "check_images",
+    "coco_ground_truth",
+    "DatasetDicts",
+    "DROP_REASONS",
     "get_dataset",
     "get_metadata",
     "list_datasets",

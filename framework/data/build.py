@@ -27,7 +27,7 @@ from framework.registry import config_section
 from framework.utils import comm
 from framework.utils.seeding import derive_seed, seed_global_rngs
 
-from .detection_utils import image_size
+from .detection_utils import ImageReadError, ImageSizeMismatchError, image_size
 
 from .samplers import (
     InferenceSampler,
@@ -132,17 +132,71 @@ def worker_init_fn(worker_id: int, *, seed: int, rank: int = 0) -> None:
     seed_global_rngs(derive_seed(seed, rank, worker_id))
 
 
-class _SeededMapDataset(Dataset):
-    """Maps item ``(position, index)`` with the global generators seeded from (seed, position)."""
+#: Errors of one image file (missing, truncated, not an image, another size than its dict says):
+#: with ``bad_data="skip"`` the loader replaces such an image instead of stopping the run.
+_BAD_IMAGE_ERRORS = (ImageReadError, ImageSizeMismatchError)
 
-    def __init__(self, dataset: MapDataset, seed: int) -> None:
+#: How many other images a skipping loader tries before it gives up on a sample.
+_MAX_REPLACEMENTS = 10
+
+
+class _SeededMapDataset(Dataset):
+    """Maps item ``(position, index)`` with the global generators seeded from (seed, position).
+
+    With ``skip_bad_images``, an image that cannot be read is replaced by the next dataset index
+    (deterministically, so resuming stays exact); the mapped dict then lists what it replaced under
+    ``"_skipped"`` (``[(file_name, error message), ...]``), for the loader to count.
+    """
+
+    def __init__(self, dataset: MapDataset, seed: int, *, skip_bad_images: bool = False) -> None:
         self.dataset = dataset
         self.seed = seed
+        self.skip_bad_images = skip_bad_images
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         position, index = key
+        skipped: list[tuple[str, str]] = []
         with _seeded_global_rngs(derive_seed(self.seed, position)):
-            return self.dataset[index]
+            for attempt in range(min(_MAX_REPLACEMENTS + 1, len(self.dataset))):
+                candidate = (index + attempt) % len(self.dataset)
+                try:
+                    out = self.dataset[candidate]
+                except _BAD_IMAGE_ERRORS as e:
+                    if not self.skip_bad_images:
+                        raise
+                    skipped.append((str(self.dataset.raw(candidate).get("file_name")), str(e)))
+                    continue
+                if skipped:
+                    out["_skipped"] = skipped
+                return out
+        raise DatasetMappingError(f"{len(skipped)} images in a row could not be read (bad_data=skip replaces an "
+                                  f"unreadable image by the next one, trying up to {_MAX_REPLACEMENTS}); the first: "
+                                  f"{skipped[0][1]}")
+
+
+class _SkipCountingLoader:
+    """Iterates the DataLoader's batches; logs and counts images the workers replaced, and puts the
+    counts in the event storage (``data/skipped_images``; ``data/dropped/<reason>`` from loading)."""
+
+    def __init__(self, loader: DataLoader, dropped_at_load: dict[str, int]) -> None:
+        self.loader = loader
+        self.dropped_at_load = dropped_at_load
+        self.num_skipped = 0
+
+    def __iter__(self) -> Iterator[list[dict[str, Any]]]:
+        from framework.utils.events import put_scalars
+
+        put_scalars(**{f"data/dropped/{k}": float(v) for k, v in self.dropped_at_load.items()},
+                    **{"data/skipped_images": float(self.num_skipped)}, smoothing_hint=False)
+        for batch in self.loader:
+            skipped = [item for d in batch for item in d.pop("_skipped", ())]
+            if skipped:
+                self.num_skipped += len(skipped)
+                for file_name, message in skipped:
+                    logger.warning("bad_data=skip: replaced an unreadable training image (%d so far): %s",
+                                   self.num_skipped, message)
+                put_scalars(**{"data/skipped_images": float(self.num_skipped)}, smoothing_hint=False)
+            yield batch
 
 
 def _list_collate(batch: list[Any]) -> list[Any]:
@@ -163,6 +217,7 @@ def build_train_loader(
     aspect_ratio_grouping: bool = True,
     seed: Optional[int] = None,
     start_iter: int = 0,
+    bad_data: Literal["skip", "strict"] = "skip",
 ) -> Iterable[list[dict[str, Any]]]:
     """Infinite training batches of mapped dicts for this rank.
 
@@ -181,6 +236,11 @@ def build_train_loader(
         start_iter: the iteration to resume from: the loader yields batch ``start_iter`` of the
             uninterrupted run first, with or without aspect-ratio grouping (the grouping is
             replayed at the index level, see :class:`TrainingBatchSampler`).
+        bad_data: ``"skip"``: an image that cannot be read (missing, truncated, not an image, or
+            of another size than its dict says) is replaced by another one and counted
+            (``data/skipped_images`` in the event storage, a warning naming the file);
+            ``"strict"``: it stops the run (check the images beforehand with
+            :func:`framework.data.coco.check_images`, as the main job does under strict).
 
     Returns:
         an iterable whose iterator yields lists of ``total_batch_size / world_size`` mapped dicts
@@ -212,10 +272,12 @@ def build_train_loader(
     else:
         raise ConfigError(f"unknown training sampler {sampler!r}.{did_you_mean(str(sampler), TRAIN_SAMPLERS)} "
                           f"Valid: {list(TRAIN_SAMPLERS)}")
+    if bad_data not in ("skip", "strict"):
+        raise ConfigError(f"bad_data must be 'skip' or 'strict', got {bad_data!r}")
     batches = TrainingBatchSampler(index_sampler, batch_size, start_batch=start_iter,
                                    landscape=_landscape_flags(dataset_dicts) if aspect_ratio_grouping else None)
-    return DataLoader(
-        _SeededMapDataset(MapDataset(dataset_dicts, mapper), seed),
+    loader = DataLoader(
+        _SeededMapDataset(MapDataset(dataset_dicts, mapper), seed, skip_bad_images=bad_data == "skip"),
         batch_sampler=batches,
         collate_fn=_list_collate,
         num_workers=num_workers,
@@ -223,6 +285,7 @@ def build_train_loader(
         # The loader draws its workers' base seed from this, not from the global torch generator.
         generator=torch.Generator().manual_seed(seed),
     )
+    return _SkipCountingLoader(loader, dict(getattr(dataset_dicts, "dropped", {})))
 
 
 def _landscape_flags(dataset_dicts: Sequence[dict[str, Any]]) -> list[bool]:

@@ -47,7 +47,8 @@ class ImageSizeMismatchError(ValueError):
 def read_image(file_name: str | os.PathLike, format: Literal["BGR", "RGB"] = "BGR") -> torch.Tensor:
     """Decode an image file with PIL, applying its EXIF orientation.
 
-    Grayscale, palette, RGBA (alpha dropped), CMYK... images are converted to 3 channels.
+    Grayscale, palette, RGBA (alpha dropped), CMYK... images are converted to 3 channels; 16-bit
+    grayscale ones are scaled to 8 bits (value // 256).
 
     Args:
         file_name: path of the image.
@@ -66,6 +67,11 @@ def read_image(file_name: str | os.PathLike, format: Literal["BGR", "RGB"] = "BG
         with Image.open(file_name) as im:
             # exif_transpose and convert both force a full decode, so a truncated file fails here.
             im = ImageOps.exif_transpose(im)
+            if im.mode.startswith("I"):
+                # 16-bit (and 32-bit integer) grayscale: PIL's convert() clips at 255, which would make
+                # almost every pixel white; keep the top 8 of 16 bits instead.
+                levels = np.clip(np.asarray(im, dtype=np.int64), 0, 65535) >> 8
+                im = Image.fromarray(levels.astype(np.uint8))  # 2-D uint8: mode "L"
             rgb = im.convert("RGB")
     except FileNotFoundError as e:
         raise ImageReadError(f"cannot read image {file_name}: file not found") from e

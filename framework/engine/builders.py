@@ -22,6 +22,8 @@ __all__ = [
     "resolve_device",
     "register_split",
     "build_datasets",
+    "bad_data_policy",
+    "check_dataset_images",
     "build_model",
     "to_kwargs",
     "build_mapper",
@@ -61,8 +63,13 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def register_split(split: DictConfig, path: str) -> str:
-    """Register a ``{name, json, image_root}`` split from the config if it names files; return its name."""
+def register_split(split: DictConfig, path: str, *, strict: bool = False, keep_empty: bool = False) -> str:
+    """Register a ``{name, json, image_root}`` split from the config if it names files; return its name.
+
+    ``strict``: a bad image or annotation in the json is an error (else it is dropped and counted).
+    ``keep_empty``: keep images without annotations (a test split: detections on them are false
+    positives, as in COCO's own evaluation).
+    """
     from framework.data import list_datasets, register_coco_instances, unregister_dataset
 
     name = split.name
@@ -84,7 +91,8 @@ def register_split(split: DictConfig, path: str) -> str:
         raise ConfigError(f"config path '{path}.image_root': folder not found: {image_root}")
     if name in list_datasets():
         unregister_dataset(name)
-    register_coco_instances(name, json_file=str(json_file), image_root=str(image_root))
+    register_coco_instances(name, json_file=str(json_file), image_root=str(image_root), strict=strict,
+                            keep_empty=keep_empty)
     return name
 
 
@@ -93,8 +101,9 @@ def build_datasets(cfg: DictConfig, *, need_train: bool = True) -> Datasets:
     from framework.data import get_dataset, get_metadata
 
     # eval_only runs need no training split: it is not even registered (its files may not exist).
-    train_name = register_split(cfg.dataset.train, "dataset.train") if need_train else ""
-    test_name = register_split(cfg.dataset.test, "dataset.test")
+    strict = bad_data_policy(cfg) == "strict"
+    train_name = register_split(cfg.dataset.train, "dataset.train", strict=strict) if need_train else ""
+    test_name = register_split(cfg.dataset.test, "dataset.test", strict=strict, keep_empty=True)
     metadata = get_metadata(test_name)
     num_classes = int(cfg.model.roi_heads.num_classes)
     if len(metadata.thing_classes) != num_classes:
@@ -111,7 +120,40 @@ def build_datasets(cfg: DictConfig, *, need_train: bool = True) -> Datasets:
                 f"datasets {train_name!r} and {test_name!r} have different classes: "
                 f"{list(train_meta.thing_classes)} vs {list(metadata.thing_classes)}"
             )
-    return Datasets(train=train, test=get_dataset(test_name), metadata=metadata, train_name=train_name, test_name=test_name)
+    data = Datasets(train=train, test=get_dataset(test_name), metadata=metadata, train_name=train_name,
+                    test_name=test_name)
+    if strict:
+        check_dataset_images(data)
+    return data
+
+
+def bad_data_policy(cfg: DictConfig) -> str:
+    """``cfg.bad_data``, checked: ``"skip"`` or ``"strict"``."""
+    policy = str(cfg.bad_data)
+    if policy not in ("skip", "strict"):
+        from framework.errors import did_you_mean
+
+        raise ConfigError(f"config path 'bad_data': {policy!r} is not one of ['skip', 'strict'].{did_you_mean(policy, ['skip', 'strict'])}")
+    return policy
+
+
+def check_dataset_images(data: Datasets) -> None:
+    """Decode every image of the run once (a progress bar on a terminal) and compare its size with
+    its dataset dict: under ``bad_data=strict`` a bad image fails here, before training, not at the
+    iteration that first reads it."""
+    from framework.data.coco import DatasetError, check_images
+
+    failures = []
+    for dicts, name in ((data.train, data.train_name), (data.test, data.test_name)):
+        if dicts:
+            logger.info(f"bad_data=strict: decoding the {len(dicts)} images of {name!r} once")
+            failures += [f"{name}: {f}" for f in check_images(dicts, decode=True, raise_error=False,
+                                                             progress=f"checking {name}")]
+    if failures:
+        shown = "\n".join(f"  - {f}" for f in failures[:20]) + (f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else "")
+        raise DatasetError(f"bad_data=strict: {len(failures)} image(s) cannot be used (nothing was trained):\n{shown}\n"
+                           "Fix or remove them, or set bad_data=skip to train without them (each is then replaced "
+                           "and counted).", failures)
 
 
 def build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
@@ -135,17 +177,28 @@ def build_mapper(cfg: DictConfig, split: str) -> Callable[[dict], dict]:
     return DatasetMapper(**to_kwargs(cfg.input[split]))
 
 
-def build_evaluator(cfg: DictConfig, metadata: Any, output_dir: Path) -> Any:
+def build_evaluator(cfg: DictConfig, metadata: Any, output_dir: Path, dataset_dicts: Any = None) -> Any:
     """The run's ``evaluators`` (a dict of EVALUATORS components) as one evaluator over the test set
     described by ``metadata``; each entry takes what it needs of ``metadata``, ``dataset_name``,
-    ``gt_json``, ``dataset_id_to_contiguous_id``, ``class_names`` and ``output_dir``."""
+    ``gt_json``, ``dataset_dicts``, ``dataset_id_to_contiguous_id``, ``class_names`` and ``output_dir``.
+
+    Given the test set's ``dataset_dicts`` (as loaded and validated), ``gt_json`` is the ground
+    truth they kept (:func:`framework.data.coco.coco_ground_truth`) rather than the raw file, so
+    that nothing the loader dropped can reach COCOeval.
+    """
     from framework.evaluation.evaluator import DatasetEvaluator, DatasetEvaluators
     from framework.registry import EVALUATORS
 
+    gt_json: Any = metadata.json_file
+    if dataset_dicts is not None and gt_json is not None:
+        from framework.data.coco import coco_ground_truth
+
+        gt_json = coco_ground_truth(dataset_dicts, gt_json)
     offered = {
         "metadata": metadata,
         "dataset_name": metadata.name,
-        "gt_json": metadata.json_file,
+        "dataset_dicts": dataset_dicts,
+        "gt_json": gt_json,
         "dataset_id_to_contiguous_id": metadata.thing_dataset_id_to_contiguous_id,
         "class_names": list(metadata.thing_classes),
         "output_dir": str(output_dir),

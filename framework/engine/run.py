@@ -58,7 +58,7 @@ def evaluate_model(cfg: DictConfig, model: torch.nn.Module, data: Datasets, outp
     from framework.engine.builders import build_evaluator
     from framework.evaluation.evaluator import inference_on_dataset, results_table
 
-    evaluator = build_evaluator(cfg, data.metadata, output_dir / "inference")
+    evaluator = build_evaluator(cfg, data.metadata, output_dir / "inference", data.test)
     loader = build_test_loader(data.test, build_mapper(cfg, "test"), **to_kwargs(cfg.dataloader.test))
     results = inference_on_dataset(model, loader, evaluator)
     if results:

@@ -133,17 +133,27 @@ def _encode_masks(masks: Any, image_id: int) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------ COCOeval
-def load_coco_gt(gt_json: Union[str, Path]) -> COCO:
-    """Load a COCO ground-truth json quietly, adding the optional top-level keys some exports lack.
+def load_coco_gt(gt_json: Union[str, Path, Mapping[str, Any]]) -> COCO:
+    """Load a COCO ground truth quietly, adding the optional top-level keys some exports lack.
+
+    Args:
+        gt_json: a COCO instances json file, or such a json already read (a dict, e.g. the
+            validated ground truth of :func:`framework.data.coco.coco_ground_truth`).
 
     Raises:
         FileNotFoundError: naming the path, if it does not exist.
     """
-    path = Path(gt_json)
-    if not path.is_file():
-        raise FileNotFoundError(f"COCO ground-truth json not found: '{path}'")
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress to stdout
-        coco = COCO(str(path))
+        if isinstance(gt_json, Mapping):
+            path = "<ground truth given as a dict>"
+            coco = COCO()
+            coco.dataset = dict(gt_json)  # COCO only reads it
+            coco.createIndex()
+        else:
+            path = Path(gt_json)
+            if not path.is_file():
+                raise FileNotFoundError(f"COCO ground-truth json not found: '{path}'")
+            coco = COCO(str(path))
     missing = [k for k in ("images", "annotations", "categories") if k not in coco.dataset]
     if missing:
         raise ValueError(f"'{path}' is not a COCO instances json: it has no {missing} key(s)")
@@ -327,7 +337,10 @@ class COCOEvaluator(DatasetEvaluator):
     runs COCOeval per task over all images of ``gt_json`` (images never processed count as missed).
 
     Runtime args (a run offers them from the test set's metadata):
-        gt_json: COCO instances json with the ground truth (``info`` / ``licenses`` may be absent).
+        gt_json: COCO instances json with the ground truth (``info`` / ``licenses`` may be absent),
+            or the json as a dict: the main job gives the ground truth its loader validated
+            (:func:`framework.data.coco.coco_ground_truth`), so that an annotation the loader
+            dropped cannot reach COCOeval.
         dataset_id_to_contiguous_id: dataset category id -> model class index 0..K-1.
         class_names: K names, indexed by contiguous id (for the per-category AP entries).
         output_dir: where to dump the predictions json (nothing is written if ``None``).
@@ -343,7 +356,7 @@ class COCOEvaluator(DatasetEvaluator):
 
     def __init__(
         self,
-        gt_json: Union[str, Path],
+        gt_json: Union[str, Path, Mapping[str, Any]],
         dataset_id_to_contiguous_id: Mapping[int, int],
         class_names: Sequence[str],
         output_dir: Optional[Union[str, Path]] = None,
@@ -366,7 +379,8 @@ class COCOEvaluator(DatasetEvaluator):
         self._masks_seen = False  # for tasks=None: did any processed image carry pred_masks?
         self.max_dets_per_image = int(max_dets_per_image)
         self.output_dir = Path(output_dir) if output_dir is not None else None
-        self.gt_json = Path(gt_json)
+        self.gt_json = gt_json if isinstance(gt_json, Mapping) else Path(gt_json)
+        self._gt_name = "the validated ground truth" if isinstance(gt_json, Mapping) else f"'{self.gt_json}'"
         self._coco_gt = load_coco_gt(self.gt_json)
 
         # json / OmegaConf may hand the mapping over with str keys.
@@ -381,7 +395,7 @@ class COCOEvaluator(DatasetEvaluator):
         unknown = sorted(set(mapping) - gt_ids)
         if unknown:
             raise ValueError(
-                f"COCOEvaluator: category ids {unknown} are not in '{self.gt_json}' (its ids: {sorted(gt_ids)})"
+                f"COCOEvaluator: category ids {unknown} are not in {self._gt_name} (its ids: {sorted(gt_ids)})"
             )
         self._contiguous_to_dataset_id = {v: k for k, v in mapping.items()}
         self._category_names = {k: self.class_names[v] for k, v in mapping.items()}
@@ -456,11 +470,11 @@ class COCOEvaluator(DatasetEvaluator):
         tasks = self.tasks if self.tasks is not None else (("bbox", "segm") if masks_seen else ("bbox",))
 
         if not predictions:
-            logger.warning("COCOEvaluator received no images: every image of '%s' counts as missed", self.gt_json)
+            logger.warning("COCOEvaluator received no images: every image of %s counts as missed", self._gt_name)
         unknown = sorted({p["image_id"] for p in predictions} - self._gt_image_ids)
         if unknown:
             shown = unknown[:10] + (["..."] if len(unknown) > 10 else [])
-            raise ValueError(f"COCOEvaluator: predicted image ids {shown} are not images of '{self.gt_json}'")
+            raise ValueError(f"COCOEvaluator: predicted image ids {shown} are not images of {self._gt_name}")
         coco_results = list(itertools.chain.from_iterable(p["instances"] for p in predictions))
 
         if self.output_dir is not None:

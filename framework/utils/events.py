@@ -208,11 +208,12 @@ class EventStorage:
         _CURRENT_STORAGE_STACK.pop()
 
 
-def put_scalars(**scalars: float) -> None:
+def put_scalars(*, smoothing_hint: bool = True, **scalars: float) -> None:
     """Record scalars in the current storage if there is one (training), else do nothing (inference, tests).
 
     Model code calls this for diagnostics (e.g. the number of positive anchors) so that the same
-    forward runs inside and outside the trainer.
+    forward runs inside and outside the trainer. ``smoothing_hint=False`` for counters, which
+    writers should show as they are, not averaged over a window.
     """
     if _CURRENT_STORAGE_STACK:
-        _CURRENT_STORAGE_STACK[-1].put_scalars(**scalars)
+        _CURRENT_STORAGE_STACK[-1].put_scalars(smoothing_hint=smoothing_hint, **scalars)

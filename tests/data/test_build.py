@@ -122,12 +122,13 @@ def test_train_loader_config_errors(dicts, monkeypatch):
         build_train_loader([], train_mapper(), total_batch_size=2, seed=0)
 
 
-def test_corrupt_image_fails_naming_the_file(dicts, tmp_path):
+def test_corrupt_image_fails_naming_the_file_under_strict(dicts, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG not really")
     bad = [dict(d, file_name=str(broken)) for d in dicts[:2]]
     for workers in (0, 1):  # the error keeps its type when re-raised from a worker process
-        loader = build_train_loader(bad, train_mapper(), total_batch_size=2, num_workers=workers, seed=0)
+        loader = build_train_loader(bad, train_mapper(), total_batch_size=2, num_workers=workers, seed=0,
+                                    bad_data="strict")
         with pytest.raises(ImageReadError, match="broken.png") as info:
             take(loader, 1)
         # The traceback holds the worker iterator: free it now, or a later garbage collection of the

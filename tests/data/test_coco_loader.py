@@ -108,6 +108,8 @@ def test_json_without_info_and_licenses_loads_in_pycocotools(tmp_path):
 
 
 def _expect_error(tmp_path, data, *fragments, **kwargs):
+    """Under strict, the load fails listing every problem (test_bad_data.py: what skip does)."""
+    kwargs.setdefault("strict", True)
     with pytest.raises(DatasetError) as info:
         _load(tmp_path, data, **kwargs)
     msg = str(info.value)
@@ -120,7 +122,7 @@ def test_missing_image_file(tmp_path):
     _write(tmp_path, BASE)
     (tmp_path / "b.png").unlink()
     with pytest.raises(DatasetError, match=r"image id=20 \(b.png\): image file not found: .*b.png"):
-        load_coco_json(tmp_path / "ann.json", tmp_path)
+        load_coco_json(tmp_path / "ann.json", tmp_path, strict=True)
 
 
 def test_missing_json_file(tmp_path):
@@ -174,7 +176,7 @@ def test_degenerate_and_outside_boxes_dropped_with_warning(tmp_path, caplog):
     assert sorted(_by_id(dicts)) == [100, 101, 102]
     assert "annotation id=104" in caplog.text and "non-positive width/height" in caplog.text
     assert "annotation id=105" in caplog.text and "annotation id=106" in caplog.text and "outside" in caplog.text
-    err = _expect_error(tmp_path, data, "strict=True", strict=True)
+    err = _expect_error(tmp_path, data, "strict")
     assert len(err.problems) == 3
 
 
@@ -222,12 +224,14 @@ def test_check_images_reports_corrupt_and_wrong_size(tmp_path):
 
 def test_a_training_set_left_empty_names_the_file_and_why(tmp_path):
     no_annotations = {**BASE, "annotations": []}
-    with pytest.raises(DatasetError, match=r"ann.json.*no image is left for training: 3 of 3 image\(s\) have no non-crowd"):
+    with pytest.raises(DatasetError, match=r"ann.json.*no image is left for training: it lists 3 image\(s\), none "
+                                           r"left; left out: filtered/no_annotations=3\. A training set needs"):
         _load(tmp_path, no_annotations)
     dicts, _ = _load(tmp_path, no_annotations, keep_empty=True)  # a test set keeps them
     assert len(dicts) == 3
     all_invalid = {**BASE, "annotations": [{**BASE["annotations"][0], "bbox": [2, 3, 0, 5]}]}
-    with pytest.raises(DatasetError, match=r"1 annotation\(s\) were dropped as invalid, e.g. .*non-positive width"):
+    with pytest.raises(DatasetError, match=r"left out: annotation/degenerate_bbox=1, filtered/no_annotations=3; "
+                                           r"e\.g\. .*non-positive width"):
         _load(tmp_path, all_invalid)
     with pytest.raises(DatasetError, match="it lists no images"):
         _load(tmp_path, {**BASE, "images": [], "annotations": []})
