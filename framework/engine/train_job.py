@@ -84,6 +84,7 @@ def train(
             grad_clip=to_kwargs(cfg.train.grad_clip) if cfg.train.grad_clip is not None else None,
             test_fn=test_fn,
             seed=int(cfg.seed),
+            max_nonfinite_steps=int(cfg.train.max_nonfinite_steps),
         )
         trainer.vis_data = VisualizationData(
             dataset_dicts=data.test,

@@ -4,7 +4,7 @@ One step (:meth:`Trainer.run_step`)::
 
     data = next(data_loader)                          # time -> "data_time"
     loss_dict = model(data)                           # under torch.autocast when amp != "none"
-    check every loss is finite                        # else FloatingPointError, before any update
+    check every loss is finite                        # else FloatingPointError (or a skipped step), before any update
     loss.backward()                                   # scaled by a GradScaler for fp16
     hooks.after_backward()
     clip gradients (optional); optimizer.step()
@@ -113,6 +113,10 @@ class Trainer:
             random draws (e.g. anchor and proposal sampling) are the same whether the run was
             resumed, evaluated in between or not, and differ between ranks. ``None`` draws a seed
             shared by all ranks; it is saved in the trainer state, so a resumed run keeps it.
+        max_nonfinite_steps: how many steps with a NaN or infinite loss to skip (counted, with a
+            warning; weights, optimizer state and buffers unchanged) before stopping; 0 stops at
+            the first. A step whose forward itself raises ``FloatingPointError`` (e.g. the RPN's
+            check for diverged boxes) always stops.
 
     Attributes:
         iter: the current iteration (after training: ``max_iter`` on success).
@@ -136,6 +140,7 @@ class Trainer:
         grad_clip: Optional[Mapping[str, Any]] = None,
         test_fn: Optional[Callable[[], Mapping[str, Any]]] = None,
         seed: Optional[int] = None,
+        max_nonfinite_steps: int = 0,
     ) -> None:
         self.model = model
         self.data_loader = data_loader
@@ -147,6 +152,10 @@ class Trainer:
         self.test_fn = test_fn
         self.grad_clipper = GradClipper.from_config(grad_clip)
         self.seed = int(comm.shared_random_seed() if seed is None else seed)
+        if max_nonfinite_steps < 0:
+            raise ConfigError(f"max_nonfinite_steps must be >= 0 (0: stop at the first), got {max_nonfinite_steps}")
+        self.max_nonfinite_steps = int(max_nonfinite_steps)
+        self.nonfinite_steps = 0  # skipped so far, over the whole run (resumed runs continue the count)
 
         self.device_type = _device_type(model)
         if amp not in ("none", "fp16", "bf16"):
@@ -254,6 +263,8 @@ class Trainer:
         data = self._next_batch()
         data_time = time.perf_counter() - start
 
+        # Skipping a step must leave everything as before it, BatchNorm statistics included.
+        buffers = [b.detach().clone() for b in self.model.buffers()] if self.max_nonfinite_steps else None
         autocast = torch.autocast(self.device_type, dtype=_AMP_DTYPES[self.amp]) if self.amp != "none" else nullcontext()
         with autocast:
             loss_dict = self.model(data)
@@ -264,9 +275,16 @@ class Trainer:
                 f"in train mode the model must return a non-empty dict of losses, got {type(loss_dict).__name__}"
             )
         losses = sum(loss_dict.values())
-        self._check_and_record_losses(loss_dict, data_time)
+        finite = self._check_and_record_losses(loss_dict, data_time)
 
         self.optimizer.zero_grad(set_to_none=True)
+        if not finite:  # a step skipped under max_nonfinite_steps
+            losses.backward()  # so that every rank takes part in DDP's gradient reduction; then dropped
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for b, saved in zip(self.model.buffers(), buffers or ()):
+                    b.copy_(saved)
+            return
         if self.grad_scaler is not None:
             self.grad_scaler.scale(losses).backward()
             self.grad_scaler.unscale_(self.optimizer)  # hooks and clipping see the true gradients
@@ -281,12 +299,15 @@ class Trainer:
         else:
             self.optimizer.step()
 
-    def _check_and_record_losses(self, loss_dict: Mapping[str, torch.Tensor], data_time: float) -> None:
-        """Put the losses (mean over processes) in the storage; raise if any is NaN or infinite.
+    def _check_and_record_losses(self, loss_dict: Mapping[str, torch.Tensor], data_time: float) -> bool:
+        """Put the losses (mean over processes) in the storage; return whether they are all finite.
 
+        A NaN or infinite loss raises ``FloatingPointError``, unless fewer than
+        ``max_nonfinite_steps`` steps were skipped so far: then the step is counted
+        (``nonfinite_steps`` in the storage, a warning with the values) and skipped (False).
         Runs before backward, so a bad step changes neither the weights nor the optimizer state,
         and the checkpoints on disk are from before it. With several processes the check uses the
-        mean over all of them, so every process raises together instead of hanging in backward.
+        mean over all of them, so every process stops or skips together instead of hanging.
         """
         names = list(loss_dict)
         for k in names:
@@ -299,25 +320,34 @@ class Trainer:
         values = dict(zip(names, stacked.cpu().tolist()))
         total = float(sum(values.values()))
         bad = [k for k, v in values.items() if not np.isfinite(v)]
-        if bad or not np.isfinite(total):
-            shown = ", ".join(f"{k}={v}" for k, v in {"total_loss": total, **values}.items())
-            raise FloatingPointError(
-                f"Loss became infinite or NaN at iteration {self.iter}: {shown} "
-                f"(non-finite: {', '.join(bad) or 'total_loss'}). The optimizer did not step, so the weights "
-                "and saved checkpoints are from before this iteration."
-            )
         assert self.storage is not None
         self.storage.put_scalar("data_time", data_time)
+        if bad or not np.isfinite(total):
+            shown = ", ".join(f"{k}={v}" for k, v in {"total_loss": total, **values}.items())
+            what = f"Loss became infinite or NaN at iteration {self.iter}: {shown} (non-finite: {', '.join(bad) or 'total_loss'})"
+            if self.nonfinite_steps < self.max_nonfinite_steps:
+                self.nonfinite_steps += 1
+                self.storage.put_scalar("nonfinite_steps", self.nonfinite_steps, smoothing_hint=False)
+                logger.warning(f"{what}. Step skipped ({self.nonfinite_steps} of at most {self.max_nonfinite_steps}, "
+                               "train.max_nonfinite_steps): weights, optimizer state and buffers unchanged.")
+                return False
+            limit = (f" {self.nonfinite_steps} such step(s) were already skipped: the limit "
+                     f"train.max_nonfinite_steps={self.max_nonfinite_steps} is reached." if self.max_nonfinite_steps else "")
+            raise FloatingPointError(
+                f"{what}.{limit} The optimizer did not step, so the weights and saved checkpoints are from before "
+                "this iteration."
+            )
         self.storage.put_scalar("total_loss", total)
         self.storage.put_scalars(**values)
+        return True
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """Iteration, seed, hook states and the fp16 grad scaler.
+        """Iteration, seed, skipped non-finite steps, hook states and the fp16 grad scaler.
 
         No generator state is needed: every step reseeds from ``(seed, rank, iteration)``.
         """
-        state: dict[str, Any] = {"iteration": self.iter, "seed": self.seed}
+        state: dict[str, Any] = {"iteration": self.iter, "seed": self.seed, "nonfinite_steps": self.nonfinite_steps}
         hooks = {k: h.state_dict() for k, h in zip(self._hook_keys(), self._hooks)}
         state["hooks"] = {k: s for k, s in hooks.items() if s}
         if self.grad_scaler is not None:
@@ -329,6 +359,7 @@ class Trainer:
         self.iter = int(state["iteration"])
         if "seed" in state:
             self.seed = int(state["seed"])
+        self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
         hooks = dict(zip(self._hook_keys(), self._hooks))
         for key, hook_state in state.get("hooks", {}).items():
             if key in hooks:

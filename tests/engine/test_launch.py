@@ -124,5 +124,36 @@ def test_sync_bn_on_cpu_is_refused_with_the_key():
         launch(_sync_bn_cpu, (), "cpu", num_procs=2, timeout_s=60)
 
 
+class _NaNOnRank1(Toy):
+    """The toy model, whose loss is NaN on rank 1 at its second forward."""
+
+    calls = 0
+
+    def forward(self, batch):
+        losses = super().forward(batch)
+        self.calls += 1
+        if comm.get_rank() == 1 and self.calls == 2:
+            losses["loss_mse"] = losses["loss_mse"] * float("nan")
+        return losses
+
+
+def _skip_a_step() -> dict:
+    torch.manual_seed(0)
+    model = _NaNOnRank1()
+    dicts = [{"file_name": f"{i}.jpg", "image_id": i, "width": 4, "height": 3} for i in range(8)]
+    loader = build_train_loader(dicts, _toy_mapper, total_batch_size=4, num_workers=0, seed=5)
+    trainer = Trainer(model=create_ddp_model(model), data_loader=loader, max_iter=4, seed=1, max_nonfinite_steps=1,
+                      optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    trainer.train()
+    return {"skipped": trainer.nonfinite_steps, "weights": comm.all_gather([p.detach() for p in model.parameters()])}
+
+
+def test_a_non_finite_step_on_one_rank_is_skipped_on_all():
+    out = launch(_skip_a_step, (), "cpu", num_procs=2, timeout_s=60)
+    assert out["skipped"] == 1  # the check uses the mean over ranks: both skipped step 1, neither hung
+    for w0, w1 in zip(*out["weights"]):
+        assert torch.equal(w0, w1)
+
+
 def _sync_bn_cpu() -> None:
     create_ddp_model(nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)), sync_bn=True)

@@ -184,6 +184,54 @@ def test_non_finite_loss_stops_before_update(tmp_path):
     assert torch.equal(saved["linear.weight"], snap.weights[5])
 
 
+class NaNWithBatchNorm(nn.Module):
+    """A BatchNorm feeding a loss that is NaN on the forwards listed in ``bad``."""
+
+    def __init__(self, bad: set[int]) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(2)
+        self.linear = nn.Linear(2, 1)
+        self.calls, self.bad = 0, bad
+
+    def forward(self, batch):
+        x = torch.randn(4, 2) + 3.0
+        out = self.linear(self.norm(x)).mean()
+        bad = self.calls in self.bad
+        self.calls += 1
+        return {"loss": out.pow(2) * (float("nan") if bad else 1.0)}
+
+
+def test_non_finite_steps_can_be_skipped_up_to_a_limit(tmp_path, caplog):
+    model = NaNWithBatchNorm(bad={2, 5})
+    states = {}
+
+    class Record(Hook):
+        def after_step(self):
+            states[self.trainer.iter] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    trainer = Trainer(model=model, data_loader=iter(lambda: [0], None), max_iter=8, seed=0, max_nonfinite_steps=2,
+                      optimizer=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), hooks=[Record()])
+    trainer.train()
+    assert trainer.iter == 8 and trainer.nonfinite_steps == 2
+    for skipped in (2, 5):  # weights and BatchNorm statistics as after the step before
+        for k, v in states[skipped - 1].items():
+            assert torch.equal(states[skipped][k], v), (skipped, k)
+    assert not torch.equal(states[3]["linear.weight"], states[2]["linear.weight"])  # training went on
+    assert trainer.storage.history("nonfinite_steps").values()[-1][0] == 2
+    assert "iteration 5" in caplog.text and "Step skipped (2 of at most 2" in caplog.text
+    assert trainer.state_dict()["nonfinite_steps"] == 2
+
+    other = NaNWithBatchNorm(bad={1, 3})
+    again = Trainer(model=other, data_loader=iter(lambda: [0], None), max_iter=8,
+                    optimizer=torch.optim.SGD(other.parameters(), lr=0.1), max_nonfinite_steps=1)
+    with pytest.raises(FloatingPointError, match=r"iteration 3: .* 1 such step\(s\) were already skipped: the limit "
+                                                 r"train\.max_nonfinite_steps=1 is reached"):
+        again.train()
+    with pytest.raises(ConfigError, match="max_nonfinite_steps must be >= 0"):
+        Trainer(model=model, data_loader=[], optimizer=torch.optim.SGD(model.parameters(), lr=0.1), max_iter=1,
+                max_nonfinite_steps=-1)
+
+
 def test_infinite_loss_named():
     class Inf(nn.Module):
         def __init__(self):
