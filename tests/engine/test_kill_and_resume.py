@@ -133,3 +133,18 @@ def full_run(tmp_path_factory) -> Path:
     script.write_text(TRAIN_NET_WITH_KILL)
     _train(script, [*TINY, "dataloader.train.num_workers=0", f"hydra.run.dir={root / 'run'}"], root)
     return root / "run"
+
+
+def test_resuming_with_another_model_config_fails_clearly_and_loses_nothing(tmp_path):
+    from framework.checkpoint.errors import IncompatibleCheckpointError
+    from framework.config.compose import compose
+    from framework.engine.run import run
+
+    quick = [*TINY, "train.max_iter=2", "dataloader.train.num_workers=0"]
+    run(compose(quick), output_dir=tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("*.pth")}
+    with pytest.raises(IncompatibleCheckpointError, match=r"model_final\.pth.*\n(.*\n)*.*roi_heads\.box_head\.fc1\.weight: "
+                                                        r"\(256, 3136\) in the checkpoint, \(64, 3136\) in the model"):
+        run(compose([*quick, "train.max_iter=4", "resume=true", "model.roi_heads.box_head.fc_dim=64"]), output_dir=tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("*.pth")} == before
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
