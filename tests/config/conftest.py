@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_job import tiny_job
 
 #: A 2-iteration job on small images, in-process data loading: enough to train and evaluate end to end.
-SHORT_JOB = ["train.max_iter=2", "lr_scheduler.steps=[]", "lr_scheduler.warmup_iters=1", "hooks.visualizer=null",
-             "input.train.min_size=[128]", "input.test.min_size=[128]", "dataloader.train.num_workers=0",
-             "dataloader.test.num_workers=0"]
+SHORT_JOB = [*tiny_job(2), "hooks.visualizer=null"]
 
 
 @pytest.fixture

@@ -20,21 +20,14 @@ import pytest
 from framework.config.compose import compose
 from framework.data.synthetic import generate_synthetic_coco
 from framework.engine.run import run
+from tiny_job import tiny_job
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 
 TINY = [
-    "train.max_iter=4",
-    "lr_scheduler.warmup_iters=1",
-    "lr_scheduler.steps=[3]",
-    "input.train.min_size=[128]",
-    "input.train.max_size=192",
-    "input.test.min_size=[128]",
-    "input.test.max_size=192",
-    "dataloader.train.num_workers=0",
-    "dataloader.test.num_workers=0",
+    *tiny_job(4, lr_step=3),
     "hooks.checkpointer.period=100",
     "hooks.visualizer.num_images=1",
     "hooks.writer.period=1",

@@ -16,21 +16,14 @@ import pytest
 
 from framework.config.compose import compose
 from framework.engine.run import run
+from tiny_job import tiny_job
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 
 SHORT = [
-    "train.max_iter=4",
-    "lr_scheduler.steps=[]",
-    "lr_scheduler.warmup_iters=2",
-    "input.train.min_size=[128]",
-    "input.train.max_size=192",
-    "input.test.min_size=[128]",
-    "input.test.max_size=192",
-    "dataloader.train.num_workers=0",
-    "dataloader.test.num_workers=0",
+    *tiny_job(4, warmup=2),
     "hooks.visualizer=null",
     "hooks.writer.period=1",
     "model.rpn.post_nms_topk_test=50",

@@ -13,18 +13,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_job import SMALL_IMAGES
 
 pytestmark = pytest.mark.slow
 
 #: The main job, shrunk; aspect-ratio grouping stays on (the default).
 TINY = [
+    *SMALL_IMAGES,
     "train.max_iter=6",
     "lr_scheduler.warmup_iters=2",
     "lr_scheduler.steps=[4]",
-    "input.train.min_size=[128]",
-    "input.train.max_size=192",
-    "input.test.min_size=[128]",
-    "input.test.max_size=192",
     "hooks.checkpointer.period=2",
     "hooks.writer.period=2",
     "hooks.eval=null",

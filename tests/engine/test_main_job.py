@@ -16,6 +16,7 @@ import pytest
 
 from framework.config.compose import compose
 from framework.engine.run import run
+from tiny_job import tiny_job
 
 pytestmark = pytest.mark.slow
 
@@ -23,15 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 #: A tiny but complete job: few iterations, small images. (Resume after a kill: test_kill_and_resume.py.)
 TINY = [
-    "train.max_iter=6",
-    "lr_scheduler.warmup_iters=2",
-    "lr_scheduler.steps=[4]",
-    "input.train.min_size=[128]",
-    "input.train.max_size=192",
-    "input.test.min_size=[128]",
-    "input.test.max_size=192",
-    "dataloader.train.num_workers=0",
-    "dataloader.test.num_workers=0",
+    *tiny_job(6, lr_step=4),
     "hooks.checkpointer.period=3",
     "hooks.visualizer.num_images=2",
     "hooks.writer.period=2",

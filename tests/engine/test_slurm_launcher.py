@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_job import tiny_job
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the slurm extra (hydra-submitit-launcher)")
 
@@ -22,14 +23,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 
 JOB = [
-    "train.max_iter=30",
-    "lr_scheduler.warmup_iters=2",
-    "lr_scheduler.steps=[20]",
-    "input.train.min_size=[128]",
-    "input.train.max_size=192",
-    "input.test.min_size=[128]",
-    "input.test.max_size=192",
-    "dataloader.train.num_workers=0",
+    *tiny_job(30, lr_step=20),
     "hooks.checkpointer.period=5",
     "hooks.eval=null",
     "hooks.visualizer=null",

@@ -1,0 +1,20 @@
+"""The main job shrunk for end-to-end tests: the real code path, on small images, for a few steps.
+
+End-to-end tests start from :func:`tiny_job` and add what they test (hook periods, launchers...).
+Imported by name (``from tiny_job import tiny_job``): pytest puts ``tests/`` on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+#: Training and test images at about a third of the main job's size.
+SMALL_IMAGES = ["input.train.min_size=[128]", "input.train.max_size=192",
+                "input.test.min_size=[128]", "input.test.max_size=192"]
+
+
+def tiny_job(max_iter: int, *, warmup: int | None = None, lr_step: int | None = None, workers: int = 0) -> list[str]:
+    """Overrides for ``max_iter`` steps (``warmup`` steps of warm-up, by default the first third;
+    one LR drop at ``lr_step``), small images and ``workers`` data loader workers."""
+    warmup = max(1, max_iter // 3) if warmup is None else warmup
+    return [f"train.max_iter={max_iter}", f"lr_scheduler.warmup_iters={warmup}",
+            f"lr_scheduler.steps={[] if lr_step is None else [lr_step]}", *SMALL_IMAGES,
+            f"dataloader.train.num_workers={workers}", f"dataloader.test.num_workers={workers}"]
