@@ -30,7 +30,7 @@ from typing import Any, Callable, Literal, Optional
 import torch
 import torch.distributed as dist
 
-from framework.errors import ConfigError
+from framework.errors import ConfigError, InputError
 from framework.registry import config_section
 from framework.utils import comm
 
@@ -102,13 +102,21 @@ def _init(backend: str, init_method: str, *, rank: int, world_size: int, local_r
         # CPU processes sharing a machine share its cores: N processes each running a thread per
         # core spin against each other (several times slower than one process).
         on_this_machine = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+        _threads_before.append(torch.get_num_threads())
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // on_this_machine))
+
+
+#: The thread count before :func:`_init` divided the cores (restored by :func:`_shutdown`, for the
+#: launching process, which goes on after the run).
+_threads_before: list[int] = []
 
 
 def _shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
     comm.forget_groups()
+    if _threads_before:
+        torch.set_num_threads(_threads_before.pop())
 
 
 def _run_rank(main_func: Callable[..., Any], args: tuple) -> Any:
@@ -203,12 +211,13 @@ def _spawn(main_func: Callable[..., Any], args: tuple, *, num_procs: int, backen
             pass
         return result
     except BaseException as error:
-        # A rank that failed makes the others fail in their next collective: report its error, not theirs.
+        # A rank that failed makes the others fail in their next collective: report its error, not
+        # theirs; unless this rank's own error is a user-facing one (bad input: every rank has it).
         failure = _child_failure(children)
         for p in children.processes:
             if p.is_alive():
                 p.terminate()
-        if failure is not None and failure is not error:
+        if failure is not None and not isinstance(error, InputError):
             raise failure from error
         raise
     finally:

@@ -87,6 +87,19 @@ def test_a_failing_spawned_rank_is_what_gets_reported():
         launch(_fail_on_rank_1, (), "cpu", num_procs=2, timeout_s=60)
 
 
+def _bad_input_everywhere() -> None:
+    from framework.data.coco import DatasetError
+
+    raise DatasetError(f"rank {comm.get_rank()}: ann.json: image id=3: image file not found")
+
+
+def test_bad_input_on_every_rank_stays_the_one_message():
+    from framework.data.coco import DatasetError
+
+    with pytest.raises(DatasetError, match="rank 0: ann.json"):  # rank 0's, still an InputError for the CLI
+        launch(_bad_input_everywhere, (), "cpu", num_procs=2, timeout_s=60)
+
+
 def test_torchrun_environment_is_detected_and_num_procs_must_stay_1(monkeypatch):
     assert distributed_env() is None
     env = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29999",
