@@ -455,6 +455,8 @@ def check_images(dataset_dicts: Iterable[Mapping[str, Any]], *, decode: bool = F
     from PIL import Image
     from tqdm import tqdm
 
+    from .detection_utils import displayed_size
+
     failures = []
     dataset_dicts = list(dataset_dicts)
     bar = tqdm(dataset_dicts, desc=progress, unit="img", disable=progress is None or not sys.stderr.isatty())
@@ -464,15 +466,12 @@ def check_images(dataset_dicts: Iterable[Mapping[str, Any]], *, decode: bool = F
             with Image.open(path) as im:
                 im.verify()
             with Image.open(path) as im:  # verify() leaves the image unusable: open it again
-                size, orientation = im.size, im.getexif().get(0x0112, 1)
+                size = displayed_size(im)
                 if decode:
                     im.load()
         except Exception as e:  # PIL raises many types for corrupt files
             failures.append(f"image id={d.get('image_id')}: cannot read {path}: {type(e).__name__}: {e}")
             continue
-        # EXIF orientations 5..8 transpose the image when it is decoded.
-        if orientation in (5, 6, 7, 8):
-            size = size[::-1]
         expected = (d.get("width"), d.get("height"))
         if tuple(size) != expected:
             failures.append(f"image id={d.get('image_id')}: {path} is {size[0]}x{size[1]} (w x h) "

@@ -87,6 +87,14 @@ def read_image(file_name: str | os.PathLike, format: Literal["BGR", "RGB"] = "BG
 _EXIF_TRANSPOSED = (5, 6, 7, 8)
 
 
+def displayed_size(im: Image.Image) -> tuple[int, int]:
+    """(width, height) of an open PIL image once its EXIF rotation is applied (read from the header)."""
+    width, height = im.size
+    if im.getexif().get(274) in _EXIF_TRANSPOSED:
+        width, height = height, width
+    return int(width), int(height)
+
+
 def image_size(file_name: str | os.PathLike) -> tuple[int, int]:
     """(width, height) of an image as :func:`read_image` returns it (EXIF rotation applied), read
     from the file's header without decoding the pixels.
@@ -96,14 +104,11 @@ def image_size(file_name: str | os.PathLike) -> tuple[int, int]:
     """
     try:
         with Image.open(file_name) as im:
-            width, height = im.size
-            if im.getexif().get(274) in _EXIF_TRANSPOSED:
-                width, height = height, width
+            return displayed_size(im)
     except FileNotFoundError as e:
         raise ImageReadError(f"cannot read image {file_name}: file not found") from e
     except Exception as e:
         raise ImageReadError(f"cannot read image {file_name}: {type(e).__name__}: {e}") from e
-    return int(width), int(height)
 
 
 def check_image_size(dataset_dict: dict[str, Any], image: torch.Tensor) -> None:
