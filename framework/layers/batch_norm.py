@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from framework.errors import ConfigError, did_you_mean
 
-__all__ = ["FrozenBatchNorm2d", "convert_frozen_batchnorm", "get_norm", "NORMS"]
+__all__ = ["FrozenBatchNorm2d", "convert_frozen_batchnorm", "fold_into_conv", "get_norm", "NORMS"]
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -110,6 +110,47 @@ def convert_frozen_batchnorm(module: nn.Module) -> nn.Module:
         if new_child is not child:
             module.add_module(name, new_child)
     return module
+
+
+def fold_into_conv(
+    norm: nn.Module | None, weight: Tensor, bias: Tensor | None
+) -> tuple[Tensor, Tensor] | None:
+    """A convolution's weight and bias with the fixed batch norm that follows it folded in.
+
+    ``conv(x, w', b') == norm(conv(x, weight, bias))`` up to rounding, for
+    ``w' = weight * s`` and ``b' = (bias - mean) * s + beta``, ``s = gamma / sqrt(var + eps)`` per
+    output channel: the values ``torch.nn.utils.fusion.fuse_conv_bn_weights`` gives, bit for bit. That holds when the norm is a per-channel affine map: a FrozenBatchNorm2d, or
+    an ``nn.BatchNorm2d`` in eval mode with running statistics. Both results are differentiable
+    functions of ``weight`` and ``bias``, so a folded convolution still trains its weights.
+
+    Args:
+        norm: the norm after the convolution (any module, or None).
+        weight: (C_out, C_in / groups, kh, kw) convolution weight.
+        bias: (C_out,) convolution bias, or None.
+
+    Returns:
+        (w' of weight's shape and memory format, b' of shape (C_out,)), or None when ``norm`` is
+        not a fixed per-channel affine map (no norm, GroupNorm, BatchNorm in training mode, ...).
+    """
+    if isinstance(norm, FrozenBatchNorm2d):
+        gamma, beta = norm.weight, norm.bias
+    elif (
+        type(norm) is nn.BatchNorm2d  # not SyncBatchNorm or subclasses with their own forward
+        and not norm.training
+        and norm.running_mean is not None
+    ):
+        gamma = norm.weight if norm.affine else torch.ones_like(norm.running_var)
+        beta = norm.bias if norm.affine else torch.zeros_like(norm.running_var)
+    else:
+        return None
+    # The operations of torch.nn.utils.fusion.fuse_conv_bn_weights in its order, so that the folded
+    # weights are bit-identical to what torch's own conv-BN fuser computes (which returns detached
+    # Parameters, hence not usable while training).
+    inv_std = torch.rsqrt(norm.running_var + norm.eps)
+    conv_bias = torch.zeros_like(norm.running_mean) if bias is None else bias
+    folded_weight = weight * (gamma * inv_std).reshape(-1, 1, 1, 1)
+    folded_bias = (conv_bias - norm.running_mean) * inv_std * gamma + beta
+    return folded_weight, folded_bias
 
 
 def _device_of(module: nn.Module) -> torch.device:

@@ -25,6 +25,7 @@ from framework.config.compose import compose
 from framework.data.detection_utils import read_image
 from framework.engine.run import build_mapper
 from framework.registry import META_ARCHITECTURES
+from fused_torchvision import fuse_resnet_batchnorms
 
 pytestmark = pytest.mark.slow
 
@@ -114,6 +115,9 @@ def _compare(
     tv_model = _torchvision_model(builder, images)
     weights = tmp_path / f"{kind}rcnn_resnet50_fpn.pth"
     torch.save(tv_model.state_dict(), weights)  # a plain state dict, as torchvision publishes them
+    # Our convolutions fold their frozen norms in (as torch's conv-BN fuser does); fused the same way,
+    # torchvision computes the same numbers, and its detections are the reference bit for bit.
+    fuse_resnet_batchnorms(tv_model.backbone.body)
     with torch.inference_mode():  # one image at a time: a batch would pad them to a common size
         expected = [tv_model([image])[0] for image in images]
     del tv_model

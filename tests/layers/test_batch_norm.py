@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from framework.errors import ConfigError
 from framework.layers import Conv2d, FrozenBatchNorm2d, convert_frozen_batchnorm, get_norm
+from framework.layers.batch_norm import fold_into_conv
 
 
 def _frozen(weight, bias, mean, var, eps=1e-5) -> FrozenBatchNorm2d:
@@ -127,3 +128,60 @@ def test_conv2d_applies_norm_then_activation():
     assert "norm.weight" in conv.state_dict()
     plain = Conv2d(1, 1, kernel_size=1)
     assert plain.norm is None and plain.activation is None
+
+
+def _random_norm(norm: nn.Module) -> nn.Module:
+    with torch.no_grad():
+        norm.running_mean.uniform_(-1, 1)
+        norm.running_var.uniform_(0.5, 2)
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-1, 1)
+    return norm
+
+
+@pytest.mark.parametrize("make_norm", [lambda c: FrozenBatchNorm2d(c, eps=1e-3), lambda c: nn.BatchNorm2d(c).eval()])
+@pytest.mark.parametrize("conv_bias", [False, True])
+def test_fixed_norms_fold_into_the_convolution(make_norm, conv_bias):
+    torch.manual_seed(0)
+    conv = Conv2d(5, 6, 3, padding=1, bias=conv_bias, norm=_random_norm(make_norm(6)))
+    x = torch.randn(2, 5, 9, 9, requires_grad=True)
+    folded = conv(x)
+    reference = conv.norm(F.conv2d(x, conv.weight, conv.bias, padding=1))
+    torch.testing.assert_close(folded, reference, rtol=1e-5, atol=1e-5)
+    # Gradients reach the convolution's own parameters (and the input) as without folding.
+    g = torch.randn_like(folded)
+    ours = torch.autograd.grad(folded, [x, conv.weight], g)
+    theirs = torch.autograd.grad(reference, [x, conv.weight], g)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert set(conv.state_dict()) >= {"weight", "norm.running_mean", "norm.running_var"}
+
+
+def test_folded_weight_keeps_the_memory_format():
+    norm = _random_norm(FrozenBatchNorm2d(4))
+    weight = torch.randn(4, 3, 3, 3).contiguous(memory_format=torch.channels_last)
+    w, b = fold_into_conv(norm, weight, None)
+    assert w.is_contiguous(memory_format=torch.channels_last) and b.shape == (4,)
+
+
+@pytest.mark.parametrize("norm", [None, nn.BatchNorm2d(4).train(), nn.GroupNorm(2, 4), nn.SyncBatchNorm(4).eval(),
+                                  nn.BatchNorm2d(4, track_running_stats=False).eval()])
+def test_norms_that_are_not_a_fixed_affine_map_do_not_fold(norm):
+    assert fold_into_conv(norm, torch.randn(4, 3, 1, 1), None) is None
+
+
+def test_batchnorm_in_training_mode_still_updates_its_statistics():
+    conv = Conv2d(3, 4, 1, norm=nn.BatchNorm2d(4))
+    conv(torch.randn(2, 3, 5, 5) + 3)
+    assert int(conv.norm.num_batches_tracked) == 1 and conv.norm.running_mean.abs().sum() > 0
+
+
+def test_a_norm_with_hooks_runs_as_its_own_module():
+    conv = Conv2d(3, 4, 1, norm=_random_norm(FrozenBatchNorm2d(4)))
+    seen = []
+    handle = conv.norm.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape))
+    x = torch.randn(1, 3, 5, 5)
+    with_hook = conv(x)
+    handle.remove()
+    assert seen == [(1, 4, 5, 5)]
+    torch.testing.assert_close(with_hook, conv(x), rtol=1e-5, atol=1e-5)

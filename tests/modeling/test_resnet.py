@@ -176,7 +176,10 @@ def test_matches_torchvision_with_copied_weights(depth, tv_builder):
         t = tv.maxpool(tv.relu(tv.bn1(tv.conv1(x))))
         t = tv.layer4(tv.layer3(tv.layer2(tv.layer1(t))))
         res5 = ours(x)["res5"]
-    torch.testing.assert_close(res5, t, rtol=1e-4, atol=1e-4)
+    # Ours folds each frozen norm into its convolution (one rounding instead of two), so compare
+    # at the output's scale: a misplaced or missing norm would be off by a large fraction of it.
+    scale = t.abs().max().item()
+    torch.testing.assert_close(res5, t, rtol=0, atol=1e-5 * scale)
 
 
 def _torchvision_to_ours(sd: dict) -> dict:
