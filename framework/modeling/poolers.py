@@ -13,9 +13,10 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torchvision.ops import roi_align, roi_pool
+from torchvision.ops import roi_pool
 
 from framework.errors import ConfigError
+from framework.layers.parallel_ops import roi_align
 from framework.registry import ROI_POOLERS
 from framework.structures.boxes import Boxes
 

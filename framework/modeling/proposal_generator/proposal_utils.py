@@ -6,8 +6,8 @@ import math
 from typing import Sequence
 
 import torch
-from torchvision.ops import batched_nms
 
+from framework.layers.parallel_ops import batched_nms
 from framework.structures import Boxes, Instances
 
 __all__ = ["find_top_rpn_proposals", "add_ground_truth_to_proposals"]

@@ -7,9 +7,9 @@ from typing import Literal, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms
 
 from framework.layers import ShapeSpec
+from framework.layers.parallel_ops import batched_nms
 from framework.modeling.box_regression import Box2BoxTransform, dense_box_regression_loss
 from framework.structures import Boxes, Instances
 from framework.utils.events import put_scalars

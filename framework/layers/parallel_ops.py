@@ -1,0 +1,174 @@
+"""torchvision's RoIAlign and batched NMS, spread over the CPU's threads; the results are unchanged.
+
+torchvision's CPU kernels for ``roi_align`` (forward and backward) and ``nms`` run on one thread,
+whatever ``torch.get_num_threads()`` says; on a CPU they are the largest single-threaded part of a
+Mask R-CNN step. Both release the GIL, so Python threads run them side by side:
+
+* :func:`roi_align` splits the *channels*: every channel is pooled (and its gradient accumulated)
+  exactly as in one call, so the output and the input's gradient are bit-identical to
+  ``torchvision.ops.roi_align``.
+* :func:`batched_nms` splits the *classes*: NMS never compares boxes of different classes, and the
+  kept set is sorted by score the way torchvision sorts it, so the indices are those of
+  ``torchvision.ops.batched_nms``.
+
+On a GPU, with one thread, or for work too small to be worth a thread hand-off, both call
+torchvision directly. The worker threads live in one process-wide pool (rebuilt after a fork, e.g.
+in a DataLoader worker); the calling thread takes the first share itself.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence, TypeVar
+
+import torch
+from torch import Tensor
+from torchvision import ops
+
+__all__ = ["roi_align", "batched_nms", "num_workers"]
+
+T = TypeVar("T")
+
+#: Below this many output elements (RoIs x channels x bins) a RoIAlign runs in one call.
+MIN_ROI_ALIGN_WORK = 1 << 18
+#: Below this many boxes batched NMS runs in one call: torchvision's CPU path switches from one NMS
+#: over class-offset boxes to a per-class loop above 1000 boxes (4000 coordinates).
+MIN_NMS_BOXES = 1001
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_key: tuple[int, int] | None = None
+
+
+def num_workers(device: torch.device, work: int, min_work: int) -> int:
+    """How many threads an op of ``work`` units on ``device`` should use (1: call torchvision)."""
+    if device.type != "cpu" or work < min_work or torch.jit.is_scripting() or torch.jit.is_tracing():
+        return 1
+    return max(1, torch.get_num_threads())
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    global _pool, _pool_key
+    key = (os.getpid(), workers)
+    with _pool_lock:
+        if _pool_key != key:  # first use, another thread count, or a forked child (threads don't survive a fork)
+            _pool = ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="framework-ops")
+            _pool_key = key
+        return _pool
+
+
+def _parallel_map(fn: Callable[[T], Tensor], items: Sequence[T]) -> list[Tensor]:
+    """``[fn(x) for x in items]``, items[1:] on the pool's threads and items[0] on this one."""
+    if len(items) == 1:
+        return [fn(items[0])]
+    futures = [_executor(len(items)).submit(fn, x) for x in items[1:]]
+    first = fn(items[0])
+    return [first] + [f.result() for f in futures]
+
+
+def _channel_slices(channels: int, parts: int) -> list[slice]:
+    bounds = [round(i * channels / parts) for i in range(parts + 1)]
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+class _ChannelSplitRoIAlign(torch.autograd.Function):
+    """RoIAlign with the channels pooled in parallel slices, forward and backward."""
+
+    @staticmethod
+    def forward(ctx, input: Tensor, rois: Tensor, spatial_scale: float, output_size: tuple[int, int],
+                sampling_ratio: int, aligned: bool, workers: int) -> Tensor:
+        slices = _channel_slices(input.shape[1], workers)
+        parts = _parallel_map(
+            lambda s: torch.ops.torchvision.roi_align(
+                input[:, s], rois, spatial_scale, output_size[0], output_size[1], sampling_ratio, aligned
+            ),
+            slices,
+        )
+        ctx.save_for_backward(rois)
+        ctx.args = (spatial_scale, output_size, sampling_ratio, aligned, tuple(input.shape), slices)
+        return torch.cat(parts, dim=1)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        (rois,) = ctx.saved_tensors
+        spatial_scale, (ph, pw), sampling_ratio, aligned, (n, _, h, w), slices = ctx.args
+        parts = _parallel_map(
+            lambda s: torch.ops.torchvision._roi_align_backward(
+                grad_output[:, s].contiguous(), rois, spatial_scale, ph, pw, n, s.stop - s.start, h, w,
+                sampling_ratio, aligned,
+            ),
+            slices,
+        )
+        return torch.cat(parts, dim=1), None, None, None, None, None, None
+
+
+def roi_align(
+    input: Tensor,
+    rois: Tensor,
+    output_size: tuple[int, int],
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+) -> Tensor:
+    """``torchvision.ops.roi_align`` with the channels split over the CPU threads (same result).
+
+    Args:
+        input: (N, C, H, W) feature map.
+        rois: (K, 5) ``(batch_index, x0, y0, x1, y1)`` boxes in input-image coordinates.
+        output_size: (out_h, out_w) bins per box.
+        spatial_scale, sampling_ratio, aligned: as in ``torchvision.ops.roi_align``.
+
+    Returns:
+        (K, C, out_h, out_w), bit-identical to torchvision's, with the same gradient for ``input``.
+    """
+    output_size = tuple(output_size)
+    work = rois.shape[0] * input.shape[1] * output_size[0] * output_size[1]
+    workers = min(num_workers(input.device, work, MIN_ROI_ALIGN_WORK), input.shape[1])
+    if workers == 1 or rois.dim() != 2 or rois.shape[1] != 5:
+        return ops.roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
+    return _ChannelSplitRoIAlign.apply(input, rois.to(input.dtype), spatial_scale, output_size,
+                                       sampling_ratio, aligned, workers)
+
+
+def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    """``torchvision.ops.batched_nms`` with the classes split over the CPU threads (same result).
+
+    Args:
+        boxes: (N, 4) XYXY boxes.
+        scores: (N,) scores.
+        idxs: (N,) int class (or level) of each box; boxes of different classes never suppress
+            each other.
+        iou_threshold: boxes overlapping a higher-scored box of their class by IoU > this go.
+
+    Returns:
+        (K,) int64 indices of the kept boxes in decreasing order of score, equal to torchvision's.
+    """
+    workers = num_workers(boxes.device, boxes.shape[0], MIN_NMS_BOXES)
+    if workers == 1:
+        return ops.batched_nms(boxes, scores, idxs, iou_threshold)
+    classes, counts = torch.unique(idxs, return_counts=True)
+    if len(classes) < 2:
+        return ops.batched_nms(boxes, scores, idxs, iou_threshold)
+    # Deal the classes out largest first to the least loaded thread: NMS costs grow with the count.
+    groups: list[list[int]] = [[] for _ in range(min(workers, len(classes)))]
+    load = [0] * len(groups)
+    for i in torch.argsort(counts, descending=True, stable=True).tolist():
+        g = load.index(min(load))
+        groups[g].append(int(classes[i]))
+        load[g] += int(counts[i])
+
+    def keep_of(group: list[int]) -> Tensor:
+        kept = []
+        for class_id in group:
+            members = torch.where(idxs == class_id)[0]
+            kept.append(members[ops.nms(boxes[members], scores[members], iou_threshold)])
+        return torch.cat(kept)
+
+    keep_mask = torch.zeros_like(scores, dtype=torch.bool)
+    for kept in _parallel_map(keep_of, groups):
+        keep_mask[kept] = True
+    # torchvision's per-class path ends the same way: kept indices ascending, then a sort by score.
+    keep = torch.where(keep_mask)[0]
+    return keep[scores[keep].sort(descending=True)[1]]

@@ -1,0 +1,121 @@
+"""The threaded RoIAlign and batched NMS give torchvision's results exactly (forward and backward)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision import ops
+
+from framework.layers import parallel_ops
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def split_calls(monkeypatch):
+    """Counts the calls that went through the thread pool (so a test knows the split path ran)."""
+    calls = []
+    real = parallel_ops._parallel_map
+
+    def counting(fn, items):
+        calls.append(len(items))
+        return real(fn, items)
+
+    monkeypatch.setattr(parallel_ops, "_parallel_map", counting)
+    return calls
+
+
+def _rois(n: int, images: int, size: tuple[int, int], seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    h, w = size
+    xy = torch.rand(n, 2, generator=g) * torch.tensor([w * 0.8, h * 0.8])
+    wh = 2 + torch.rand(n, 2, generator=g) * torch.tensor([w * 0.5, h * 0.5])
+    index = torch.randint(0, images, (n, 1), generator=g).float()
+    return torch.cat([index, xy, xy + wh], dim=1)
+
+
+@pytest.mark.parametrize("aligned, sampling_ratio", [(True, 0), (False, 2), (True, 1)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_roi_align_forward_and_backward_are_torchvisions(two_threads, split_calls, aligned, sampling_ratio, channels_last):
+    torch.manual_seed(0)
+    feature = torch.randn(2, 37, 24, 32)  # an odd channel count: unequal slices
+    if channels_last:
+        feature = feature.contiguous(memory_format=torch.channels_last)
+    rois = _rois(300, images=2, size=(96, 128))
+    args = ((7, 7), 0.25, sampling_ratio, aligned)
+
+    ours_in = feature.clone().requires_grad_(True)
+    theirs_in = feature.clone().requires_grad_(True)
+    ours = parallel_ops.roi_align(ours_in, rois, *args)
+    theirs = ops.roi_align(theirs_in, rois, *args)
+    assert split_calls == [2]
+    assert torch.equal(ours, theirs)
+
+    grad = torch.randn_like(theirs)
+    ours.backward(grad)
+    theirs.backward(grad)
+    assert split_calls == [2, 2]
+    assert torch.equal(ours_in.grad, theirs_in.grad)
+
+
+def test_roi_align_small_work_and_one_thread_call_torchvision_directly(split_calls, two_threads):
+    feature = torch.randn(1, 8, 16, 16)
+    rois = _rois(4, images=1, size=(64, 64))
+    out = parallel_ops.roi_align(feature, rois, (7, 7), 0.25, 0, True)
+    assert split_calls == []  # 4 x 8 x 49 outputs: below MIN_ROI_ALIGN_WORK
+    assert torch.equal(out, ops.roi_align(feature, rois, (7, 7), 0.25, 0, True))
+
+    torch.set_num_threads(1)
+    big = torch.randn(1, 64, 32, 32)
+    many = _rois(200, images=1, size=(128, 128))
+    assert torch.equal(parallel_ops.roi_align(big, many, (7, 7), 0.25, 0, True),
+                       ops.roi_align(big, many, (7, 7), 0.25, 0, True))
+    assert split_calls == []
+
+
+def test_roi_align_with_no_rois_keeps_the_graph(two_threads):
+    feature = torch.randn(1, 256, 64, 64, requires_grad=True)
+    out = parallel_ops.roi_align(feature, torch.zeros(0, 5), (7, 7), 0.25, 0, True)
+    assert out.shape == (0, 256, 7, 7)
+    out.sum().backward()
+    assert torch.equal(feature.grad, torch.zeros_like(feature))
+
+
+def _nms_inputs(n: int, classes: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * 300
+    boxes = torch.cat([xy, xy + 10 + torch.rand(n, 2, generator=g) * 80], dim=1)
+    scores = torch.rand(n, generator=g)
+    scores[: n // 10] = 0.5  # ties: the final sort must order them as torchvision's does
+    idxs = torch.randint(0, classes, (n,), generator=g)
+    return boxes, scores, idxs
+
+
+@pytest.mark.parametrize("n, classes", [(5000, 90), (4700, 5), (1001, 3)])
+def test_batched_nms_is_torchvisions(two_threads, split_calls, n, classes):
+    boxes, scores, idxs = _nms_inputs(n, classes)
+    ours = parallel_ops.batched_nms(boxes, scores, idxs, 0.5)
+    assert split_calls == [2]
+    assert torch.equal(ours, ops.batched_nms(boxes, scores, idxs, 0.5))
+
+
+def test_batched_nms_one_class_or_few_boxes_calls_torchvision(two_threads, split_calls):
+    boxes, scores, idxs = _nms_inputs(3000, 1)
+    assert torch.equal(parallel_ops.batched_nms(boxes, scores, idxs, 0.7), ops.batched_nms(boxes, scores, idxs, 0.7))
+    boxes, scores, idxs = _nms_inputs(1000, 10)  # torchvision's offset-boxes path: one call
+    assert torch.equal(parallel_ops.batched_nms(boxes, scores, idxs, 0.7), ops.batched_nms(boxes, scores, idxs, 0.7))
+    empty = parallel_ops.batched_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5)
+    assert empty.shape == (0,) and split_calls == []
+
+
+def test_pool_is_rebuilt_in_a_forked_child(two_threads, monkeypatch):
+    first = parallel_ops._executor(2)
+    assert parallel_ops._executor(2) is first
+    monkeypatch.setattr(parallel_ops.os, "getpid", lambda: -1)  # as if in a child after fork
+    assert parallel_ops._executor(2) is not first
