@@ -54,12 +54,12 @@ def _load_image(path: Path) -> dict:
     return {"image": resized[0], "height": h, "width": w}
 
 
-def _model() -> torch.nn.Module:
+def _model(extra_overrides: tuple[str, ...] = ()) -> torch.nn.Module:
     from framework.config.compose import compose
     from framework.registry import META_ARCHITECTURES
 
     torch.manual_seed(0)
-    return META_ARCHITECTURES.build(compose(OVERRIDES).model, path="model").eval()
+    return META_ARCHITECTURES.build(compose([*OVERRIDES, *extra_overrides]).model, path="model").eval()
 
 
 @torch.no_grad()
@@ -83,8 +83,13 @@ def _set_frozen_bn_statistics(model: torch.nn.Module, inputs: list[dict]) -> Non
 def compute(image_root: Path) -> dict[str, list[list[float]]]:
     """Per image file: its detections as rows ``[x1, y1, x2, y2, score, class, mask pixels]`` (XYXY at
     the original size), in the model's order."""
-    inputs = [_load_image(image_root / name) for name in IMAGES]
-    model = _model()
+    return detections({name: _load_image(image_root / name) for name in IMAGES})
+
+
+def detections(named_inputs: dict[str, dict], extra_overrides: tuple[str, ...] = ()) -> dict[str, list[list[float]]]:
+    """:func:`compute` for model inputs by name, the model built with ``extra_overrides`` too."""
+    names, inputs = list(named_inputs), list(named_inputs.values())
+    model = _model(extra_overrides)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the thread count the file was made with (sums in another order move ~1e-5)
     try:
@@ -94,7 +99,7 @@ def compute(image_root: Path) -> dict[str, list[list[float]]]:
     finally:
         torch.set_num_threads(threads)
     results = {}
-    for name, out in zip(IMAGES, outputs):
+    for name, out in zip(names, outputs):
         inst = out["instances"]
         pixels = inst.pred_masks.sum(dim=(1, 2))
         results[name] = [
@@ -137,6 +142,25 @@ def test_r50_fpn_mask_rcnn_outputs_are_pinned(coco_tiny):
             f"{name}: {len(missing)} of {len(exp)} pinned detections are gone, e.g. {'; '.join(missing[:3])}. "
             f"If the change is intended, regenerate {DATA.name} (see this test's docstring)."
         )
+
+
+def test_channels_last_inference_agrees_with_nchw():
+    """The default inference in channels_last (GeneralizedRCNN.inference_channels_last) gives the
+    NCHW path's detections up to float rounding, on generated images (no shared data needed)."""
+    g = torch.Generator().manual_seed(0)
+    inputs = {}
+    for i, (h, w) in enumerate([(480, 640), (640, 427)]):
+        coarse = torch.rand(1, 3, h // 24, w // 24, generator=g) * 255
+        image = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)[0].clamp(0, 255)
+        scale = MIN_SIZE / min(h, w)
+        resized = F.interpolate(image[None], size=(round(h * scale), round(w * scale)), mode="bilinear")[0]
+        inputs[f"generated_{i}"] = {"image": resized, "height": h, "width": w}
+    nhwc = detections(inputs)
+    nchw = detections(inputs, ("model.inference_channels_last=false",))
+    for name in inputs:
+        assert len(nhwc[name]) > 20 and len(nhwc[name]) == len(nchw[name])
+        missing = _unmatched(nchw[name], nhwc[name])
+        assert len(missing) <= MAX_UNMATCHED, f"{name}: {len(missing)} NCHW detections not found: {missing[:3]}"
 
 
 def _write(detections: dict[str, list[list[float]]]) -> None:

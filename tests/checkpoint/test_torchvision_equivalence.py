@@ -72,6 +72,7 @@ def _our_model(name: str, weights: Path, *, resize_in_model: bool):
         "dataset.num_classes=90",
         "model.backbone.bottom_up.norm_eps=1e-5",  # torchvision's eps for models built without COCO weights
         "model.roi_heads.test_score_thresh=0.0",
+        "model.inference_channels_last=false",  # NCHW as torchvision: the same convolution algorithms
     ]
     if not resize_in_model:
         overrides += ["model.test_resize=null", "input.test.min_size=[800]", "input.test.max_size=1333"]

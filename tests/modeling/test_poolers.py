@@ -95,6 +95,20 @@ def test_multilevel_routes_each_box_to_its_level_in_image_then_box_order():
     torch.testing.assert_close(out, expected)
 
 
+@pytest.mark.parametrize("levels", [1, 4])
+def test_channels_last_features_give_the_same_values_in_channels_last(levels):
+    torch.manual_seed(0)
+    scales = FPN_SCALES[:levels]
+    feats = [torch.randn(2, 8, 128 // 2**i, 128 // 2**i) for i in range(levels)]
+    boxes = [Boxes(torch.tensor([_square(0, 0, 224), _square(10, 10, 50)])),
+             Boxes(torch.tensor([_square(100, 100, 112)]))]
+    pooler = ROIAlignV2(7, scales, sampling_ratio=0)
+    nchw = pooler(feats, boxes)
+    nhwc = pooler([f.contiguous(memory_format=torch.channels_last) for f in feats], boxes)
+    assert nhwc.is_contiguous(memory_format=torch.channels_last) and nchw.is_contiguous()
+    assert torch.equal(nhwc, nchw)
+
+
 def test_multilevel_non_square_output_size():
     feats = [torch.ones(1, 2, 64 // 2**i, 64 // 2**i) for i in range(2)]
     pooler = ROIAlign((2, 3), (1 / 4, 1 / 8), sampling_ratio=2)
