@@ -86,13 +86,6 @@ def _levels_from_scales(scales: Sequence[float]) -> tuple[int, int]:
     return min_level, min_level + len(scales) - 1
 
 
-def _like_features(pooled: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
-    """``pooled`` in channels_last when ``feature`` is (the heads' convolutions then stay in it)."""
-    if feature.is_contiguous(memory_format=torch.channels_last) and not feature.is_contiguous():
-        return pooled.contiguous(memory_format=torch.channels_last)
-    return pooled
-
-
 class ROIPooler(nn.Module):
     """Base of the RoI poolers: level assignment and batching; subclasses implement :meth:`pool`.
 
@@ -137,8 +130,7 @@ class ROIPooler(nn.Module):
             box_lists: N Boxes (one per image) in input-image pixels.
 
         Returns:
-            (M, C, out_h, out_w), M = total number of boxes, image-then-box order; channels_last
-            when the feature maps are.
+            (M, C, out_h, out_w), M = total number of boxes, image-then-box order.
         """
         if len(x) != len(self.scales):
             raise ValueError(
@@ -155,7 +147,7 @@ class ROIPooler(nn.Module):
         num_boxes = sum(len(b) for b in box_lists)
         rois = convert_boxes_to_pooler_format(box_lists).to(x[0].dtype)
         if len(x) == 1:
-            return _like_features(self.pool(x[0], rois, self.scales[0]), x[0])
+            return self.pool(x[0], rois, self.scales[0])
 
         levels = assign_boxes_to_levels(
             box_lists, self.min_level, self.max_level, self.canonical_box_size, self.canonical_level
@@ -165,7 +157,7 @@ class ROIPooler(nn.Module):
             inds = torch.nonzero(levels == level, as_tuple=True)[0]
             # index_put_ rather than output[inds] = ...: keeps autograd/tracing happy with empty inds
             output.index_put_((inds,), self.pool(feature, rois[inds], scale))
-        return _like_features(output, x[0])
+        return output
 
     def extra_repr(self) -> str:
         return (

@@ -119,3 +119,4 @@ def test_pool_is_rebuilt_in_a_forked_child(two_threads, monkeypatch):
     assert parallel_ops._executor(2) is first
     monkeypatch.setattr(parallel_ops.os, "getpid", lambda: -1)  # as if in a child after fork
     assert parallel_ops._executor(2) is not first
+

@@ -187,6 +187,25 @@ def test_inference_forward_detections_with_masks():
         assert int(r.pred_classes.max()) < K
 
 
+def test_channels_last_features_pool_in_nchw_and_run_the_mask_head_in_channels_last():
+    heads = _heads(mask_head={"name": "MaskRCNNConvUpsampleHead", "num_conv": 1, "conv_dim": 4},
+                   test_score_thresh=0.0, test_detections_per_img=4).eval()
+    images = ImageList(torch.zeros(1, 3, 100, 100), [(100, 100)])
+    seen = []
+    heads.mask_head.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    features = _features()
+    with torch.no_grad():
+        nchw, _ = heads(images, features, [_proposals()])
+        nhwc, _ = heads(images, {k: v.contiguous(memory_format=torch.channels_last) for k, v in features.items()},
+                        [_proposals()])
+    assert seen[0].is_contiguous() and not seen[1].is_contiguous()
+    assert seen[1].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(seen[0], seen[1])  # the same pooled values
+    for a, b in zip(nchw, nhwc):
+        assert torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor) and torch.equal(a.scores, b.scores)
+        torch.testing.assert_close(a.pred_masks, b.pred_masks, rtol=1e-5, atol=1e-6)
+
+
 def test_faster_rcnn_without_mask_head():
     heads = _heads()
     assert not heads.mask_on

@@ -37,8 +37,8 @@ class GeneralizedRCNN(nn.Module):
         mask_paste: how masks are resampled into the image: "detectron2" (bilinear sampling of the
             mask as cells spanning the box) or "torchvision" (its pad-by-one, integer-box resize).
         inference_channels_last: at inference, give the backbone the batch in channels_last
-            (NHWC) memory format; convolutions keep it, so the whole network runs in it (RoI
-            poolers return it too). About 15% faster on a CPU (oneDNN's native layout; see
+            (NHWC) memory format; convolutions keep it, so the backbone and RPN run in it
+            (StandardROIHeads pools from NCHW copies and runs the mask head in NHWC again). About 15% faster on a CPU (oneDNN's native layout; see
             docs/benchmarks.md); the same detections up to float rounding. Training stays NCHW:
             on a CPU the backward pass is slower in NHWC.
 
