@@ -4,6 +4,7 @@
     python tools/benchmark.py --quick                       # < 5 minutes on 2 CPU cores
     python tools/benchmark.py --json bench.json --markdown bench.md
     python tools/benchmark.py --sections inference train --repeats 7 --device cuda
+    python tools/benchmark.py --sections inference --variants bf16 compile
 
 Sections (``--sections``, default all):
 
@@ -12,7 +13,9 @@ Sections (``--sections``, default all):
   ``maskrcnn_resnet50_fpn`` layout is built with a fixed seed (BatchNorm statistics calibrated on
   the image, then frozen) and its weights are loaded into ``experiment=torchvision_R_50_FPN_coco``,
   so both run the same network; the score threshold is 0 so both send 100 detections through the
-  mask head. s/img, peak RSS (CUDA memory on a GPU).
+  mask head. s/img, peak RSS (CUDA memory on a GPU). ``--variants bf16 compile`` adds ours with
+  ``model.inference_amp=bf16`` and with the backbone and mask head through ``torch.compile``,
+  each against torchvision in fp32 (eager), in the same alternation.
 * ``train``: one iteration (forward, backward, SGD step) of the same two models on 2 images of
   512x768 with 8 boxes and masks each, the same sampling settings on both sides; s/iter, peak RSS.
 * ``main_job``: the default job's model and data (configs/train.yaml): s/iter of a training step
@@ -189,6 +192,7 @@ def section_inference(args, device, workdir: Path) -> dict[str, Any]:
     tv_input = [(image.float() / 255).to(device)]
     our_input = [{"image": image.float().to(device), "height": image.shape[1], "width": image.shape[2]}]
     sides = {"ours": lambda: ours(our_input), "torchvision": lambda: tv(tv_input)}
+    variants = {name: _inference_variant(ours, name) for name in args.variants}
     rec_tv, rec_ours = Recorder(tv.backbone, tv.rpn), Recorder(ours.backbone, ours.proposal_generator)
     with torch.inference_mode():
         dets_tv = len(tv(tv_input)[0]["boxes"])
@@ -198,6 +202,10 @@ def section_inference(args, device, workdir: Path) -> dict[str, Any]:
             with FlopCounterMode(display=False) as counter:
                 call()
             flops[name] = counter.get_total_flops()
+        variant_dets = {}
+        for name, model in variants.items():  # warm-up (and compilation), outside the timings
+            variant_dets[name] = len(model(our_input)[0]["instances"])
+            sides[f"ours {name}"] = lambda model=model: model(our_input)
         timings = compare_alternating(sides, repeats=args.repeats, warmup=0)
     work = {
         "image": source,
@@ -208,9 +216,30 @@ def section_inference(args, device, workdir: Path) -> dict[str, Any]:
     rec_tv.close()
     rec_ours.close()
     result = _ratio_result("s/img", timings, work)
+    result["variants"] = {
+        name: {**timings[f"ours {name}"].as_dict(), "detections": variant_dets[name],
+               "ratio_vs_torchvision_fp32": timings[f"ours {name}"].median / timings["torchvision"].median}
+        for name in variants
+    }
+    if "bf16" in variants:
+        result["cpu_bf16_native"] = device.type == "cuda" or bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     result["gflops"] = {name: f / 1e9 for name, f in flops.items()}  # 2 per multiply-add; RoIAlign/NMS not counted
-    result["achieved_gflop_per_s"] = {name: flops[name] / timings[name].median / 1e9 for name in sides}
+    result["achieved_gflop_per_s"] = {name: flops[name] / timings[name].median / 1e9 for name in flops}
     return result
+
+
+def _inference_variant(ours, name: str):
+    """A copy of ``ours`` in one of ``--variants``: "bf16" (inference_amp) or "compile" (the
+    backbone and the mask head through torch.compile, as ``model.torch_compile`` does)."""
+    import copy
+
+    model = copy.deepcopy(ours)
+    if name == "bf16":
+        model.inference_amp = "bf16"
+    elif name == "compile":
+        model.backbone.compile()
+        model.roi_heads.mask_head.compile()
+    return model
 
 
 def section_train(args, device, workdir: Path) -> dict[str, Any]:
@@ -485,6 +514,10 @@ def to_markdown(report: dict[str, Any]) -> str:
             mem += f" (CUDA {r['peak_cuda_ratio']:.2f})"
         rows.append(f"| {name}, {r['unit']} | {r['torchvision']['median_s']:.3f} | {r['ours']['median_s']:.3f} | "
                     f"**{r['ratio']:.2f}** | {mem} | {'yes' if r['equal_work'] else 'NO'} |")
+        for variant, v in r.get("variants", {}).items():
+            note = "" if variant != "bf16" else (" (native bf16)" if r.get("cpu_bf16_native") else " (emulated: no AVX512_BF16/AMX)")
+            rows.append(f"| {name}, {r['unit']}, ours {variant}{note} vs torchvision fp32 | {r['torchvision']['median_s']:.3f} | "
+                        f"{v['median_s']:.3f} | **{v['ratio_vs_torchvision_fp32']:.2f}** | n/a | {v['detections']} detections |")
     if rows:
         lines += ["| Mask R-CNN R50-FPN | torchvision | ours | ratio | peak memory ratio | equal work |",
                   "|---|---|---|---|---|---|", *rows, ""]
@@ -527,6 +560,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--variants", nargs="*", choices=("bf16", "compile"), default=[],
+                        help="inference also with ours in bf16 autocast / with torch.compile (backbone, mask head)")
     parser.add_argument("--json", type=Path, help="write the full report as JSON here")
     parser.add_argument("--markdown", type=Path, help="write the tables as markdown here")
     args = parser.parse_args(argv)

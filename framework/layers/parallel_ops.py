@@ -126,7 +126,9 @@ def roi_align(
     output_size = tuple(output_size)
     work = rois.shape[0] * input.shape[1] * output_size[0] * output_size[1]
     workers = min(num_workers(input.device, work, MIN_ROI_ALIGN_WORK), input.shape[1])
-    if workers == 1 or rois.dim() != 2 or rois.shape[1] != 5:
+    # Other dtypes (bf16 under autocast) go to torchvision, whose autocast kernel computes in float32:
+    # autocast state is per thread, so the pool's threads would not see it.
+    if workers == 1 or rois.dim() != 2 or rois.shape[1] != 5 or input.dtype not in (torch.float32, torch.float64):
         return ops.roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
     return _ChannelSplitRoIAlign.apply(input, rois.to(input.dtype), spatial_scale, output_size,
                                        sampling_ratio, aligned, workers)
@@ -146,7 +148,8 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         (K,) int64 indices of the kept boxes in decreasing order of score, equal to torchvision's.
     """
     workers = num_workers(boxes.device, boxes.shape[0], MIN_NMS_BOXES)
-    if workers == 1:
+    if workers == 1 or boxes.dtype != torch.float32 or scores.dtype != torch.float32:
+        # e.g. bf16 scores under autocast: torchvision's autocast kernel casts them in this thread
         return ops.batched_nms(boxes, scores, idxs, iou_threshold)
     classes, counts = torch.unique(idxs, return_counts=True)
     if len(classes) < 2:

@@ -120,3 +120,18 @@ def test_pool_is_rebuilt_in_a_forked_child(two_threads, monkeypatch):
     monkeypatch.setattr(parallel_ops.os, "getpid", lambda: -1)  # as if in a child after fork
     assert parallel_ops._executor(2) is not first
 
+
+
+def test_under_bf16_autocast_both_ops_give_torchvisions_results(two_threads):
+    """Autocast is per thread: lower-precision inputs stay on the calling thread (torchvision's
+    autocast kernels compute in float32)."""
+    boxes, scores, idxs = _nms_inputs(5000, 20)
+    feature = torch.randn(1, 64, 32, 32).to(torch.bfloat16)
+    rois = _rois(300, images=1, size=(128, 128))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        nms_ours = parallel_ops.batched_nms(boxes, scores.to(torch.bfloat16), idxs, 0.5)
+        nms_theirs = ops.batched_nms(boxes, scores.to(torch.bfloat16), idxs, 0.5)
+        align_ours = parallel_ops.roi_align(feature, rois, (7, 7), 0.25, 0, True)
+        align_theirs = ops.roi_align(feature, rois, (7, 7), 0.25, 0, True)
+    assert torch.equal(nms_ours, nms_theirs)
+    assert align_ours.dtype == align_theirs.dtype and torch.equal(align_ours, align_theirs)

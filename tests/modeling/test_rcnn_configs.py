@@ -105,3 +105,48 @@ def test_test_resize_runs_inside_the_model_and_maps_outputs_back():
     assert out["instances"].image_size == (96, 128) and out["instances"].pred_masks.shape[1:] == (96, 128)
     model.train()  # training inputs come resized by the mapper: no resize in the model
     assert model.preprocess_image([x]).image_sizes == [(96, 128)]
+
+
+def test_bf16_inference_amp_gives_float32_detections_close_to_fp32():
+    torch.manual_seed(0)
+    cfg = compose(["model=mask_rcnn_R_18_FPN_quick", "model.roi_heads.num_classes=3",
+                   "model.roi_heads.test_score_thresh=0.0", "model.roi_heads.test_detections_per_img=20"])
+    model = META_ARCHITECTURES.build(cfg.model, path="model").eval()
+    x = _inputs(128, 160, train=False)
+    with torch.no_grad():
+        (fp32,) = model([x])
+        model.inference_amp = "bf16"
+        (bf16,) = model([x])
+    a, b = fp32["instances"], bf16["instances"]
+    assert len(b) == len(a) == 20
+    assert b.scores.dtype == b.pred_boxes.tensor.dtype == torch.float32 and b.pred_masks.dtype == torch.bool
+    # bf16 keeps 8 bits of mantissa: the top detection is found again, its box within a few pixels.
+    top = a.pred_boxes.tensor[0]
+    assert (b.pred_boxes.tensor - top).abs().amax(dim=1).min() < 4.0
+
+
+def test_inference_amp_choices_and_fp16_on_cpu_are_clear_errors():
+    from framework.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="inference_amp"):
+        META_ARCHITECTURES.build(compose(["model=mask_rcnn_R_18_FPN_quick", "model.inference_amp=fp8"]).model, path="model")
+    model = META_ARCHITECTURES.build(compose(["model=mask_rcnn_R_18_FPN_quick", "model.inference_amp=fp16"]).model,
+                                     path="model").eval()
+    with pytest.raises(ConfigError, match="CUDA"):
+        model([_inputs(64, 64, train=False)])
+
+
+def test_torch_compile_names_submodules_and_keeps_the_state_dict():
+    from framework.errors import ConfigError
+
+    cfg = compose(["model=mask_rcnn_R_18_FPN_quick", "model.torch_compile=[roi_heads.box_head]"])
+    torch.manual_seed(0)
+    plain = META_ARCHITECTURES.build(compose(["model=mask_rcnn_R_18_FPN_quick"]).model, path="model")
+    torch.manual_seed(0)
+    compiled = META_ARCHITECTURES.build(cfg.model, path="model")
+    assert compiled.roi_heads.box_head._compiled_call_impl is not None
+    assert plain.roi_heads.box_head._compiled_call_impl is None
+    assert list(compiled.state_dict()) == list(plain.state_dict())
+    with pytest.raises(ConfigError, match="no submodule 'roi_head'.*'roi_heads'"):
+        META_ARCHITECTURES.build(compose(["model=mask_rcnn_R_18_FPN_quick", "model.torch_compile=[roi_head]"]).model,
+                                 path="model")

@@ -28,7 +28,7 @@ def _tool(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_benchmark_inference_runs_equal_work_on_both_sides(tmp_path):
     out = tmp_path / "bench.json"
-    res = _tool("benchmark.py", "--sections", "inference", "--repeats", "1", "--json", str(out),
+    res = _tool("benchmark.py", "--sections", "inference", "--repeats", "1", "--variants", "bf16", "--json", str(out),
                 "--markdown", str(tmp_path / "bench.md"), cwd=tmp_path)
     report = json.loads(out.read_text())
     inference = report["sections"]["inference"]
@@ -43,6 +43,11 @@ def test_benchmark_inference_runs_equal_work_on_both_sides(tmp_path):
     assert gflops["ours"] == pytest.approx(gflops["torchvision"], rel=0.02)
     assert re.search(r"\| inference, s/img \| [\d.]+ \| [\d.]+ \| \*\*[\d.]+\*\* \|", res.stdout)
     assert (tmp_path / "bench.md").read_text().strip() in res.stdout
+    # ours in bf16 autocast, timed in the same alternation against torchvision in fp32
+    bf16 = inference["variants"]["bf16"]
+    assert bf16["detections"] == 100
+    assert bf16["ratio_vs_torchvision_fp32"] == pytest.approx(bf16["median_s"] / inference["torchvision"]["median_s"])
+    assert re.search(r"\| inference, s/img, ours bf16 .*vs torchvision fp32 \| [\d.]+ \| [\d.]+ \| \*\*[\d.]+\*\* \|", res.stdout)
 
 
 def test_benchmark_main_job_data_eval_and_peak_sections(tmp_path):

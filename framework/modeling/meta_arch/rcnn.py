@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Literal, Optional, Sequence
 
 import torch
@@ -11,9 +12,23 @@ from framework.errors import ConfigError
 from framework.layers.resize import resize_shortest_edge_torchvision
 from framework.modeling.postprocessing import detector_postprocess
 from framework.registry import BACKBONES, META_ARCHITECTURES, PROPOSAL_GENERATORS, ROI_HEADS, Spec
-from framework.structures import ImageList, Instances
+from framework.structures import Boxes, ImageList, Instances
 
 __all__ = ["GeneralizedRCNN"]
+
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _float32_fields(instances: Instances) -> Instances:
+    """``instances`` with every floating-point field (and Boxes) in float32, after autocast."""
+    out = Instances(instances.image_size)
+    for name, value in instances.get_fields().items():
+        if isinstance(value, Boxes):
+            value = Boxes(value.tensor.float())
+        elif isinstance(value, torch.Tensor) and value.is_floating_point():
+            value = value.float()
+        out.set(name, value)
+    return out
 
 
 @META_ARCHITECTURES.register()
@@ -37,10 +52,20 @@ class GeneralizedRCNN(nn.Module):
         mask_paste: how masks are resampled into the image: "detectron2" (bilinear sampling of the
             mask as cells spanning the box) or "torchvision" (its pad-by-one, integer-box resize).
         inference_channels_last: at inference, give the backbone the batch in channels_last
-            (NHWC) memory format; convolutions keep it, so the backbone and RPN run in it
-            (StandardROIHeads pools from NCHW copies and runs the mask head in NHWC again). About 15% faster on a CPU (oneDNN's native layout; see
-            docs/benchmarks.md); the same detections up to float rounding. Training stays NCHW:
-            on a CPU the backward pass is slower in NHWC.
+            (NHWC) memory format; convolutions keep it, so the backbone and RPN run in it, and
+            StandardROIHeads pools from NCHW copies and runs its mask head in NHWC again. oneDNN's
+            native layout: R50-FPN inference about 15% faster on a CPU (docs/benchmarks.md); the
+            same detections up to float rounding. Training stays NCHW: on a CPU the backward pass
+            is slower in NHWC.
+        inference_amp: mixed precision at inference, as ``train.amp`` is for training: "bf16"
+            (CPU or CUDA; fast on CPUs with AVX512_BF16 / AMX, emulated and slow on others) or
+            "fp16" (CUDA) runs the backbone, RPN and RoI heads under ``torch.autocast``; scores,
+            boxes and mask probabilities come out in float32. "none" (default): float32.
+        torch_compile: submodules to wrap in ``torch.compile`` (``nn.Module.compile``, in place: the
+            state dict keeps its names), e.g. ``[backbone]`` or ``[backbone,
+            roi_heads.mask_head]``. Each compiles on its first call and again for new input shapes
+            (about a minute for the R50-FPN backbone on 2 CPU cores); docs/benchmarks.md has what
+            it buys. Empty (default): eager.
 
     Input (``forward``): a list of per-image dicts with
         ``image``: (C, H, W) tensor in ``input_format``, 0-255, already resized (unless ``test_resize``);
@@ -64,6 +89,8 @@ class GeneralizedRCNN(nn.Module):
         mask_threshold: float = 0.5,
         mask_paste: Literal["detectron2", "torchvision"] = "detectron2",
         inference_channels_last: bool = True,
+        inference_amp: Literal["none", "bf16", "fp16"] = "none",
+        torch_compile: Sequence[str] = (),
     ):
         super().__init__()
         if len(pixel_mean) != len(pixel_std):
@@ -83,8 +110,34 @@ class GeneralizedRCNN(nn.Module):
         self.mask_threshold = mask_threshold
         self.mask_paste = mask_paste
         self.inference_channels_last = inference_channels_last
+        if inference_amp not in _AMP_DTYPES and inference_amp != "none":
+            choices = ["none", *_AMP_DTYPES]
+            raise ConfigError(f"GeneralizedRCNN inference_amp {inference_amp!r} is not one of {choices}")
+        self.inference_amp = inference_amp
+        for name in torch_compile:
+            self._submodule(name).compile()
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), persistent=False)
+
+    def _submodule(self, name: str) -> nn.Module:
+        try:
+            return self.get_submodule(name)
+        except AttributeError:
+            children = [n for n, _ in self.named_children()]
+            raise ConfigError(
+                f"GeneralizedRCNN torch_compile: no submodule {name!r}; the model's parts are {children} "
+                f"(dotted paths reach inside them, e.g. 'roi_heads.mask_head')"
+            ) from None
+
+    def _inference_autocast(self):
+        if self.inference_amp == "none":
+            return contextlib.nullcontext()
+        if self.inference_amp == "fp16" and self.device.type != "cuda":
+            raise ConfigError(
+                f"GeneralizedRCNN inference_amp='fp16' needs the model on a CUDA device, but it is on "
+                f"{self.device.type!r}; use inference_amp='bf16' (supported on CPU) or 'none'"
+            )
+        return torch.autocast(self.device.type, dtype=_AMP_DTYPES[self.inference_amp])
 
     @property
     def device(self) -> torch.device:
@@ -124,9 +177,12 @@ class GeneralizedRCNN(nn.Module):
         x = images.tensor
         if self.inference_channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        features = self.backbone(x)
-        proposals, _ = self.proposal_generator(images, features, None)
-        results, _ = self.roi_heads(images, features, proposals, None)
+        with self._inference_autocast():
+            features = self.backbone(x)
+            proposals, _ = self.proposal_generator(images, features, None)
+            results, _ = self.roi_heads(images, features, proposals, None)
+        if self.inference_amp != "none":
+            results = [_float32_fields(r) for r in results]
         if not do_postprocess:
             return results
         out = []

@@ -176,7 +176,8 @@ class FastRCNNOutputLayers(nn.Module):
     def predict_probs(self, predictions, proposals: Sequence[Instances]) -> list[torch.Tensor]:
         """Softmax class probabilities per image, (Ri, K+1)."""
         scores, _ = predictions
-        return list(F.softmax(scores, dim=-1).split([len(p) for p in proposals]))
+        # float32 softmax: under bf16 autocast the logits are bf16, whose 8-bit mantissa would tie scores
+        return list(F.softmax(scores.float(), dim=-1).split([len(p) for p in proposals]))
 
     def inference(self, predictions, proposals: Sequence[Instances]) -> tuple[list[Instances], list[torch.Tensor]]:
         return fast_rcnn_inference(
