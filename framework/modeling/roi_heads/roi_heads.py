@@ -204,7 +204,7 @@ class StandardROIHeads(nn.Module):
         return instances
 
     def _features_for_pooling(self, features: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], bool]:
-        """The pooled levels in NCHW, and whether any came in channels_last.
+        """``features`` with the pooled levels in NCHW, and whether any came in channels_last.
 
         torchvision's RoIAlign reads NCHW and copies anything else on every call; converting the
         channels_last maps of an inference once here serves both poolers. The pooled mask features
@@ -212,12 +212,11 @@ class StandardROIHeads(nn.Module):
         """
         names = set(self.box_in_features) | set(self.mask_in_features if self.mask_on else ())
         channels_last = False
-        out = {}
+        out = dict(features)  # every level stays available to subclasses; only the pooled ones convert
         for name in names:
             x = features[name]
             if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-                x, channels_last = contiguous_nchw(x), True
-            out[name] = x
+                out[name], channels_last = contiguous_nchw(x), True
         return out, channels_last
 
     def _forward_box(self, features, proposals):
