@@ -179,7 +179,7 @@ def _write(detections: dict[str, list[list[float]]]) -> None:
 if __name__ == "__main__":
     if sys.argv[1:] != ["--regenerate"]:
         sys.exit(f"usage: {sys.argv[0]} --regenerate   (rewrites {DATA})")
-    detections = compute(Path(__file__).resolve().parents[3] / "shared" / "data" / "coco_tiny" / "val2017")
-    _write(detections)
-    assert json.loads(DATA.read_text())["detections"] == detections
-    print(f"wrote {DATA} ({sum(len(d) for d in detections.values())} detections)")
+    pinned = compute(Path(__file__).resolve().parents[3] / "shared" / "data" / "coco_tiny" / "val2017")
+    _write(pinned)
+    assert json.loads(DATA.read_text())["detections"] == pinned
+    print(f"wrote {DATA} ({sum(len(d) for d in pinned.values())} detections)")
