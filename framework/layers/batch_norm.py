@@ -119,8 +119,9 @@ def fold_into_conv(
 
     ``conv(x, w', b') == norm(conv(x, weight, bias))`` up to rounding, for
     ``w' = weight * s`` and ``b' = (bias - mean) * s + beta``, ``s = gamma / sqrt(var + eps)`` per
-    output channel: the values ``torch.nn.utils.fusion.fuse_conv_bn_weights`` gives, bit for bit. That holds when the norm is a per-channel affine map: a FrozenBatchNorm2d, or
-    an ``nn.BatchNorm2d`` in eval mode with running statistics. Both results are differentiable
+    output channel: the values ``torch.nn.utils.fusion.fuse_conv_bn_weights`` gives, bit for bit.
+    That holds when the norm is a per-channel affine map: a FrozenBatchNorm2d, or an
+    ``nn.BatchNorm2d`` in eval mode with running statistics. Both results are differentiable
     functions of ``weight`` and ``bias``, so a folded convolution still trains its weights.
 
     Args:
