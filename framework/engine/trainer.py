@@ -19,7 +19,6 @@ import logging
 import time
 import weakref
 from collections.abc import Iterable, Mapping
-from contextlib import nullcontext
 from typing import Any, Callable, Literal, Optional
 
 import numpy as np
@@ -29,6 +28,7 @@ from torch import nn
 
 from framework.engine.hooks import Hook, LRScheduler
 from framework.errors import ConfigError, did_you_mean
+from framework.layers.amp import amp_autocast, check_amp
 from framework.utils import comm
 from framework.utils.events import EventStorage
 from framework.utils.seeding import derive_seed, seed_global_rngs
@@ -37,7 +37,6 @@ __all__ = ["Trainer", "GradClipper"]
 
 logger = logging.getLogger(__name__)
 
-_AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class GradClipper:
@@ -158,14 +157,7 @@ class Trainer:
         self.nonfinite_steps = 0  # skipped so far, over the whole run (resumed runs continue the count)
 
         self.device_type = _device_type(model)
-        if amp not in ("none", "fp16", "bf16"):
-            choices = ["none", "fp16", "bf16"]
-            raise ConfigError(f"amp {amp!r} is not one of {choices}.{did_you_mean(str(amp), choices)}")
-        if amp == "fp16" and self.device_type != "cuda":
-            raise ConfigError(
-                f"amp='fp16' needs the model on a CUDA device, but it is on {self.device_type!r}; "
-                "use amp='bf16' (supported on CPU) or amp='none'"
-            )
+        check_amp(amp, self.device_type, knob="amp")
         self.amp = amp
         self.grad_scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
 
@@ -265,8 +257,7 @@ class Trainer:
 
         # Skipping a step must leave everything as before it, BatchNorm statistics included.
         buffers = [b.detach().clone() for b in self.model.buffers()] if self.max_nonfinite_steps else None
-        autocast = torch.autocast(self.device_type, dtype=_AMP_DTYPES[self.amp]) if self.amp != "none" else nullcontext()
-        with autocast:
+        with amp_autocast(self.amp, self.device_type, knob="amp"):
             loss_dict = self.model(data)
         if isinstance(loss_dict, torch.Tensor):
             loss_dict = {"total_loss": loss_dict}

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Literal, Optional, Sequence
 
 import torch
 from torch import nn
 
 from framework.errors import ConfigError
+from framework.layers.amp import amp_autocast, check_amp
 from framework.layers.resize import resize_shortest_edge_torchvision
 from framework.modeling.postprocessing import detector_postprocess
 from framework.registry import BACKBONES, META_ARCHITECTURES, PROPOSAL_GENERATORS, ROI_HEADS, Spec
 from framework.structures import Boxes, ImageList, Instances
 
 __all__ = ["GeneralizedRCNN"]
-
-_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _float32_fields(instances: Instances) -> Instances:
@@ -110,9 +108,7 @@ class GeneralizedRCNN(nn.Module):
         self.mask_threshold = mask_threshold
         self.mask_paste = mask_paste
         self.inference_channels_last = inference_channels_last
-        if inference_amp not in _AMP_DTYPES and inference_amp != "none":
-            choices = ["none", *_AMP_DTYPES]
-            raise ConfigError(f"GeneralizedRCNN inference_amp {inference_amp!r} is not one of {choices}")
+        check_amp(inference_amp, None, knob="inference_amp")
         self.inference_amp = inference_amp
         for name in torch_compile:
             self._submodule(name).compile()
@@ -128,16 +124,6 @@ class GeneralizedRCNN(nn.Module):
                 f"GeneralizedRCNN torch_compile: no submodule {name!r}; the model's parts are {children} "
                 f"(dotted paths reach inside them, e.g. 'roi_heads.mask_head')"
             ) from None
-
-    def _inference_autocast(self):
-        if self.inference_amp == "none":
-            return contextlib.nullcontext()
-        if self.inference_amp == "fp16" and self.device.type != "cuda":
-            raise ConfigError(
-                f"GeneralizedRCNN inference_amp='fp16' needs the model on a CUDA device, but it is on "
-                f"{self.device.type!r}; use inference_amp='bf16' (supported on CPU) or 'none'"
-            )
-        return torch.autocast(self.device.type, dtype=_AMP_DTYPES[self.inference_amp])
 
     @property
     def device(self) -> torch.device:
@@ -177,7 +163,7 @@ class GeneralizedRCNN(nn.Module):
         x = images.tensor
         if self.inference_channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with self._inference_autocast():
+        with amp_autocast(self.inference_amp, self.device.type, knob="inference_amp"):
             features = self.backbone(x)
             proposals, _ = self.proposal_generator(images, features, None)
             results, _ = self.roi_heads(images, features, proposals, None)
