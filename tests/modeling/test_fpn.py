@@ -136,3 +136,13 @@ def test_bad_knob_values_from_config():
 def test_input_not_divisible_by_size_divisibility(fpn):
     with pytest.raises(ValueError, match="size_divisibility=32"):
         fpn(torch.zeros(1, 3, 64, 80))
+
+
+def test_padding_constraints_follow_size_divisibility_for_any_backbone():
+    from framework.modeling.backbone.backbone import Backbone
+
+    class Plain(Backbone):
+        def forward(self, x):
+            return {}
+
+    assert Plain().padding_constraints == {}  # size_divisibility 0: no constraint

@@ -39,11 +39,12 @@ class Backbone(nn.Module, metaclass=ABCMeta):
 
     @property
     def padding_constraints(self) -> dict[str, int]:
-        """Extra padding constraints (e.g. ``{"size_divisibility": 32}``); empty by default.
+        """detectron2's name for the same constraint: ``{"size_divisibility": n}`` when n > 0, else empty.
 
-        Callers that pad images should combine this with :attr:`size_divisibility`.
+        A backbone with more (detectron2's ``square_size``) overrides this; the padding in
+        GeneralizedRCNN reads :attr:`size_divisibility`.
         """
-        return {}
+        return {"size_divisibility": self.size_divisibility} if self.size_divisibility > 0 else {}
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         """Feature name -> ShapeSpec(channels, stride) of each output of :meth:`forward`."""

@@ -127,10 +127,6 @@ class FPN(Backbone):
     def size_divisibility(self) -> int:
         return self._size_divisibility
 
-    @property
-    def padding_constraints(self) -> dict[str, int]:
-        return {"size_divisibility": self._size_divisibility}
-
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """Args:
             x: images (B, C, H, W) with H, W divisible by :attr:`size_divisibility`.

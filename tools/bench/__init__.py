@@ -1,0 +1,1 @@
+"""The parts of tools/benchmark.py: models and inputs both sides run, the sections, the report."""

@@ -1,0 +1,81 @@
+"""The benchmark's report: the machine it ran on and the markdown tables."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+from typing import Any
+
+__all__ = ["machine_info", "to_markdown"]
+
+
+def machine_info(device) -> dict[str, Any]:
+    import torch
+    import torchvision
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    info = {"cpu": cpu, "threads": torch.get_num_threads(), "python": platform.python_version(),
+            "torch": torch.__version__, "torchvision": torchvision.__version__, "device": str(device)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    lines = [f"Machine: {m['cpu']}, {m['threads']} threads, {m.get('gpu', 'CPU')}; torch {m['torch']}, "
+             f"torchvision {m['torchvision']}, Python {m['python']}. Mode: {'quick' if report['quick'] else 'full'}, "
+             f"{report['repeats']} timed runs per side.", ""]
+    rows = []
+    for name in ("inference", "train"):
+        r = report["sections"].get(name)
+        if not r:
+            continue
+        mem = f"{r['peak_rss_ratio']:.2f}" if r["peak_rss_ratio"] else "n/a"
+        if r.get("peak_cuda_ratio"):
+            mem += f" (CUDA {r['peak_cuda_ratio']:.2f})"
+        rows.append(f"| {name}, {r['unit']} | {r['torchvision']['median_s']:.3f} | {r['ours']['median_s']:.3f} | "
+                    f"**{r['ratio']:.2f}** | {mem} | {'yes' if r['equal_work'] else 'NO'} |")
+        for variant, v in r.get("variants", {}).items():
+            note = "" if variant != "bf16" else (" (native bf16)" if r.get("cpu_bf16_native") else " (emulated: no AVX512_BF16/AMX)")
+            rows.append(f"| {name}, {r['unit']}, ours {variant}{note} vs torchvision fp32 | {r['torchvision']['median_s']:.3f} | "
+                        f"{v['median_s']:.3f} | **{v['ratio_vs_torchvision_fp32']:.2f}** | n/a | {v['detections']} detections |")
+    if rows:
+        lines += ["| Mask R-CNN R50-FPN | torchvision | ours | ratio | peak memory ratio | equal work |",
+                  "|---|---|---|---|---|---|", *rows, ""]
+        for name in ("inference", "train"):
+            r = report["sections"].get(name)
+            if r:
+                lines.append(f"- {name} work: " + json.dumps(r["work"], default=str))
+        lines.append("")
+    mj = report["sections"].get("main_job")
+    if mj:
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in mj["shares"].items())
+        lines += [f"Main job ({mj['work']['model']}, batch {mj['work']['batch']}): {mj['s_per_iter']:.3f} s/iter; "
+                  f"{shares}; it consumes {mj['images_per_s_consumed']:.1f} img/s.", ""]
+    data = report["sections"].get("data")
+    if data:
+        lines += ["| data pipeline | img/s | x main job's consumption |", "|---|---|---|"]
+        for k, v in data["results"].items():
+            x = f"{v['x_main_job']:.1f}" if v["x_main_job"] else "n/a"
+            lines.append(f"| {k} | {v['img_per_s']:.1f} | {x} |")
+        lines.append("")
+    ev = report["sections"].get("eval")
+    if ev:
+        parts = [f"{k} {v:.2f} s" if isinstance(v, float) else f"{k}: {v}" for k, v in ev["results"].items()]
+        lines += [f"Evaluation of {ev['predictions']} box + mask predictions: " + "; ".join(parts) + ".", ""]
+    peak = report["sections"].get("peak")
+    inference = report["sections"].get("inference")
+    if peak or inference:
+        lines += ["| throughput | GFLOP/s |", "|---|---|"]
+        lines += [f"| {k} (peak on the spot) | {v:.0f} |" for k, v in (peak or {}).get("results", {}).items()]
+        for name, rate in (inference or {}).get("achieved_gflop_per_s", {}).items():
+            lines.append(f"| Mask R-CNN R50-FPN inference, {name} ({inference['gflops'][name]:.0f} GFLOP/img) | {rate:.0f} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,315 @@
+"""The benchmark's sections: each returns a JSON-able dict of figures (see tools/benchmark.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from bench.inputs import COCO_TINY, benchmark_image, training_batch
+from bench.models import Recorder, our_mask_rcnn, torchvision_mask_rcnn
+
+SECTIONS = ("inference", "train", "main_job", "data", "eval", "peak")
+
+
+def section_inference(args, device, workdir: Path) -> dict[str, Any]:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from framework.utils.measure import compare_alternating
+
+    image, source = benchmark_image()
+    tv = torchvision_mask_rcnn([image.float() / 255]).to(device)
+    ours = our_mask_rcnn(tv, workdir, device)
+    tv_input = [(image.float() / 255).to(device)]
+    our_input = [{"image": image.float().to(device), "height": image.shape[1], "width": image.shape[2]}]
+    sides = {"ours": lambda: ours(our_input), "torchvision": lambda: tv(tv_input)}
+    variants = {name: _inference_variant(ours, name) for name in args.variants}
+    rec_tv, rec_ours = Recorder(tv.backbone, tv.rpn), Recorder(ours.backbone, ours.proposal_generator)
+    with torch.inference_mode():
+        dets_tv = len(tv(tv_input)[0]["boxes"])
+        dets_ours = len(ours(our_input)[0]["instances"])
+        flops = {}
+        for name, call in sides.items():  # the warm-up run, counted
+            with FlopCounterMode(display=False) as counter:
+                call()
+            flops[name] = counter.get_total_flops()
+        variant_dets = {}
+        for name, model in variants.items():  # warm-up (and compilation), outside the timings
+            variant_dets[name] = len(model(our_input)[0]["instances"])
+            sides[f"ours {name}"] = lambda model=model: model(our_input)
+        timings = compare_alternating(sides, repeats=args.repeats, warmup=0)
+    work = {
+        "image": source,
+        "input_size": {"ours": rec_ours.input_size, "torchvision": rec_tv.input_size},
+        "proposals": {"ours": rec_ours.proposals, "torchvision": rec_tv.proposals},
+        "detections": {"ours": dets_ours, "torchvision": dets_tv},
+    }
+    rec_tv.close()
+    rec_ours.close()
+    result = _ratio_result("s/img", timings, work)
+    result["variants"] = {
+        name: {**timings[f"ours {name}"].as_dict(), "detections": variant_dets[name],
+               "ratio_vs_torchvision_fp32": timings[f"ours {name}"].median / timings["torchvision"].median}
+        for name in variants
+    }
+    if "bf16" in variants:
+        result["cpu_bf16_native"] = device.type == "cuda" or bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    result["gflops"] = {name: f / 1e9 for name, f in flops.items()}  # 2 per multiply-add; RoIAlign/NMS not counted
+    result["achieved_gflop_per_s"] = {name: flops[name] / timings[name].median / 1e9 for name in flops}
+    return result
+
+
+def _inference_variant(ours, name: str):
+    """A copy of ``ours`` in one of ``--variants``: "bf16" (inference_amp) or "compile" (the
+    backbone and the mask head through torch.compile, as ``model.torch_compile`` does)."""
+    import copy
+
+    model = copy.deepcopy(ours)
+    if name == "bf16":
+        model.inference_amp = "bf16"
+    elif name == "compile":
+        model.backbone.compile()
+        model.roi_heads.mask_head.compile()
+    return model
+
+
+def section_train(args, device, workdir: Path) -> dict[str, Any]:
+    import torch
+
+    from framework.structures import BitMasks, Boxes, Instances
+    from framework.utils.measure import compare_alternating
+
+    batch = training_batch()
+    tv = torchvision_mask_rcnn([img.float() / 255 for img, *_ in batch]).to(device)
+    ours = our_mask_rcnn(tv, workdir, device)
+    h, w = batch[0][0].shape[-2:]
+    tv.transform.min_size, tv.transform.max_size = (int(h),), int(max(h, w))  # no resize: both see 512x768
+    tv_images = [(img.float() / 255).to(device) for img, *_ in batch]
+    tv_targets = [{"boxes": b.to(device), "labels": (c + 1).to(device), "masks": m.to(torch.uint8).to(device)}
+                  for _, b, c, m in batch]
+    our_inputs = [
+        {"image": img.float().to(device),
+         "instances": Instances((int(h), int(w)), gt_boxes=Boxes(b), gt_classes=c, gt_masks=BitMasks(m))}
+        for img, b, c, m in batch
+    ]
+    optimizers = {
+        name: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+        for name, m in (("ours", ours), ("torchvision", tv))
+    }
+
+    def step(name: str, model, call: Callable[[], dict]) -> None:
+        losses = call()
+        optimizers[name].zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        optimizers[name].step()
+
+    ours.train(), tv.train()
+    rec_tv, rec_ours = Recorder(tv.backbone, tv.rpn), Recorder(ours.backbone, ours.proposal_generator)
+    timings = compare_alternating(
+        {"ours": lambda: step("ours", ours, lambda: ours(our_inputs)),
+         "torchvision": lambda: step("torchvision", tv, lambda: tv(tv_images, tv_targets))},
+        repeats=args.repeats, warmup=1,
+    )
+    work = {
+        "images": f"{len(batch)} x {int(h)}x{int(w)}, {len(batch[0][1])} boxes + masks each",
+        "input_size": {"ours": rec_ours.input_size, "torchvision": rec_tv.input_size},
+        "proposals": {"ours": rec_ours.proposals, "torchvision": rec_tv.proposals},
+        "sampling": {"rpn": "256 anchors/img, 50% positive", "roi": "512 RoIs/img, 25% positive"},
+    }
+    rec_tv.close()
+    rec_ours.close()
+    return _ratio_result("s/iter", timings, work)
+
+
+class StageTimer:
+    """Wall time of named submodules' forwards (pre/post hooks), summed per step."""
+
+    def __init__(self, modules: dict[str, Any]) -> None:
+        from framework.utils.measure import sync
+
+        self._sync = sync
+        self.seconds = {name: 0.0 for name in modules}
+        self._start: dict[str, float] = {}
+        for name, module in modules.items():
+            module.register_forward_pre_hook(lambda m, a, name=name: self._begin(name))
+            module.register_forward_hook(lambda m, a, o, name=name: self._end(name))
+
+    def _begin(self, name: str) -> None:
+        self._sync()
+        self._start[name] = time.perf_counter()
+
+    def _end(self, name: str) -> None:
+        self._sync()
+        self.seconds[name] += time.perf_counter() - self._start.pop(name)
+
+
+def section_main_job(args, device, workdir: Path) -> dict[str, Any]:
+    import statistics
+
+    from framework.config.compose import compose
+    from framework.data.build import build_train_loader
+    from framework.engine.builders import build_datasets, build_mapper, build_model, to_kwargs
+    from framework.engine.optim import build_optimizer
+    from framework.utils.events import EventStorage
+    from framework.utils.measure import sync
+
+    cfg = compose([])
+    data = build_datasets(cfg)
+    model = build_model(cfg, device).train()
+    optimizer = build_optimizer(model, cfg.solver)
+    loader = iter(build_train_loader(data.train, build_mapper(cfg, "train"), **to_kwargs(cfg.dataloader.train)))
+    stages = StageTimer({"backbone": model.backbone, "rpn": model.proposal_generator, "roi_heads": model.roi_heads})
+    steps = max(args.repeats * 3, 6)
+    per_step: list[dict[str, float]] = []
+    with EventStorage():
+        for i in range(steps + 2):  # 2 warm-up steps
+            for k in stages.seconds:
+                stages.seconds[k] = 0.0
+            t0 = time.perf_counter()
+            batch = next(loader)
+            t1 = time.perf_counter()
+            losses = model(batch)
+            loss = sum(losses.values())
+            sync()
+            t2 = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            sync()
+            t3 = time.perf_counter()
+            optimizer.step()
+            sync()
+            t4 = time.perf_counter()
+            if i >= 2:
+                per_step.append({"data": t1 - t0, **stages.seconds, "other_forward": (t2 - t1) - sum(stages.seconds.values()),
+                                 "backward": t3 - t2, "optimizer": t4 - t3, "total": t4 - t0})
+    median = {k: statistics.median(s[k] for s in per_step) for k in per_step[0]}
+    # Shares from means: the stages of a step add up to its total, so their means add up to the mean total.
+    mean = {k: statistics.fmean(s[k] for s in per_step) for k in per_step[0]}
+    compute = median["total"] - median["data"]
+    batch_size = int(cfg.dataloader.train.total_batch_size)
+    return {
+        "unit": "s/iter",
+        "s_per_iter": median["total"],
+        "shares": {k: v / mean["total"] for k, v in mean.items() if k != "total"},
+        "stage_seconds": median,
+        "images_per_s_consumed": batch_size / compute,
+        "work": {"model": cfg.model.backbone.bottom_up.name + "-" + str(cfg.model.backbone.bottom_up.depth) + " FPN (the default job)",
+                 "batch": batch_size, "input_min_size": list(cfg.input.train.min_size), "steps": steps},
+    }
+
+
+def section_data(args, device, workdir: Path, consumed: Optional[float]) -> dict[str, Any]:
+    import itertools
+
+    from framework.config.compose import compose
+    from framework.data import load_coco_json
+    from framework.data.build import build_train_loader
+    from framework.engine.builders import build_datasets, build_mapper, to_kwargs
+
+    cfg = compose([])
+    sets = {"synthetic_train": build_datasets(cfg).train}
+    if (COCO_TINY / "annotations" / "instances_train2017.json").is_file():
+        sets["coco_tiny_train"] = load_coco_json(COCO_TINY / "annotations" / "instances_train2017.json",
+                                                 COCO_TINY / "train2017", dataset_name="coco_tiny_train")[0]
+    loader_cfg = to_kwargs(cfg.dataloader.train)
+    workers = sorted({0, max(int(loader_cfg["num_workers"]), 2)})
+    batches = 6 if args.quick else 20
+    out: dict[str, Any] = {"unit": "img/s", "main_job_consumes_img_per_s": consumed, "results": {}}
+    for name, dicts in sets.items():
+        for n in workers:
+            loader = build_train_loader(dicts, build_mapper(cfg, "train"), **{**loader_cfg, "num_workers": n})
+            it = iter(loader)
+            next(it)  # worker start-up and first batch are not throughput
+            start = time.perf_counter()
+            images = sum(len(b) for b in itertools.islice(it, batches))
+            rate = images / (time.perf_counter() - start)
+            out["results"][f"{name}, {n} workers"] = {
+                "img_per_s": rate, "x_main_job": rate / consumed if consumed else None,
+            }
+            del it, loader
+    return out
+
+
+def section_eval(args, device, workdir: Path) -> dict[str, Any]:
+    import copy
+    import importlib.util
+
+    import numpy as np
+
+    from framework.evaluation.coco_evaluation import evaluate_coco_results, load_coco_gt
+
+    if (COCO_TINY / "annotations" / "instances_val2017.json").is_file():
+        gt_json = COCO_TINY / "annotations" / "instances_val2017.json"
+    else:
+        from framework.data.builtin import ensure_builtin_synthetic
+
+        gt_json = ensure_builtin_synthetic()["val"][0]
+    coco = load_coco_gt(gt_json)
+    rng = np.random.default_rng(0)
+    results = []
+    for ann in coco.dataset["annotations"]:  # gt with jittered boxes and scores: a fixed, non-trivial set
+        if ann.get("iscrowd", 0):
+            continue
+        x, y, w, h = ann["bbox"]
+        jitter = rng.normal(0, 0.05, 4) * [w, h, w, h]
+        rle = coco.annToRLE(ann)
+        rle["counts"] = rle["counts"].decode() if isinstance(rle["counts"], bytes) else rle["counts"]
+        results.append({"image_id": ann["image_id"], "category_id": ann["category_id"], "score": float(rng.random()),
+                        "bbox": [x + jitter[0], y + jitter[1], max(w + jitter[2], 1), max(h + jitter[3], 1)],
+                        "segmentation": rle})
+    out: dict[str, Any] = {"unit": "s", "gt": str(gt_json), "predictions": len(results), "results": {}}
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(open(os.devnull, "w")):
+        for task in ("bbox", "segm"):
+            evaluate_coco_results(copy.deepcopy(coco), results, task)
+    out["results"]["pycocotools"] = time.perf_counter() - start
+    if importlib.util.find_spec("faster_coco_eval") is not None:
+        from faster_coco_eval import COCO as FastCOCO
+        from faster_coco_eval import COCOeval_faster
+
+        start = time.perf_counter()
+        for task in ("bbox", "segm"):
+            gt = FastCOCO(str(gt_json))
+            dt = gt.loadRes(copy.deepcopy(results))
+            ev = COCOeval_faster(gt, dt, task, print_function=lambda *a, **k: None)
+            ev.evaluate(), ev.accumulate(), ev.summarize()
+        out["results"]["faster-coco-eval"] = time.perf_counter() - start
+    else:
+        out["results"]["faster-coco-eval"] = "not installed (pip install faster-coco-eval)"
+    return out
+
+
+def section_peak(args, device, workdir: Path) -> dict[str, Any]:
+    import torch
+
+    from framework.utils.measure import compare_alternating
+
+    def rate(fn: Callable[[], Any], flops: float) -> float:
+        return flops / compare_alternating({"x": fn}, repeats=args.repeats, warmup=1)["x"].median / 1e9
+
+    n = 2048
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    x = torch.randn(1, 256, 100, 136, device=device)
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1).to(device).eval()
+    conv_flops = 2 * 256 * 256 * 9 * 100 * 136
+    out: dict[str, Any] = {"unit": "GFLOP/s", "results": {}}
+    with torch.inference_mode():
+        out["results"]["matmul 2048x2048, fp32"] = rate(lambda: a @ b, 2 * n**3)
+        out["results"]["conv 3x3 256->256 at 100x136, NCHW fp32"] = rate(lambda: conv(x), conv_flops)
+        conv_cl, x_cl = conv.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+        out["results"]["conv 3x3 256->256 at 100x136, channels_last fp32"] = rate(lambda: conv_cl(x_cl), conv_flops)
+    return out
+
+
+def _ratio_result(unit: str, timings, work: dict[str, Any]) -> dict[str, Any]:
+    ours, tv = timings["ours"], timings["torchvision"]
+    equal = (work["input_size"]["ours"] == work["input_size"]["torchvision"]
+             and work["proposals"]["ours"] == work["proposals"]["torchvision"]
+             and work.get("detections", {}).get("ours") == work.get("detections", {}).get("torchvision"))
+    rss = (ours.peak_rss_mb / tv.peak_rss_mb) if ours.peak_rss_mb and tv.peak_rss_mb else None
+    cuda = (ours.peak_cuda_mb / tv.peak_cuda_mb) if ours.peak_cuda_mb and tv.peak_cuda_mb else None
+    return {"unit": unit, "ours": ours.as_dict(), "torchvision": tv.as_dict(), "ratio": ours.median / tv.median,
+            "peak_rss_ratio": rss, "peak_cuda_ratio": cuda, "equal_work": equal, "work": work}
