@@ -28,7 +28,7 @@ from pycocotools import mask as mask_util
 
 from framework.errors import InputError
 
-__all__ = ["DatasetError", "DatasetDicts", "DROP_REASONS", "load_coco_json", "coco_ground_truth",
+__all__ = ["DatasetError", "format_problem_list", "DatasetDicts", "DROP_REASONS", "load_coco_json", "coco_ground_truth",
            "read_coco_categories", "check_images"]
 
 logger = logging.getLogger(__name__)
@@ -45,12 +45,16 @@ class DatasetError(InputError, ValueError):
         self.problems = list(problems)
 
 
-def _format_problems(header: str, problems: list[str]) -> str:
-    lines = [f"{header}: {len(problems)} problem(s) found:"]
-    lines += [f"  - {p}" for p in problems[:MAX_LISTED_PROBLEMS]]
+def format_problem_list(problems: list[str]) -> str:
+    """One indented ``  - problem`` line each, the first :data:`MAX_LISTED_PROBLEMS`, then how many more."""
+    lines = [f"  - {p}" for p in problems[:MAX_LISTED_PROBLEMS]]
     if len(problems) > MAX_LISTED_PROBLEMS:
         lines.append(f"  ... and {len(problems) - MAX_LISTED_PROBLEMS} more")
     return "\n".join(lines)
+
+
+def _format_problems(header: str, problems: list[str]) -> str:
+    return f"{header}: {len(problems)} problem(s) found:\n{format_problem_list(problems)}"
 
 
 def _read_json(json_file: Path) -> Any:

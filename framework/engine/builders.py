@@ -141,7 +141,7 @@ def check_dataset_images(data: Datasets) -> None:
     """Decode every image of the run once (a progress bar on a terminal) and compare its size with
     its dataset dict: under ``bad_data=strict`` a bad image fails here, before training, not at the
     iteration that first reads it."""
-    from framework.data.coco import DatasetError, check_images
+    from framework.data.coco import DatasetError, check_images, format_problem_list
 
     failures = []
     for dicts, name in ((data.train, data.train_name), (data.test, data.test_name)):
@@ -150,8 +150,8 @@ def check_dataset_images(data: Datasets) -> None:
             failures += [f"{name}: {f}" for f in check_images(dicts, decode=True, raise_error=False,
                                                              progress=f"checking {name}")]
     if failures:
-        shown = "\n".join(f"  - {f}" for f in failures[:20]) + (f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else "")
-        raise DatasetError(f"bad_data=strict: {len(failures)} image(s) cannot be used (nothing was trained):\n{shown}\n"
+        raise DatasetError(f"bad_data=strict: {len(failures)} image(s) cannot be used (nothing was trained):\n"
+                           f"{format_problem_list(failures)}\n"
                            "Fix or remove them, or set bad_data=skip to train without them (each is then replaced "
                            "and counted).", failures)
 
