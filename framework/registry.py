@@ -26,13 +26,14 @@ Registration also makes the component a choice of every Hydra config group whose
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 from collections.abc import Mapping
 from typing import Any, Iterator, Optional
 
 from fvcore.common.registry import Registry as _FvcoreRegistry
 
-from framework.config.schema import validate
+from framework.config.schema import recorded, resolve_knobs, validate
 from framework.config.signature import ComponentSpec, Knob, RegistryBase, Spec, knobs, qualname
 from framework.errors import ConfigError, did_you_mean
 
@@ -159,8 +160,16 @@ class Registry(_FvcoreRegistry, RegistryBase):
         if not isinstance(spec, (str, Mapping)) and not _is_dictconfig(spec):
             return spec
         path = path or self._name.lower()
-        # The whole subtree first, so an error deep inside names its full config path.
-        cls, kwargs = validate(spec, self, path=path)
+        memo = _validated.get()
+        if memo is None:
+            # The whole subtree first, so an error deep inside names its full config path
+            # before any constructor runs; what it resolved is kept for the children's builds.
+            memo = {}
+            cls, kwargs = validate(spec, self, path=path, memo=memo)
+        else:
+            # Inside a parent's constructor: its validation resolved this node already, unless
+            # the parent made up this spec itself (then it is resolved here).
+            cls, kwargs = recorded(memo, spec, self) or resolve_knobs(self, spec, path=path)
         runtime_params = _runtime_params(cls)
         if offered:
             runtime = {**{k: v for k, v in offered.items() if k in runtime_params}, **runtime}
@@ -176,8 +185,11 @@ class Registry(_FvcoreRegistry, RegistryBase):
                 f"{qualname(cls)} got runtime argument(s) {sorted(unknown)} it does not take; "
                 f"its runtime parameters are {runtime_params}"
             )
-        return cls(**runtime, **kwargs)
-
+        token = _validated.set(memo)
+        try:
+            return cls(**runtime, **kwargs)
+        finally:
+            _validated.reset(token)
 
     def build_dict(self, specs: Any, /, *, path: str, offered: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Build each component of a keyed config dict (``evaluators``, ``loggers``), in key order.
@@ -205,6 +217,11 @@ class Registry(_FvcoreRegistry, RegistryBase):
                 spec = {"name": key, **spec}
             built[str(key)] = self.build(spec, path=f"{path}.{key}", offered=offered)
         return built
+
+
+#: While a constructor called by :meth:`Registry.build` runs: what the outermost build's
+#: validation resolved, node by node (the children that constructor builds are among them).
+_validated: contextvars.ContextVar[dict | None] = contextvars.ContextVar("framework_registry_validated", default=None)
 
 
 def _is_dictconfig(x: Any) -> bool:

@@ -209,12 +209,16 @@ def _first_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
-def validate(spec: Any, registry: RegistryBase, *, path: str) -> tuple[Any, dict]:
+def validate(spec: Any, registry: RegistryBase, *, path: str, memo: dict | None = None) -> tuple[Any, dict]:
     """Check a whole component tree (names, keys, types, required values) without building it.
 
     Returns :func:`resolve_knobs` of the root, so a caller that goes on to build it resolves once.
+    With ``memo``, every node's result is also recorded there (see :func:`recorded`), so that
+    building the children does not resolve them again.
     """
     component, kwargs = resolve_knobs(registry, spec, path=path)
+    if memo is not None:
+        memo[(id(spec), id(registry))] = (spec, component, kwargs)
     for knob in knobs(component):
         if knob.registry is None:
             continue
@@ -226,5 +230,14 @@ def validate(spec: Any, registry: RegistryBase, *, path: str) -> tuple[Any, dict
         if child is inspect.Parameter.empty:
             raise ConfigError(f"config path '{path}.{knob.name}': a {knob.registry._name} component is required")
         if isinstance(child, (str, Mapping, DictConfig)):
-            validate(child, knob.registry, path=f"{path}.{knob.name}")
+            validate(child, knob.registry, path=f"{path}.{knob.name}", memo=memo)
     return component, kwargs
+
+
+def recorded(memo: dict, spec: Any, registry: RegistryBase) -> tuple[Any, dict] | None:
+    """What :func:`validate` resolved for this very ``spec`` object (not an equal one) under
+    ``registry``; None if it did not see it."""
+    hit = memo.get((id(spec), id(registry)))
+    if hit is None or hit[0] is not spec:
+        return None
+    return hit[1], dict(hit[2])

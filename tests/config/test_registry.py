@@ -159,3 +159,29 @@ def test_kwargs_without_a_base_to_forward_to_is_refused():
             knobs(obj)
     with pytest.raises(TypeError, match=r"no \*args"):
         knobs(lambda *args, x: 0)
+
+
+def test_each_node_of_a_tree_is_resolved_once_per_build(monkeypatch):
+    import framework.config.schema as schema
+
+    calls = []
+    real = schema.resolve_knobs
+    monkeypatch.setattr(schema, "resolve_knobs", lambda registry, spec, *, path: calls.append(path) or real(registry, spec, path=path))
+    bike = TOYS.build({"name": "Bike", "rider": "x", "wheel": {"name": "Wheel", "spokes": 32}, "bell": "Wheel"}, path="toy")
+    assert bike.wheel.spokes == 32 and bike.bell.size == 1
+    assert sorted(calls) == ["toy", "toy.bell", "toy.wheel"]  # validation resolved them; the builds reused that
+
+
+def test_a_spec_a_parent_makes_up_is_still_checked():
+    @TOYS.register()
+    class Tandem(nn.Module):
+        def __init__(self, *, material: str = "steel"):
+            super().__init__()
+            self.wheel = PARTS.build({"name": "Wheel", "material": material}, path="tandem.wheel", size=20)
+
+    try:
+        assert TOYS.build({"name": "Tandem", "material": "carbon"}).wheel.material == "carbon"
+        with pytest.raises(ConfigError, match=r"config path 'tandem\.wheel\.material': 'wood' is not one of"):
+            TOYS.build({"name": "Tandem", "material": "wood"})
+    finally:
+        TOYS._obj_map.pop("Tandem")
