@@ -9,7 +9,7 @@
 Sections (``--sections``, default all):
 
 * ``inference``: Mask R-CNN R50-FPN, batch 1, a COCO image (../shared/data/coco_tiny when present,
-  else a generated 480x640 one) resized to 800 px by both models, eval mode. torchvision's
+  else a generated 480x640 one) resized to 800 px (``--test-size``) by both models, eval mode. torchvision's
   ``maskrcnn_resnet50_fpn`` layout is built with a fixed seed (BatchNorm statistics calibrated on
   the image, then frozen) and its weights are loaded into ``experiment=torchvision_R_50_FPN_coco``,
   so both run the same network; the score threshold is 0 so both send 100 detections through the
@@ -55,6 +55,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--test-size", type=int, nargs=2, default=(800, 1333), metavar=("MIN", "MAX"),
+                        help="inference: shortest edge and longest-edge cap both models resize to (default 800 1333)")
     parser.add_argument("--variants", nargs="*", choices=("bf16", "compile"), default=[],
                         help="inference also with ours in bf16 autocast / with torch.compile (backbone, mask head)")
     parser.add_argument("--json", type=Path, help="write the full report as JSON here")

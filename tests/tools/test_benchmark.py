@@ -28,14 +28,15 @@ def _tool(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_benchmark_inference_runs_equal_work_on_both_sides(tmp_path):
     out = tmp_path / "bench.json"
-    res = _tool("benchmark.py", "--sections", "inference", "--repeats", "1", "--variants", "bf16", "--json", str(out),
-                "--markdown", str(tmp_path / "bench.md"), cwd=tmp_path)
+    # A smaller test size than the default 800 keeps this test short; the work is equal at any size.
+    res = _tool("benchmark.py", "--sections", "inference", "--repeats", "1", "--variants", "bf16", "--test-size", "320", "533",
+                "--json", str(out), "--markdown", str(tmp_path / "bench.md"), cwd=tmp_path)
     report = json.loads(out.read_text())
     inference = report["sections"]["inference"]
     work = inference["work"]
     assert inference["equal_work"], work
     assert work["detections"] == {"ours": 100, "torchvision": 100}
-    assert work["input_size"]["ours"] == work["input_size"]["torchvision"] and max(work["input_size"]["ours"]) >= 800
+    assert work["input_size"]["ours"] == work["input_size"]["torchvision"] and min(work["input_size"]["ours"]) >= 320
     assert work["proposals"]["ours"] == work["proposals"]["torchvision"] == [1000]
     assert inference["ratio"] == pytest.approx(inference["ours"]["median_s"] / inference["torchvision"]["median_s"])
     # same network, same input: the same multiply-adds to within the ops only one side has

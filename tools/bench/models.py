@@ -25,7 +25,7 @@ def _freeze_batchnorm(module):
             _freeze_batchnorm(child)
 
 
-def torchvision_mask_rcnn(calibration_images: list) -> Any:
+def torchvision_mask_rcnn(calibration_images: list, test_size: tuple[int, int] = (800, 1333)) -> Any:
     """torchvision's ``maskrcnn_resnet50_fpn`` as its COCO weights build it (FrozenBN, conv1 + layer1
     frozen), randomly initialised with seed 0, BatchNorm statistics of ``calibration_images``, and
     classification / objectness layers re-drawn wider so that rankings are not near-ties."""
@@ -36,7 +36,8 @@ def torchvision_mask_rcnn(calibration_images: list) -> Any:
 
     torch.manual_seed(0)
     backbone = _resnet_fpn_extractor(resnet50(weights=None), trainable_layers=3)
-    model = MaskRCNN(backbone, num_classes=91, box_score_thresh=0.0, box_detections_per_img=100)
+    model = MaskRCNN(backbone, num_classes=91, box_score_thresh=0.0, box_detections_per_img=100,
+                     min_size=test_size[0], max_size=test_size[1])
     for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
         bn.reset_running_stats()
         bn.momentum = None  # cumulative statistics of the calibration images
@@ -51,9 +52,10 @@ def torchvision_mask_rcnn(calibration_images: list) -> Any:
     return model.eval()
 
 
-def our_mask_rcnn(torchvision_model, folder: Path, device) -> Any:
+def our_mask_rcnn(torchvision_model, folder: Path, device, test_size: tuple[int, int] = (800, 1333)) -> Any:
     """``experiment=torchvision_R_50_FPN_coco`` holding ``torchvision_model``'s weights (via a
-    ``.pth`` file and the loader behind ``weights=``)."""
+    ``.pth`` file and the loader behind ``weights=``), resizing test images to ``test_size``
+    (shortest edge, longest-edge cap) as torchvision's transform does."""
     import torch
 
     from framework.checkpoint import Checkpointer
@@ -65,6 +67,7 @@ def our_mask_rcnn(torchvision_model, folder: Path, device) -> Any:
         "dataset.num_classes=90",
         "model.backbone.bottom_up.norm_eps=1e-5",  # torchvision's BatchNorm eps when built without COCO weights
         "model.roi_heads.test_score_thresh=0.0",
+        f"model.test_resize=[{test_size[0]},{test_size[1]}]",
     ])
     path = folder / "maskrcnn_resnet50_fpn_seed0.pth"
     torch.save(torchvision_model.state_dict(), path)

@@ -21,21 +21,21 @@ def section_inference(args, device, workdir: Path) -> dict[str, Any]:
     from framework.utils.measure import compare_alternating
 
     image, source = benchmark_image()
-    tv = torchvision_mask_rcnn([image.float() / 255]).to(device)
-    ours = our_mask_rcnn(tv, workdir, device)
+    tv = torchvision_mask_rcnn([image.float() / 255], args.test_size).to(device)
+    ours = our_mask_rcnn(tv, workdir, device, args.test_size)
     tv_input = [(image.float() / 255).to(device)]
     our_input = [{"image": image.float().to(device), "height": image.shape[1], "width": image.shape[2]}]
     sides = {"ours": lambda: ours(our_input), "torchvision": lambda: tv(tv_input)}
     variants = {name: _inference_variant(ours, name) for name in args.variants}
     rec_tv, rec_ours = Recorder(tv.backbone, tv.rpn), Recorder(ours.backbone, ours.proposal_generator)
     with torch.inference_mode():
-        dets_tv = len(tv(tv_input)[0]["boxes"])
-        dets_ours = len(ours(our_input)[0]["instances"])
-        flops = {}
-        for name, call in sides.items():  # the warm-up run, counted
+        flops, outputs = {}, {}
+        for name, call in sides.items():  # the warm-up run, its flops and detections counted
             with FlopCounterMode(display=False) as counter:
-                call()
+                outputs[name] = call()[0]
             flops[name] = counter.get_total_flops()
+        dets_ours, dets_tv = len(outputs["ours"]["instances"]), len(outputs["torchvision"]["boxes"])
+        del outputs
         variant_dets = {}
         for name, model in variants.items():  # warm-up (and compilation), outside the timings
             variant_dets[name] = len(model(our_input)[0]["instances"])
