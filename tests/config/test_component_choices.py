@@ -18,6 +18,9 @@ from framework.registry import META_ARCHITECTURES, knobs
 
 PRESETS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 DEFAULT_JOB = None  # configs/train.yaml as it is
+#: Knobs that change a preset's size but not which components meet which inputs: two presets that
+#: differ only in these get the same options, so the option x preset product runs one of them.
+SIZE_ONLY_KNOBS = ("backbone.bottom_up.depth",)
 
 
 def _group_options() -> list[tuple[str, str]]:
@@ -52,7 +55,40 @@ def _node(cfg, group: str):
     return node
 
 
-@pytest.mark.parametrize("preset", PRESETS)  # the default job's model is mask_rcnn_R_18_FPN_quick
+def _structures(presets: list[str]) -> list[str]:
+    """``presets`` less those equal to an earlier one up to :data:`SIZE_ONLY_KNOBS` (R101 ~ R50)."""
+    setup()
+    seen, kept = [], []
+    for preset in presets:
+        model = OmegaConf.to_container(compose([f"model={preset}"]).model, resolve=True)
+        for dotted in SIZE_ONLY_KNOBS:
+            *parents, leaf = dotted.split(".")
+            node = model
+            for part in parents:
+                node = node.get(part, {})
+            node.pop(leaf, None)
+        if model not in seen:
+            seen.append(model)
+            kept.append(preset)
+    return kept
+
+
+STRUCTURES = _structures(PRESETS)
+
+
+def test_presets_of_one_structure_differ_only_in_size():
+    assert ("mask_rcnn_R_50_FPN" in STRUCTURES) != ("mask_rcnn_R_101_FPN" in STRUCTURES)
+    assert "faster_rcnn_R_50_FPN" in STRUCTURES and "mask_rcnn_R_50_FPN_torchvision" in STRUCTURES
+    assert "mask_rcnn_R_18_FPN_quick" in STRUCTURES  # other channel widths: its own structure
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_builds(preset):
+    with torch.device("meta"):
+        META_ARCHITECTURES.build(compose([f"model={preset}", "model.roi_heads.num_classes=3"]).model, path="model")
+
+
+@pytest.mark.parametrize("preset", STRUCTURES)  # the default job's model is mask_rcnn_R_18_FPN_quick
 def test_every_option_composes_and_builds_on_every_preset(preset):
     base = [f"model={preset}"]
     failures = []
