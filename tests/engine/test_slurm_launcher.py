@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 
 JOB = [
-    *tiny_job(30, lr_step=20),
+    *tiny_job(20, lr_step=14),
     "hooks.checkpointer.period=5",
     "hooks.eval=null",
     "hooks.visualizer=null",
@@ -66,13 +66,13 @@ def test_preempted_job_is_requeued_and_resumes_to_the_same_weights(tmp_path):
 
     log = (preempted / "0" / "log.txt").read_text()
     assert "Distributed run: 2 processes" in log
-    assert "resuming from" in log and "Starting training from iteration 0 to 30" in log
+    assert "resuming from" in log and "Starting training from iteration 0 to 20" in log
     resumed_at = [line for line in log.splitlines() if "Starting training from iteration" in line]
     assert len(resumed_at) == 2 and "iteration 0 " not in resumed_at[1], resumed_at
 
     _finish(_start(reference, tmp_path))
     a = torch.load(reference / "0" / "model_final.pth", weights_only=True)
     b = torch.load(preempted / "0" / "model_final.pth", weights_only=True)
-    assert a["trainer"]["iteration"] == b["trainer"]["iteration"] == 29
+    assert a["trainer"]["iteration"] == b["trainer"]["iteration"] == 19
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
