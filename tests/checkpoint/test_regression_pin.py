@@ -86,12 +86,15 @@ def compute(image_root: Path) -> dict[str, list[list[float]]]:
     return detections({name: _load_image(image_root / name) for name in IMAGES})
 
 
-def detections(named_inputs: dict[str, dict], extra_overrides: tuple[str, ...] = ()) -> dict[str, list[list[float]]]:
-    """:func:`compute` for model inputs by name, the model built with ``extra_overrides`` too."""
+def detections(named_inputs: dict[str, dict], extra_overrides: tuple[str, ...] = (), *,
+               single_thread: bool = True) -> dict[str, list[list[float]]]:
+    """:func:`compute` for model inputs by name, the model built with ``extra_overrides`` too;
+    on one thread (as the pinned file was made: sums in another order move ~1e-5) unless
+    ``single_thread`` is false."""
     names, inputs = list(named_inputs), list(named_inputs.values())
     model = _model(extra_overrides)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the thread count the file was made with (sums in another order move ~1e-5)
+    torch.set_num_threads(1 if single_thread else threads)
     try:
         _set_frozen_bn_statistics(model, inputs[:1])
         with torch.no_grad():
@@ -155,8 +158,8 @@ def test_channels_last_inference_agrees_with_nchw():
         scale = MIN_SIZE / min(h, w)
         resized = F.interpolate(image[None], size=(round(h * scale), round(w * scale)), mode="bilinear")[0]
         inputs[f"generated_{i}"] = {"image": resized, "height": h, "width": w}
-    nhwc = detections(inputs)
-    nchw = detections(inputs, ("model.inference_channels_last=false",))
+    nhwc = detections(inputs, single_thread=False)  # compared with each other, not with the pinned file
+    nchw = detections(inputs, ("model.inference_channels_last=false",), single_thread=False)
     for name in inputs:
         assert len(nhwc[name]) > 20 and len(nhwc[name]) == len(nchw[name])
         missing = _unmatched(nchw[name], nhwc[name])

@@ -105,7 +105,7 @@ def test_every_option_composes_and_builds_on_every_preset(preset):
     assert not failures, "\n".join(failures)
 
 
-@pytest.mark.parametrize("preset", [DEFAULT_JOB, *PRESETS], ids=lambda p: p or "default_job")
+@pytest.mark.parametrize("preset", [DEFAULT_JOB, *STRUCTURES], ids=lambda p: p or "default_job")
 def test_a_chosen_component_gets_its_own_defaults(preset):
     """Choosing another registered component by name gives it its signature defaults, whatever the
     preset set for the component it replaces."""
