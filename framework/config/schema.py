@@ -7,6 +7,8 @@ errors both in Hydra composition and in :meth:`Registry.build` from a plain dict
 
 from __future__ import annotations
 
+import copy
+
 import dataclasses
 import enum
 import functools
@@ -217,8 +219,9 @@ def validate(spec: Any, registry: RegistryBase, *, path: str, memo: dict | None 
     building the children does not resolve them again.
     """
     component, kwargs = resolve_knobs(registry, spec, path=path)
-    if memo is not None:
-        memo[(id(spec), id(registry))] = (spec, component, kwargs)
+    if memo is not None and isinstance(spec, (str, dict)):  # the specs a parent receives (a root
+        # DictConfig is never looked up); with a copy, so one edited in place is resolved afresh
+        memo[(id(spec), id(registry))] = (spec, copy.deepcopy(spec), component, kwargs)
     for knob in knobs(component):
         if knob.registry is None:
             continue
@@ -235,9 +238,9 @@ def validate(spec: Any, registry: RegistryBase, *, path: str, memo: dict | None 
 
 
 def recorded(memo: dict, spec: Any, registry: RegistryBase) -> tuple[Any, dict] | None:
-    """What :func:`validate` resolved for this very ``spec`` object (not an equal one) under
-    ``registry``; None if it did not see it."""
+    """What :func:`validate` resolved for this very ``spec`` object (not an equal one), unchanged
+    since, under ``registry``; None if it did not see it so."""
     hit = memo.get((id(spec), id(registry)))
-    if hit is None or hit[0] is not spec:
+    if hit is None or hit[0] is not spec or hit[1] != spec:
         return None
-    return hit[1], dict(hit[2])
+    return hit[2], dict(hit[3])

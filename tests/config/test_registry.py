@@ -185,3 +185,18 @@ def test_a_spec_a_parent_makes_up_is_still_checked():
             TOYS.build({"name": "Tandem", "material": "wood"})
     finally:
         TOYS._obj_map.pop("Tandem")
+
+
+def test_a_child_spec_edited_in_place_by_its_parent_is_resolved_again():
+    @TOYS.register()
+    class Unicycle(nn.Module):
+        def __init__(self, *, wheel: Spec[PARTS] = "Wheel"):
+            super().__init__()
+            if isinstance(wheel, dict):
+                wheel["spokes"] = 40  # after the outer validation saw 32
+            self.wheel = PARTS.build(wheel, size=20)
+
+    try:
+        assert TOYS.build({"name": "Unicycle", "wheel": {"name": "Wheel", "spokes": 32}}).wheel.spokes == 40
+    finally:
+        TOYS._obj_map.pop("Unicycle")
