@@ -8,7 +8,6 @@ errors both in Hydra composition and in :meth:`Registry.build` from a plain dict
 from __future__ import annotations
 
 import copy
-
 import dataclasses
 import enum
 import functools

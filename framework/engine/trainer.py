@@ -38,7 +38,6 @@ __all__ = ["Trainer", "GradClipper"]
 logger = logging.getLogger(__name__)
 
 
-
 class GradClipper:
     """Gradient clipping as in detectron2's ``SOLVER.CLIP_GRADIENTS``.
 

@@ -26,7 +26,7 @@ def check_amp(mode: str, device_type: str | None, *, knob: str) -> None:
         mode: ``"none"``, ``"bf16"`` or ``"fp16"``.
         device_type: ``"cpu"``, ``"cuda"``, ...; ``None`` checks the name only (the device is not
             known yet).
-        knob: the option's name as the user wrote it (``"amp"``, ``"GeneralizedRCNN inference_amp"``),
+        knob: the option's name as the user wrote it (``"amp"``, ``"inference_amp"``),
             for the message.
 
     Raises:
