@@ -94,7 +94,8 @@ def detections(named_inputs: dict[str, dict], extra_overrides: tuple[str, ...] =
     names, inputs = list(named_inputs), list(named_inputs.values())
     model = _model(extra_overrides)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1 if single_thread else threads)
+    if single_thread:
+        torch.set_num_threads(1)
     try:
         _set_frozen_bn_statistics(model, inputs[:1])
         with torch.no_grad():

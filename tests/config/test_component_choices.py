@@ -62,11 +62,8 @@ def _structures(presets: list[str]) -> list[str]:
     for preset in presets:
         model = OmegaConf.to_container(compose([f"model={preset}"]).model, resolve=True)
         for dotted in SIZE_ONLY_KNOBS:
-            *parents, leaf = dotted.split(".")
-            node = model
-            for part in parents:
-                node = node.get(part, {})
-            node.pop(leaf, None)
+            parent, _, leaf = dotted.rpartition(".")
+            (_node(model, parent.replace(".", "/")) or {}).pop(leaf, None)
         if model not in seen:
             seen.append(model)
             kept.append(preset)
@@ -105,7 +102,7 @@ def test_every_option_composes_and_builds_on_every_preset(preset):
     assert not failures, "\n".join(failures)
 
 
-@pytest.mark.parametrize("preset", [DEFAULT_JOB, *STRUCTURES], ids=lambda p: p or "default_job")
+@pytest.mark.parametrize("preset", [DEFAULT_JOB, *PRESETS], ids=lambda p: p or "default_job")
 def test_a_chosen_component_gets_its_own_defaults(preset):
     """Choosing another registered component by name gives it its signature defaults, whatever the
     preset set for the component it replaces."""

@@ -163,10 +163,13 @@ def test_kwargs_without_a_base_to_forward_to_is_refused():
 
 def test_each_node_of_a_tree_is_resolved_once_per_build(monkeypatch):
     import framework.config.schema as schema
+    import framework.registry as registry_module
 
     calls = []
     real = schema.resolve_knobs
-    monkeypatch.setattr(schema, "resolve_knobs", lambda registry, spec, *, path: calls.append(path) or real(registry, spec, path=path))
+    counting = lambda registry, spec, *, path: calls.append(path) or real(registry, spec, path=path)  # noqa: E731
+    monkeypatch.setattr(schema, "resolve_knobs", counting)  # what validate calls
+    monkeypatch.setattr(registry_module, "resolve_knobs", counting)  # what a nested build falls back to
     bike = TOYS.build({"name": "Bike", "rider": "x", "wheel": {"name": "Wheel", "spokes": 32}, "bell": "Wheel"}, path="toy")
     assert bike.wheel.spokes == 32 and bike.bell.size == 1
     assert sorted(calls) == ["toy", "toy.bell", "toy.wheel"]  # validation resolved them; the builds reused that
