@@ -4,16 +4,19 @@ torchvision's CPU kernels for ``roi_align`` (forward and backward) and ``nms`` r
 whatever ``torch.get_num_threads()`` says; on a CPU they are the largest single-threaded part of a
 Mask R-CNN step. Both release the GIL, so Python threads run them side by side:
 
-* :func:`roi_align` splits the *channels*: every channel is pooled (and its gradient accumulated)
-  exactly as in one call, so the output and the input's gradient are bit-identical to
-  ``torchvision.ops.roi_align``.
+* :func:`roi_align` splits the *channels* of the forward: every channel is pooled exactly as in one
+  call, so the output is bit-identical to ``torchvision.ops.roi_align``. Its backward is one sparse
+  matrix product over all channels (:mod:`framework.layers.roi_align_sparse`, torchvision's gradient
+  to float rounding, several times faster than torchvision's kernel); without MKL it falls back to
+  torchvision's backward, channels split the same way.
 * :func:`batched_nms` splits the *classes*: NMS never compares boxes of different classes, and the
   kept set is sorted by score the way torchvision sorts it, so the indices are those of
   ``torchvision.ops.batched_nms``.
 
-On a GPU, with one thread, or for work too small to be worth a thread hand-off, both call
-torchvision directly. The worker threads live in one process-wide pool (rebuilt after a fork, e.g.
-in a DataLoader worker); the calling thread takes the first share itself.
+On a GPU both call torchvision directly; so does work too small to be worth a thread hand-off,
+except RoIAlign's backward, which stays the sparse product. The worker threads live in one
+process-wide pool (rebuilt after a fork, e.g. in a DataLoader worker); the calling thread takes
+the first share itself.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from typing import Callable, Sequence, TypeVar
 import torch
 from torch import Tensor
 from torchvision import ops
+
+from framework.layers.roi_align_sparse import roi_align_backward
 
 __all__ = ["roi_align", "batched_nms", "num_workers"]
 
@@ -73,8 +78,10 @@ def _channel_slices(channels: int, parts: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
-class _ChannelSplitRoIAlign(torch.autograd.Function):
-    """RoIAlign with the channels pooled in parallel slices, forward and backward."""
+class _RoIAlignCPU(torch.autograd.Function):
+    """RoIAlign on a CPU: the forward's channels pooled in parallel slices (bit-identical to
+    torchvision's); the backward one sparse matrix product (:mod:`framework.layers.roi_align_sparse`,
+    torchvision's gradient to float rounding), or, without MKL, torchvision's in parallel slices."""
 
     @staticmethod
     def forward(ctx, input: Tensor, rois: Tensor, spatial_scale: float, output_size: tuple[int, int],
@@ -87,13 +94,18 @@ class _ChannelSplitRoIAlign(torch.autograd.Function):
             slices,
         )
         ctx.save_for_backward(rois)
-        ctx.args = (spatial_scale, output_size, sampling_ratio, aligned, tuple(input.shape), slices)
-        return torch.cat(parts, dim=1)
+        ctx.args = (spatial_scale, output_size, sampling_ratio, aligned, tuple(input.shape), slices,
+                    input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous())
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
         (rois,) = ctx.saved_tensors
-        spatial_scale, (ph, pw), sampling_ratio, aligned, (n, _, h, w), slices = ctx.args
+        spatial_scale, (ph, pw), sampling_ratio, aligned, (n, _, h, w), slices, channels_last = ctx.args
+        if torch.backends.mkl.is_available():
+            grad = roi_align_backward(grad_output, rois, spatial_scale, (n, grad_output.shape[1], h, w),
+                                      sampling_ratio, aligned, channels_last=channels_last)
+            return grad, None, None, None, None, None, None
         parts = _parallel_map(
             lambda s: torch.ops.torchvision._roi_align_backward(
                 grad_output[:, s].contiguous(), rois, spatial_scale, ph, pw, n, s.stop - s.start, h, w,
@@ -112,7 +124,8 @@ def roi_align(
     sampling_ratio: int = -1,
     aligned: bool = False,
 ) -> Tensor:
-    """``torchvision.ops.roi_align`` with the channels split over the CPU threads (same result).
+    """``torchvision.ops.roi_align`` with the channels split over the CPU threads and, on a CPU, a
+    faster backward (:mod:`framework.layers.roi_align_sparse`).
 
     Args:
         input: (N, C, H, W) feature map.
@@ -121,17 +134,19 @@ def roi_align(
         spatial_scale, sampling_ratio, aligned: as in ``torchvision.ops.roi_align``.
 
     Returns:
-        (K, C, out_h, out_w), bit-identical to torchvision's, with the same gradient for ``input``.
+        (K, C, out_h, out_w), bit-identical to torchvision's; the gradient for ``input`` is
+        torchvision's to float rounding.
     """
     output_size = tuple(output_size)
-    work = rois.shape[0] * input.shape[1] * output_size[0] * output_size[1]
-    workers = min(num_workers(input.device, work, MIN_ROI_ALIGN_WORK), input.shape[1])
     # Other dtypes (bf16 under autocast) go to torchvision, whose autocast kernel computes in float32:
     # autocast state is per thread, so the pool's threads would not see it.
-    if workers == 1 or rois.dim() != 2 or rois.shape[1] != 5 or input.dtype not in (torch.float32, torch.float64):
+    if (input.device.type != "cpu" or torch.jit.is_scripting() or torch.jit.is_tracing() or rois.dim() != 2
+            or rois.shape[1] != 5 or input.dtype not in (torch.float32, torch.float64)):
         return ops.roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
-    return _ChannelSplitRoIAlign.apply(input, rois.to(input.dtype), spatial_scale, output_size,
-                                       sampling_ratio, aligned, workers)
+    work = rois.shape[0] * input.shape[1] * output_size[0] * output_size[1]
+    workers = min(num_workers(input.device, work, MIN_ROI_ALIGN_WORK), input.shape[1])
+    return _RoIAlignCPU.apply(input, rois.to(input.dtype), spatial_scale, output_size, sampling_ratio, aligned,
+                              workers)
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
