@@ -1,22 +1,21 @@
-"""torchvision's RoIAlign and batched NMS, spread over the CPU's threads; the results are unchanged.
+"""torchvision's RoIAlign and batched NMS, faster on a CPU's threads.
 
 torchvision's CPU kernels for ``roi_align`` (forward and backward) and ``nms`` run on one thread,
 whatever ``torch.get_num_threads()`` says; on a CPU they are the largest single-threaded part of a
-Mask R-CNN step. Both release the GIL, so Python threads run them side by side:
+Mask R-CNN step.
 
-* :func:`roi_align` splits the *channels* of the forward: every channel is pooled exactly as in one
-  call, so the output is bit-identical to ``torchvision.ops.roi_align``. Its backward is one sparse
-  matrix product over all channels (:mod:`framework.layers.roi_align_sparse`, torchvision's gradient
-  to float rounding, several times faster than torchvision's kernel); without MKL it falls back to
-  torchvision's backward, channels split the same way.
+* :func:`roi_align` is, with MKL, one sparse matrix product over all channels
+  (:mod:`framework.layers.roi_align_sparse`; output and gradient torchvision's to float rounding,
+  several times faster). Without MKL it splits the *channels* over Python threads (torchvision's
+  kernels release the GIL): every channel is pooled exactly as in one call, so output and gradient
+  are bit-identical to ``torchvision.ops.roi_align``.
 * :func:`batched_nms` splits the *classes*: NMS never compares boxes of different classes, and the
   kept set is sorted by score the way torchvision sorts it, so the indices are those of
   ``torchvision.ops.batched_nms``.
 
-On a GPU both call torchvision directly; so does work too small to be worth a thread hand-off,
-except RoIAlign's backward, which stays the sparse product. The worker threads live in one
-process-wide pool (rebuilt after a fork, e.g. in a DataLoader worker); the calling thread takes
-the first share itself.
+On a GPU both call torchvision directly; so does work too small to be worth a thread hand-off. The
+worker threads live in one process-wide pool (rebuilt after a fork, e.g. in a DataLoader worker);
+the calling thread takes the first share itself.
 """
 
 from __future__ import annotations
@@ -30,7 +29,8 @@ import torch
 from torch import Tensor
 from torchvision import ops
 
-from framework.layers.roi_align_sparse import roi_align_backward
+from framework.layers import roi_align_sparse
+from framework.layers.memory_format import contiguous_nchw
 
 __all__ = ["roi_align", "batched_nms", "num_workers"]
 
@@ -38,6 +38,8 @@ T = TypeVar("T")
 
 #: Below this many output elements (RoIs x channels x bins) a RoIAlign runs in one call.
 MIN_ROI_ALIGN_WORK = 1 << 18
+#: The sparse RoIAlign's int32 indices address at most this many entries.
+MAX_SPARSE_ENTRIES = (1 << 31) - 1
 #: Below this many boxes batched NMS runs in one call: torchvision's CPU path switches from one NMS
 #: over class-offset boxes to a per-class loop above 1000 boxes (4000 coordinates).
 MIN_NMS_BOXES = 1001
@@ -78,10 +80,8 @@ def _channel_slices(channels: int, parts: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
-class _RoIAlignCPU(torch.autograd.Function):
-    """RoIAlign on a CPU: the forward's channels pooled in parallel slices (bit-identical to
-    torchvision's); the backward one sparse matrix product (:mod:`framework.layers.roi_align_sparse`,
-    torchvision's gradient to float rounding), or, without MKL, torchvision's in parallel slices."""
+class _ChannelSplitRoIAlign(torch.autograd.Function):
+    """RoIAlign with the channels pooled in parallel slices, forward and backward."""
 
     @staticmethod
     def forward(ctx, input: Tensor, rois: Tensor, spatial_scale: float, output_size: tuple[int, int],
@@ -94,18 +94,13 @@ class _RoIAlignCPU(torch.autograd.Function):
             slices,
         )
         ctx.save_for_backward(rois)
-        ctx.args = (spatial_scale, output_size, sampling_ratio, aligned, tuple(input.shape), slices,
-                    input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous())
-        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        ctx.args = (spatial_scale, output_size, sampling_ratio, aligned, tuple(input.shape), slices)
+        return torch.cat(parts, dim=1)
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
         (rois,) = ctx.saved_tensors
-        spatial_scale, (ph, pw), sampling_ratio, aligned, (n, _, h, w), slices, channels_last = ctx.args
-        if torch.backends.mkl.is_available():
-            grad = roi_align_backward(grad_output, rois, spatial_scale, (n, grad_output.shape[1], h, w),
-                                      sampling_ratio, aligned, channels_last=channels_last)
-            return grad, None, None, None, None, None, None
+        spatial_scale, (ph, pw), sampling_ratio, aligned, (n, _, h, w), slices = ctx.args
         parts = _parallel_map(
             lambda s: torch.ops.torchvision._roi_align_backward(
                 grad_output[:, s].contiguous(), rois, spatial_scale, ph, pw, n, s.stop - s.start, h, w,
@@ -124,18 +119,21 @@ def roi_align(
     sampling_ratio: int = -1,
     aligned: bool = False,
 ) -> Tensor:
-    """``torchvision.ops.roi_align`` with the channels split over the CPU threads and, on a CPU, a
-    faster backward (:mod:`framework.layers.roi_align_sparse`).
+    """``torchvision.ops.roi_align``, faster on a CPU.
+
+    On a CPU with MKL: one sparse matrix product (:mod:`framework.layers.roi_align_sparse`), whose
+    output and gradient are torchvision's to float rounding. Without MKL, or when the sparse matrix
+    would outweigh the output: torchvision's kernel with the channels split over the threads,
+    bit-identical. Elsewhere (GPU, scripting, other dtypes): torchvision.
 
     Args:
-        input: (N, C, H, W) feature map.
+        input: (N, C, H, W) feature map, any memory format.
         rois: (K, 5) ``(batch_index, x0, y0, x1, y1)`` boxes in input-image coordinates.
         output_size: (out_h, out_w) bins per box.
         spatial_scale, sampling_ratio, aligned: as in ``torchvision.ops.roi_align``.
 
     Returns:
-        (K, C, out_h, out_w), bit-identical to torchvision's; the gradient for ``input`` is
-        torchvision's to float rounding.
+        (K, C, out_h, out_w); in ``input``'s memory format on the sparse path, NCHW otherwise.
     """
     output_size = tuple(output_size)
     # Other dtypes (bf16 under autocast) go to torchvision, whose autocast kernel computes in float32:
@@ -143,10 +141,17 @@ def roi_align(
     if (input.device.type != "cpu" or torch.jit.is_scripting() or torch.jit.is_tracing() or rois.dim() != 2
             or rois.shape[1] != 5 or input.dtype not in (torch.float32, torch.float64)):
         return ops.roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
-    work = rois.shape[0] * input.shape[1] * output_size[0] * output_size[1]
-    workers = min(num_workers(input.device, work, MIN_ROI_ALIGN_WORK), input.shape[1])
-    return _RoIAlignCPU.apply(input, rois.to(input.dtype), spatial_scale, output_size, sampling_ratio, aligned,
-                              workers)
+    rois = rois.to(input.dtype)
+    out_elements = rois.shape[0] * input.shape[1] * output_size[0] * output_size[1]
+    if torch.backends.mkl.is_available():
+        entries = roi_align_sparse.num_entries(rois, spatial_scale, output_size, sampling_ratio, aligned)
+        if entries <= min(out_elements, MAX_SPARSE_ENTRIES):
+            return roi_align_sparse.roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
+    input = contiguous_nchw(input)  # torchvision reads NCHW, and would copy per slice
+    workers = min(num_workers(input.device, out_elements, MIN_ROI_ALIGN_WORK), input.shape[1])
+    if workers == 1:
+        return ops.roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
+    return _ChannelSplitRoIAlign.apply(input, rois, spatial_scale, output_size, sampling_ratio, aligned, workers)
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:

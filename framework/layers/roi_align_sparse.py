@@ -1,19 +1,19 @@
-"""RoIAlign's backward on a CPU as one sparse-dense matrix product.
+"""RoIAlign on a CPU as one sparse-dense matrix product, forward and backward.
 
 RoIAlign is linear in its input: every output bin is a weighted sum of input pixels (bilinear
-weights, averaged over the bin's sampling points). Its backward scatters each bin's gradient back
-to those pixels with the same weights. torchvision's CPU kernel recomputes the weights of every
-sampling point once per *channel* and scatters one float at a time on one thread; for Mask R-CNN
-training on a CPU that is a large share of the step (a fifth of the default job's).
+weights, averaged over the bin's sampling points). torchvision's CPU kernel recomputes the weights
+of every sampling point once per *channel*, on one thread, and its backward scatters one float at a
+time; on a CPU, Mask R-CNN's RoIAlign forward and backward are a large share of an inference and of
+a training step.
 
 Here the weights are computed once per (RoI, bin, sampling point), vectorised, as a sparse matrix
-``M`` of shape (N*H*W, K*out_h*out_w) in CSR form (its rows, the input pixels, sorted), and the
-input's gradient is ``M @ grad_output`` with the channels as the dense columns: MKL's sparse
-product, vectorised along the channels and spread over the threads. The sampling rule is
-torchvision's (``roi_align_kernel.cpp``) to the letter: the same sampling points in float32, the
-same clamping at the borders, points more than one pixel outside the map contribute nothing,
+``M`` of shape (K*out_h*out_w, N*H*W) in CSR form, and ``roi_align(x) = M @ x`` with ``x`` viewed as
+(N*H*W, C), i.e. channels_last: MKL's sparse product, vectorised along the channels and spread over
+the threads; autograd's backward is ``M.T @ grad``. The sampling rule is torchvision's
+(``roi_align_kernel.cpp``) to the letter: the same sampling points in the input's dtype, the same
+clamping at the borders, points more than one pixel outside the map contribute nothing,
 ``sampling_ratio <= 0`` samples ``ceil(bin size)`` points per bin side. Only the summation order
-differs, so the gradient matches torchvision's to float rounding
+differs, so output and gradient match torchvision's to float rounding
 (tests/layers/test_roi_align_sparse.py).
 """
 
@@ -24,7 +24,7 @@ import warnings
 import torch
 from torch import Tensor
 
-__all__ = ["roi_align_backward", "sampling_matrix"]
+__all__ = ["num_entries", "roi_align", "sampling_matrix"]
 
 
 def _ragged_arange(counts: Tensor) -> tuple[Tensor, Tensor]:
@@ -33,6 +33,32 @@ def _ragged_arange(counts: Tensor) -> tuple[Tensor, Tensor]:
     owner = torch.repeat_interleave(torch.arange(len(counts)), counts)
     first = (torch.cumsum(counts, 0, dtype=torch.int32) - counts).index_select(0, owner)
     return owner, torch.arange(len(owner), dtype=torch.int32) - first
+
+
+def _rois_on_map(rois: Tensor, spatial_scale: float, output_size: tuple[int, int], sampling_ratio: int,
+                 aligned: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """torchvision's RoI geometry: (K,) starts x0, y0 and extents w, h in feature-map pixels, and
+    the sampling points per bin side grid_h, grid_w (int32)."""
+    offset = 0.5 if aligned else 0.0
+    x0 = rois[:, 1] * spatial_scale - offset
+    y0 = rois[:, 2] * spatial_scale - offset
+    roi_w = rois[:, 3] * spatial_scale - offset - x0
+    roi_h = rois[:, 4] * spatial_scale - offset - y0
+    if not aligned:
+        roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
+    if sampling_ratio > 0:
+        grid_h = grid_w = torch.full((len(rois),), sampling_ratio, dtype=torch.int32)
+    else:  # ceil(bin size) points per side; a negative extent (aligned, x1 < x0) has none
+        grid_h = torch.ceil(roi_h / output_size[0]).clamp(min=0).to(torch.int32)
+        grid_w = torch.ceil(roi_w / output_size[1]).clamp(min=0).to(torch.int32)
+    return x0, y0, roi_w, roi_h, grid_h, grid_w
+
+
+def num_entries(rois: Tensor, spatial_scale: float, output_size: tuple[int, int], sampling_ratio: int,
+                aligned: bool) -> int:
+    """The number of stored entries of :func:`sampling_matrix` (4 per sampling point), cheaply."""
+    *_, grid_h, grid_w = _rois_on_map(rois, spatial_scale, output_size, sampling_ratio, aligned)
+    return 4 * output_size[0] * output_size[1] * int((grid_h.long() * grid_w).sum())
 
 
 def _axis_terms(start: Tensor, size: Tensor, grid: Tensor, bins: int, limit: int, dtype: torch.dtype):
@@ -48,7 +74,7 @@ def _axis_terms(start: Tensor, size: Tensor, grid: Tensor, bins: int, limit: int
         limit: the feature map's size on this axis.
 
     Returns:
-        bin, low, high: (P,) int32 bin of each point and its neighbouring pixels;
+        low, high: (P,) int32 neighbouring pixels of each point;
         w_low, w_high: (P,) their weights, 0 for a point outside [-1, limit].
     """
     roi, local = _ragged_arange(grid * bins)
@@ -56,7 +82,7 @@ def _axis_terms(start: Tensor, size: Tensor, grid: Tensor, bins: int, limit: int
     bin_ = torch.div(local, g, rounding_mode="floor")
     point = local - bin_ * g
     bin_size = (size / bins).index_select(0, roi)
-    # torchvision: start + bin * bin_size + (point + .5) * bin_size / grid, left to right, in float32
+    # torchvision: start + bin * bin_size + (point + .5) * bin_size / grid, left to right, in the input's dtype
     pos = start.index_select(0, roi) + bin_.to(dtype) * bin_size + (point.to(dtype) + 0.5) * bin_size / g.to(dtype)
     inside = (pos >= -1.0) & (pos <= limit)
     pos = pos.clamp(min=0)
@@ -66,14 +92,14 @@ def _axis_terms(start: Tensor, size: Tensor, grid: Tensor, bins: int, limit: int
     high = torch.where(edge, low, low + 1)
     frac = torch.where(edge, torch.zeros_like(pos), pos - low.to(dtype))
     keep = inside.to(dtype)
-    return roi, bin_, low, high, (1 - frac) * keep, frac * keep
+    return low, high, (1 - frac) * keep, frac * keep
 
 
 def sampling_matrix(
     rois: Tensor, spatial_scale: float, output_size: tuple[int, int], input_shape: tuple[int, int, int, int],
     sampling_ratio: int, aligned: bool,
 ) -> Tensor:
-    """The RoIAlign weights as a sparse matrix: ``roi_align(x)`` flattened = ``M.T @ x`` flattened.
+    """The RoIAlign weights as a sparse matrix: ``roi_align(x)`` = ``M @ x``, both flattened NHWC.
 
     Args:
         rois: (K, 5) ``(batch_index, x0, y0, x1, y1)`` in input-image coordinates, float32 or float64.
@@ -82,90 +108,75 @@ def sampling_matrix(
         input_shape: (N, C, H, W) of the feature map.
 
     Returns:
-        (N*H*W, K*out_h*out_w) sparse CSR matrix with int32 indices: row ``(n*H + y)*W + x`` is an
-        input pixel, column ``(k*out_h + i)*out_w + j`` an output bin, the value the pixel's weight
-        in that bin (bilinear weight / points in the bin); rows sorted, duplicates not merged.
+        (K*out_h*out_w, N*H*W) sparse CSR matrix with int32 indices, in ``rois``' dtype: row
+        ``(k*out_h + i)*out_w + j`` is an output bin, column ``(n*H + y)*W + x`` an input pixel, the
+        value the pixel's weight in that bin (bilinear weight / points in the bin); a row holds 4
+        entries per sampling point of its bin, duplicates not merged.
     """
     out_h, out_w = output_size
+    bins = out_h * out_w
     n, _, height, width = input_shape
     dtype = rois.dtype
-    k = rois.shape[0]
-    offset = 0.5 if aligned else 0.0
-    x0 = rois[:, 1] * spatial_scale - offset
-    y0 = rois[:, 2] * spatial_scale - offset
-    roi_w = rois[:, 3] * spatial_scale - offset - x0
-    roi_h = rois[:, 4] * spatial_scale - offset - y0
-    if not aligned:
-        roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
-    if sampling_ratio > 0:
-        grid_h = grid_w = torch.full((k,), sampling_ratio, dtype=torch.int32)
-    else:  # ceil(bin size) points per side; a negative extent (aligned, x1 < x0) has none
-        grid_h = torch.ceil(roi_h / out_h).clamp(min=0).to(torch.int32)
-        grid_w = torch.ceil(roi_w / out_w).clamp(min=0).to(torch.int32)
-    count = (grid_h * grid_w).clamp(min=1).to(dtype)
-
-    # Everything that depends on one axis only is computed per axis term (few) and gathered per
-    # point (many): y terms carry the image's offset, the row stride, the bin row and 1 / count.
-    y_roi, y_bin, y_low, y_high, wy_low, wy_high = _axis_terms(y0, roi_h, grid_h, out_h, height, dtype)
-    x_roi, x_bin, x_low, x_high, wx_low, wx_high = _axis_terms(x0, roi_w, grid_w, out_w, width, dtype)
+    x0, y0, roi_w, roi_h, grid_h, grid_w = _rois_on_map(rois, spatial_scale, output_size, sampling_ratio, aligned)
+    per_bin = grid_h * grid_w
+    y_low, y_high, wy_low, wy_high = _axis_terms(y0, roi_h, grid_h, out_h, height, dtype)
+    x_low, x_high, wx_low, wx_high = _axis_terms(x0, roi_w, grid_w, out_w, width, dtype)
+    # Per y term: both neighbours' first pixel index (image offset and row stride folded in) and
+    # both weights with 1 / points-per-bin folded in; per x term: both neighbours and weights.
+    y_roi, _ = _ragged_arange(grid_h * out_h)
     y_base = (rois[:, 0].to(torch.int32) * height).index_select(0, y_roi)
-    y_ints = torch.stack([(y_base + y_low) * width, (y_base + y_high) * width,
-                          (y_roi.to(torch.int32) * out_h + y_bin) * out_w], 1)
-    y_weights = torch.stack([wy_low, wy_high], 1) / count.index_select(0, y_roi)[:, None]
-    x_ints = torch.stack([x_low, x_high, x_bin], 1)
+    y_rows = torch.stack([(y_base + y_low) * width, (y_base + y_high) * width], 1)
+    y_weights = torch.stack([wy_low, wy_high], 1) / per_bin.clamp(min=1).to(dtype).index_select(0, y_roi)[:, None]
+    x_cols = torch.stack([x_low, x_high], 1)
     x_weights = torch.stack([wx_low, wx_high], 1)
 
-    # A RoI's points are the product of its y terms and its x terms: its point t pairs its y term
-    # t // x_count and its x term t % x_count.
-    y_count, x_count = grid_h * out_h, grid_w * out_w
-    roi, local = _ragged_arange(y_count * x_count)
-    per_roi = torch.stack([x_count, torch.cumsum(y_count, 0, dtype=torch.int32) - y_count,
-                           torch.cumsum(x_count, 0, dtype=torch.int32) - x_count], 1).index_select(0, roi)
-    y_i = torch.div(local, per_roi[:, 0], rounding_mode="floor")
-    x_i = local - y_i * per_roi[:, 0] + per_roi[:, 2]
-    y_i += per_roi[:, 1]
-    y_ints, y_weights = y_ints.index_select(0, y_i), y_weights.index_select(0, y_i)
-    x_ints, x_weights = x_ints.index_select(0, x_i), x_weights.index_select(0, x_i)
-
-    pixel = (y_ints[:, :2, None] + x_ints[:, None, :2]).reshape(-1)  # (P*4,) the 4 neighbours
+    # RoI k's points, ordered (bin row i, bin column j, point row, point column), so that the matrix
+    # rows come out sorted: its point t lies in bin b = t // per_bin, at (py, px) within the bin, and
+    # pairs y term i*grid_h + py with x term j*grid_w + px of that RoI.
+    roi, local = _ragged_arange(per_bin * bins)
+    per_roi = torch.stack([per_bin, grid_w, grid_h,
+                           torch.cumsum(grid_h * out_h, 0, dtype=torch.int32) - grid_h * out_h,
+                           torch.cumsum(grid_w * out_w, 0, dtype=torch.int32) - grid_w * out_w], 1).index_select(0, roi)
+    b = torch.div(local, per_roi[:, 0], rounding_mode="floor")
+    within = local - b * per_roi[:, 0]
+    py = torch.div(within, per_roi[:, 1], rounding_mode="floor")
+    i = torch.div(b, out_w, rounding_mode="floor")
+    y_i = per_roi[:, 3] + i * per_roi[:, 2] + py
+    x_i = per_roi[:, 4] + (b - i * out_w) * per_roi[:, 1] + (within - py * per_roi[:, 1])
+    y_rows, y_weights = y_rows.index_select(0, y_i), y_weights.index_select(0, y_i)
+    x_cols, x_weights = x_cols.index_select(0, x_i), x_weights.index_select(0, x_i)
+    pixel = (y_rows[:, :, None] + x_cols[:, None, :]).reshape(-1)  # (P*4,) the 4 neighbours
     weight = (y_weights[:, :, None] * x_weights[:, None, :]).reshape(-1)
-    column = (y_ints[:, 2] + x_ints[:, 2])[:, None].expand(-1, 4).reshape(-1)
 
-    order = torch.argsort(pixel, stable=True)
-    rows = n * height * width
-    crow = torch.zeros(rows + 1, dtype=torch.int32)
-    torch.cumsum(torch.bincount(pixel, minlength=rows), 0, dtype=torch.int32, out=crow[1:])
+    k = rois.shape[0]
+    crow = torch.zeros(k * bins + 1, dtype=torch.int32)
+    torch.cumsum(torch.repeat_interleave(4 * per_bin, bins), 0, dtype=torch.int32, out=crow[1:])
     with warnings.catch_warnings():  # "sparse CSR support is in beta": the product used here is not
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, column.index_select(0, order), weight.index_select(0, order),
-                                       (rows, k * out_h * out_w))
+        return torch.sparse_csr_tensor(crow, pixel, weight, (k * bins, n * height * width))
 
 
-def roi_align_backward(
-    grad_output: Tensor, rois: Tensor, spatial_scale: float, input_shape: tuple[int, int, int, int],
-    sampling_ratio: int, aligned: bool, channels_last: bool = False,
-) -> Tensor:
-    """The gradient of ``torchvision.ops.roi_align`` with respect to its input.
+def roi_align(input: Tensor, rois: Tensor, output_size: tuple[int, int], spatial_scale: float,
+              sampling_ratio: int, aligned: bool) -> Tensor:
+    """``torchvision.ops.roi_align`` as ``sampling_matrix(...) @ input``, differentiable in ``input``.
 
     Args:
-        grad_output: (K, C, out_h, out_w).
-        rois, spatial_scale, sampling_ratio, aligned: those of the forward.
-        input_shape: (N, C, H, W) of the forward's input.
-        channels_last: return the gradient in channels_last memory format (no transposing copy).
+        input: (N, C, H, W) float32 or float64 CPU feature map, any memory format (channels_last
+            is read without a copy).
+        rois: (K, 5) ``(batch_index, x0, y0, x1, y1)`` in input-image coordinates, ``input``'s dtype.
+        output_size, spatial_scale, sampling_ratio, aligned: as in ``torchvision.ops.roi_align``.
 
     Returns:
-        (N, C, H, W) gradient, torchvision's to float rounding.
+        (K, C, out_h, out_w) in ``input``'s memory format, torchvision's output to float rounding;
+        the gradient for ``input`` (``M.T @ grad``) likewise.
     """
-    k, c, out_h, out_w = grad_output.shape
-    n, _, height, width = input_shape
-    if k == 0:
-        grad = grad_output.new_zeros(input_shape)
-        return grad.contiguous(memory_format=torch.channels_last) if channels_last else grad
-    matrix = sampling_matrix(rois.to(grad_output.dtype), spatial_scale, (out_h, out_w), input_shape,
-                             sampling_ratio, aligned)
-    bins_by_channel = grad_output.permute(0, 2, 3, 1).reshape(k * out_h * out_w, c)
+    n, c, height, width = input.shape
+    out_h, out_w = output_size
+    matrix = sampling_matrix(rois.detach(), spatial_scale, output_size, input.shape, sampling_ratio, aligned)
+    pixels = input.permute(0, 2, 3, 1).reshape(n * height * width, c)  # a view when channels_last
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        pixels_by_channel = torch.sparse.mm(matrix, bins_by_channel)  # (N*H*W, C)
-    grad = pixels_by_channel.reshape(n, height, width, c).permute(0, 3, 1, 2)
-    return grad if channels_last else grad.contiguous()
+        bins = torch.sparse.mm(matrix, pixels)  # (K*out_h*out_w, C)
+    out = bins.view(rois.shape[0], out_h, out_w, c).permute(0, 3, 1, 2)
+    channels_last = input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous()
+    return out if channels_last else out.contiguous()

@@ -130,7 +130,8 @@ class ROIPooler(nn.Module):
             box_lists: N Boxes (one per image) in input-image pixels.
 
         Returns:
-            (M, C, out_h, out_w), M = total number of boxes, image-then-box order.
+            (M, C, out_h, out_w), M = total number of boxes, image-then-box order, in the memory
+            format of ``x[0]`` (channels_last features give channels_last crops).
         """
         if len(x) != len(self.scales):
             raise ValueError(
@@ -146,13 +147,16 @@ class ROIPooler(nn.Module):
         # output stays connected to the features' graph, as in detectron2.
         num_boxes = sum(len(b) for b in box_lists)
         rois = convert_boxes_to_pooler_format(box_lists).to(x[0].dtype)
+        memory_format = (torch.channels_last if x[0].dim() == 4 and not x[0].is_contiguous()
+                         and x[0].is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format)
         if len(x) == 1:
-            return self.pool(x[0], rois, self.scales[0])
+            return self.pool(x[0], rois, self.scales[0]).contiguous(memory_format=memory_format)
 
         levels = assign_boxes_to_levels(
             box_lists, self.min_level, self.max_level, self.canonical_box_size, self.canonical_level
         )
-        output = x[0].new_zeros((num_boxes, num_channels, *self.output_size))
+        output = torch.empty((num_boxes, num_channels, *self.output_size), dtype=x[0].dtype, device=x[0].device,
+                             memory_format=memory_format).zero_()
         for level, (feature, scale) in enumerate(zip(x, self.scales)):
             inds = torch.nonzero(levels == level, as_tuple=True)[0]
             # index_put_ rather than output[inds] = ...: keeps autograd/tracing happy with empty inds

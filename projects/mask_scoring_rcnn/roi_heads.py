@@ -93,10 +93,10 @@ class MaskScoringROIHeads(StandardROIHeads):
             fc_dim=maskiou_fc_dim,
         )
 
-    def _forward_mask(self, features, instances, *, channels_last: bool = False):
+    def _forward_mask(self, features, instances):
         """Training: ``loss_mask`` and ``loss_maskiou``; inference: masks and rescored ``scores``."""
         if self.maskiou_head is None:
-            return super()._forward_mask(features, instances, channels_last=channels_last)
+            return super()._forward_mask(features, instances)
         feats = [features[f] for f in self.mask_in_features]
         if self.training:
             instances = select_foreground_proposals(instances, self.num_classes)
@@ -106,8 +106,6 @@ class MaskScoringROIHeads(StandardROIHeads):
             boxes = [i.pred_boxes for i in instances]
             classes = _cat_field(instances, "pred_classes")
         x = self.mask_pooler(feats, boxes)  # (R, C, S, S)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         logits = self.mask_head.layers(x)  # (R, K or 1, M, M)
         class_logits = select_class(logits, classes)  # (R, M, M)
         pred_iou = select_class(self.maskiou_head(x, class_logits[:, None]), classes)  # (R,)

@@ -1,5 +1,5 @@
-"""The threaded RoIAlign and batched NMS give torchvision's results: exactly, except RoIAlign's sparse
-backward (torchvision's gradient to float rounding; its own tests are in test_roi_align_sparse.py)."""
+"""The CPU RoIAlign and batched NMS give torchvision's results: exactly, except RoIAlign's sparse path
+(torchvision's output and gradient to float rounding; its own tests are in test_roi_align_sparse.py)."""
 
 from __future__ import annotations
 
@@ -42,12 +42,31 @@ def _rois(n: int, images: int, size: tuple[int, int], seed: int = 0) -> torch.Te
     return torch.cat([index, xy, xy + wh], dim=1)
 
 
+@pytest.fixture
+def sparse_calls(monkeypatch):
+    """Counts the calls that went to the sparse RoIAlign."""
+    calls = []
+    real = parallel_ops.roi_align_sparse.roi_align
+
+    def counting(*args):
+        calls.append(args[1].shape[0])
+        return real(*args)
+
+    monkeypatch.setattr(parallel_ops.roi_align_sparse, "roi_align", counting)
+    return calls
+
+
+@pytest.fixture(params=[True, False], ids=["mkl", "no_mkl"])
+def mkl(request, monkeypatch):
+    """With MKL the sparse path runs; without it, torchvision's kernel split over the threads."""
+    monkeypatch.setattr(torch.backends.mkl, "is_available", lambda: request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("aligned, sampling_ratio", [(True, 0), (False, 2), (True, 1)])
 @pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("mkl", [True, False])
-def test_roi_align_forward_and_backward_are_torchvisions(two_threads, split_calls, monkeypatch, aligned,
-                                                         sampling_ratio, channels_last, mkl):
-    monkeypatch.setattr(torch.backends.mkl, "is_available", lambda: mkl)  # False: the fallback backward
+def test_roi_align_forward_and_backward_are_torchvisions(two_threads, split_calls, sparse_calls, mkl, aligned,
+                                                         sampling_ratio, channels_last):
     torch.manual_seed(0)
     feature = torch.randn(2, 37, 24, 32)  # an odd channel count: unequal slices
     if channels_last:
@@ -59,22 +78,32 @@ def test_roi_align_forward_and_backward_are_torchvisions(two_threads, split_call
     theirs_in = feature.clone().requires_grad_(True)
     ours = parallel_ops.roi_align(ours_in, rois, *args)
     theirs = ops.roi_align(theirs_in, rois, *args)
-    assert split_calls == [2]
-    assert torch.equal(ours, theirs)
-
     grad = torch.randn_like(theirs)
     ours.backward(grad)
     theirs.backward(grad)
     if mkl:  # one sparse product: the same sums in another order, in the input's memory format
-        assert split_calls == [2]
+        assert sparse_calls == [300] and split_calls == []
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(ours_in.grad, theirs_in.grad, rtol=1e-5, atol=1e-5)
-        assert ours_in.grad.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    else:
-        assert split_calls == [2, 2]
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        assert ours.is_contiguous(memory_format=layout) and ours_in.grad.is_contiguous(memory_format=layout)
+    else:  # every channel pooled exactly as in one call
+        assert sparse_calls == [] and split_calls == [2, 2]
+        assert torch.equal(ours, theirs)
         assert torch.equal(ours_in.grad, theirs_in.grad)
 
 
-def test_roi_align_small_work_and_one_thread_run_in_one_call(split_calls, two_threads):
+def test_roi_align_goes_to_torchvision_when_the_matrix_would_outweigh_the_output(two_threads, sparse_calls):
+    # 3 channels, 2x2 points per bin: 16 matrix entries per bin against 3 output values.
+    feature = torch.randn(1, 3, 40, 40)
+    rois = _rois(2000, images=1, size=(160, 160))
+    out = parallel_ops.roi_align(feature, rois, (7, 7), 0.25, 2, False)
+    assert sparse_calls == []
+    assert torch.equal(out, ops.roi_align(feature, rois, (7, 7), 0.25, 2, False))
+
+
+def test_roi_align_without_mkl_runs_small_work_and_one_thread_in_one_call(split_calls, two_threads, monkeypatch):
+    monkeypatch.setattr(torch.backends.mkl, "is_available", lambda: False)
     feature = torch.randn(1, 8, 16, 16)
     rois = _rois(4, images=1, size=(64, 64))
     out = parallel_ops.roi_align(feature, rois, (7, 7), 0.25, 0, True)
@@ -89,7 +118,7 @@ def test_roi_align_small_work_and_one_thread_run_in_one_call(split_calls, two_th
     assert split_calls == []
 
 
-def test_roi_align_with_no_rois_keeps_the_graph(two_threads):
+def test_roi_align_with_no_rois_keeps_the_graph(two_threads, mkl):
     feature = torch.randn(1, 256, 64, 64, requires_grad=True)
     out = parallel_ops.roi_align(feature, torch.zeros(0, 5), (7, 7), 0.25, 0, True)
     assert out.shape == (0, 256, 7, 7)

@@ -1,4 +1,5 @@
-"""RoIAlign's sparse backward: hand-computed weights, and torchvision's gradient to float rounding."""
+"""RoIAlign as a sparse matrix product: hand-computed weights, and torchvision's output and gradient
+to float rounding."""
 
 from __future__ import annotations
 
@@ -6,20 +7,20 @@ import pytest
 import torch
 import torchvision  # noqa: F401  (registers torch.ops.torchvision)
 
-from framework.layers import parallel_ops
-from framework.layers.roi_align_sparse import roi_align_backward, sampling_matrix
+from framework.layers.roi_align_sparse import num_entries, roi_align, sampling_matrix
 
 
 def _dense(rois, shape, output_size=(1, 1), sampling_ratio=1, aligned=False, scale=1.0) -> torch.Tensor:
+    """The matrix's single row (one RoI, one bin) as a dense (H*W,) vector."""
     return sampling_matrix(torch.tensor(rois, dtype=torch.float32), scale, output_size, shape,
-                           sampling_ratio, aligned).to_dense()
+                           sampling_ratio, aligned).to_dense()[0]
 
 
 def test_one_sample_at_a_pixel_corner_weighs_its_four_neighbours_a_quarter():
     # Box 0.5..2.5 on a 4x4 map, one bin, one sample: its centre (1.5, 1.5) lies between pixels 1 and 2
     # on both axes.
     m = _dense([[0, 0.5, 0.5, 2.5, 2.5]], (1, 1, 4, 4))
-    expected = torch.zeros(16, 1)
+    expected = torch.zeros(16)
     expected[[1 * 4 + 1, 1 * 4 + 2, 2 * 4 + 1, 2 * 4 + 2]] = 0.25
     assert torch.equal(m, expected)
 
@@ -28,18 +29,18 @@ def test_points_left_of_the_map_clamp_within_a_pixel_and_vanish_beyond():
     # x centre -1.0 (box -1.5..-0.5, width 1): within one pixel of the border, so it reads column 0;
     # y centre 1.5: rows 1 and 2, half each.
     m = _dense([[0, -1.5, 1.0, -0.5, 2.0]], (1, 1, 4, 4))
-    expected = torch.zeros(16, 1)
+    expected = torch.zeros(16)
     expected[[1 * 4 + 0, 2 * 4 + 0]] = 0.5
     assert torch.equal(m, expected)
     # x centre -1.25: more than one pixel outside, nothing.
-    assert torch.equal(_dense([[0, -1.75, 1.0, -0.75, 2.0]], (1, 1, 4, 4)), torch.zeros(16, 1))
+    assert torch.equal(_dense([[0, -1.75, 1.0, -0.75, 2.0]], (1, 1, 4, 4)), torch.zeros(16))
 
 
 def test_last_pixel_takes_the_whole_weight_at_the_far_border_and_images_are_offset():
     # Second image of two, 3x5 map: x centre 4.5 is past the last column's centre -> column 4 only;
     # y centre 1.0 exactly -> row 1 only.
     m = _dense([[1, 4.0, 0.5, 5.0, 1.5]], (2, 1, 3, 5))
-    expected = torch.zeros(30, 1)
+    expected = torch.zeros(30)
     expected[15 + 1 * 5 + 4] = 1.0
     assert torch.equal(m, expected)
 
@@ -48,9 +49,22 @@ def test_adaptive_sampling_averages_ceil_of_the_bin_size_points_per_side():
     # aligned, one bin, box 0..3 x 0..2 shifted by half a pixel to -0.5..2.5 x -0.5..1.5: ceil(3) x ceil(2)
     # = 6 points, at x in {0, 1, 2} and y in {0, 1}; each lands on a pixel and weighs 1/6.
     m = _dense([[0, 0.0, 0.0, 3.0, 2.0]], (1, 1, 4, 4), sampling_ratio=0, aligned=True)
-    expected = torch.zeros(16, 1)
+    expected = torch.zeros(16)
     expected[[0, 1, 2, 4, 5, 6]] = 1 / 6
     torch.testing.assert_close(m, expected, rtol=0, atol=1e-7)
+
+
+def test_each_bin_row_holds_four_entries_per_sampling_point():
+    # Two RoIs, 2x3 bins: the first sampled 2x2 per bin, the second (aligned, 1.2 x 0.6 pixel bins)
+    # ceil -> 2 x 1 per bin; num_entries predicts the total without building the matrix.
+    rois = torch.tensor([[0, 0.0, 0.0, 8.0, 8.0], [0, 2.0, 2.0, 5.6, 3.2]])
+    m = sampling_matrix(rois, 1.0, (2, 3), (1, 1, 10, 10), 2, True)
+    counts = m.crow_indices().diff()
+    assert counts.tolist() == [16] * 6 + [16] * 6
+    m = sampling_matrix(rois, 1.0, (2, 3), (1, 1, 10, 10), 0, True)
+    # RoI 0: bins 4 x 2.67 -> 4 x 3 points; RoI 1: bins 0.6 x 1.2 -> 1 x 2 points
+    assert m.crow_indices().diff().tolist() == [48] * 6 + [8] * 6
+    assert num_entries(rois, 1.0, (2, 3), 0, True) == m.values().numel() == 6 * 48 + 6 * 8
 
 
 def _rois(n: int, images: int, size: tuple[int, int], seed: int) -> torch.Tensor:
@@ -67,41 +81,43 @@ def _rois(n: int, images: int, size: tuple[int, int], seed: int) -> torch.Tensor
 @pytest.mark.parametrize("sampling_ratio", [0, 1, 2, 3])
 @pytest.mark.parametrize("output_size", [(7, 7), (14, 14), (3, 5)])
 @pytest.mark.parametrize("shape", [(2, 5, 24, 32), (1, 3, 7, 9)])
-def test_gradient_is_torchvisions(aligned, sampling_ratio, output_size, shape):
+def test_output_and_gradient_are_torchvisions(aligned, sampling_ratio, output_size, shape):
     n, c, h, w = shape
     rois = _rois(150, n, (h * 4, w * 4), seed=sampling_ratio)
-    grad = torch.randn(len(rois), c, *output_size, generator=torch.Generator().manual_seed(1))
-    theirs = torch.ops.torchvision._roi_align_backward(grad, rois, 0.25, *output_size, n, c, h, w,
-                                                       sampling_ratio, aligned)
-    ours = roi_align_backward(grad, rois, 0.25, shape, sampling_ratio, aligned)
-    assert ours.is_contiguous()
-    # A pixel sums up to thousands of terms, in another order: float32 rounding of the largest sums.
-    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6 * float(theirs.abs().max()))
-    nhwc = roi_align_backward(grad, rois, 0.25, shape, sampling_ratio, aligned, channels_last=True)
-    assert nhwc.is_contiguous(memory_format=torch.channels_last) and torch.equal(nhwc, ours)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    theirs = torchvision.ops.roi_align(x, rois, output_size, 0.25, sampling_ratio, aligned)
+    grad = torch.randn(theirs.shape, generator=torch.Generator().manual_seed(1))
+    (their_grad,) = torch.autograd.grad(theirs, x, grad)
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        x_in = x.detach().contiguous(memory_format=memory_format).requires_grad_()
+        ours = roi_align(x_in, rois, output_size, 0.25, sampling_ratio, aligned)
+        assert ours.is_contiguous(memory_format=memory_format)
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+        (our_grad,) = torch.autograd.grad(ours, x_in, grad)
+        # A pixel sums up to thousands of terms, in another order: float32 rounding of the largest sums.
+        torch.testing.assert_close(our_grad, their_grad, rtol=1e-5, atol=1e-6 * float(their_grad.abs().max()))
 
 
-@pytest.mark.parametrize("aligned, sampling_ratio", [(True, 0), (False, 2)])
-def test_the_matrix_is_also_the_forward(aligned, sampling_ratio):
-    n, c, h, w = 2, 6, 20, 28
-    x = torch.randn(n, c, h, w)
-    rois = _rois(80, n, (h * 4, w * 4), seed=3)
-    m = sampling_matrix(rois, 0.25, (7, 7), x.shape, sampling_ratio, aligned).to_dense()
-    pooled = (m.t() @ x.permute(0, 2, 3, 1).reshape(-1, c)).reshape(len(rois), 7, 7, c).permute(0, 3, 1, 2)
-    torch.testing.assert_close(pooled, torchvision.ops.roi_align(x, rois, (7, 7), 0.25, sampling_ratio, aligned),
-                               rtol=1e-5, atol=1e-5)
-
-
-def test_gradcheck_in_float64_through_the_layer():
+def test_gradcheck_in_float64():
     x = torch.randn(2, 3, 9, 11, dtype=torch.float64, requires_grad=True)
     rois = _rois(12, 2, (36, 44), seed=5).double()
-    assert torch.autograd.gradcheck(lambda t: parallel_ops.roi_align(t, rois, (3, 3), 0.25, 0, True), (x,))
+    assert torch.autograd.gradcheck(lambda t: roi_align(t, rois, (3, 3), 0.25, 0, True), (x,))
 
 
-def test_no_rois_give_a_zero_gradient_and_repeated_calls_agree_bitwise():
-    assert torch.equal(roi_align_backward(torch.zeros(0, 4, 7, 7), torch.zeros(0, 5), 0.25, (1, 4, 8, 8), 0, True),
-                       torch.zeros(1, 4, 8, 8))
+def test_no_rois_give_an_empty_output_and_a_zero_gradient():
+    x = torch.randn(1, 4, 8, 8, requires_grad=True)
+    out = roi_align(x, torch.zeros(0, 5), (7, 7), 0.25, 0, True)
+    assert out.shape == (0, 4, 7, 7)
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    assert torch.equal(grad, torch.zeros(1, 4, 8, 8))
+
+
+def test_repeated_calls_agree_bitwise():
     rois = _rois(200, 2, (96, 128), seed=7)
+    x = torch.randn(2, 16, 24, 32, requires_grad=True)
     grad = torch.randn(200, 16, 7, 7)
-    first = roi_align_backward(grad, rois, 0.25, (2, 16, 24, 32), 0, True)
-    assert torch.equal(first, roi_align_backward(grad, rois, 0.25, (2, 16, 24, 32), 0, True))
+    first = roi_align(x, rois, (7, 7), 0.25, 0, True)
+    (first_grad,) = torch.autograd.grad(first, x, grad)
+    second = roi_align(x, rois, (7, 7), 0.25, 0, True)
+    (second_grad,) = torch.autograd.grad(second, x, grad)
+    assert torch.equal(first, second) and torch.equal(first_grad, second_grad)

@@ -96,7 +96,7 @@ def test_multilevel_routes_each_box_to_its_level_in_image_then_box_order():
 
 
 @pytest.mark.parametrize("levels", [1, 4])
-def test_channels_last_features_give_the_same_values(levels):
+def test_channels_last_features_give_the_same_values_in_channels_last(levels):
     torch.manual_seed(0)
     scales = FPN_SCALES[:levels]
     feats = [torch.randn(2, 8, 128 // 2**i, 128 // 2**i) for i in range(levels)]
@@ -106,6 +106,8 @@ def test_channels_last_features_give_the_same_values(levels):
     nchw = pooler(feats, boxes)
     nhwc = pooler([f.contiguous(memory_format=torch.channels_last) for f in feats], boxes)
     assert torch.equal(nhwc, nchw)
+    # the crops keep the features' layout: channels_last ones feed the mask head without a copy
+    assert nchw.is_contiguous() and nhwc.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_multilevel_non_square_output_size():

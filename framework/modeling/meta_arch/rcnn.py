@@ -50,8 +50,8 @@ class GeneralizedRCNN(nn.Module):
         mask_paste: how masks are resampled into the image: "detectron2" (bilinear sampling of the
             mask as cells spanning the box) or "torchvision" (its pad-by-one, integer-box resize).
         inference_channels_last: at inference, give the backbone the batch in channels_last
-            (NHWC) memory format; convolutions keep it, so the backbone and RPN run in it, and
-            StandardROIHeads pools from NCHW copies and runs its mask head in NHWC again. oneDNN's
+            (NHWC) memory format; convolutions keep it, so the backbone, RPN and RoI heads run in
+            it (the poolers read NHWC and give NHWC crops to the mask head). oneDNN's
             native layout: R50-FPN inference about 15% faster on a CPU (docs/benchmarks.md); the
             same detections up to float rounding. Training stays NCHW: on a CPU the backward pass
             is slower in NHWC.

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from framework.layers import ShapeSpec, check_feature_names
-from framework.layers.memory_format import contiguous_nchw
 from framework.modeling.box_regression import Box2BoxTransform
 from framework.modeling.matcher import Matcher
 from framework.modeling.proposal_generator.proposal_utils import add_ground_truth_to_proposals
@@ -190,34 +189,16 @@ class StandardROIHeads(nn.Module):
             if self.mask_on:
                 losses.update(self._forward_mask(features, proposals))
             return [], losses
-        features, channels_last = self._features_for_pooling(features)
         instances = self._forward_box(features, proposals)
         if self.mask_on:
-            instances = self._forward_mask(features, instances, channels_last=channels_last)
+            instances = self._forward_mask(features, instances)
         return instances, {}
 
     def forward_with_given_boxes(self, features: Mapping[str, torch.Tensor], instances: list[Instances]) -> list[Instances]:
         """Inference of the non-box branches (masks) on final detections."""
         if self.mask_on:
-            features, channels_last = self._features_for_pooling(features)
-            instances = self._forward_mask(features, instances, channels_last=channels_last)
+            instances = self._forward_mask(features, instances)
         return instances
-
-    def _features_for_pooling(self, features: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], bool]:
-        """``features`` with the pooled levels in NCHW, and whether any came in channels_last.
-
-        torchvision's RoIAlign reads NCHW and copies anything else on every call; converting the
-        channels_last maps of an inference once here serves both poolers. The pooled mask features
-        then go back to channels_last, the faster layout for the mask head's convolutions.
-        """
-        names = set(self.box_in_features) | set(self.mask_in_features if self.mask_on else ())
-        channels_last = False
-        out = dict(features)  # every level stays available to subclasses; only the pooled ones convert
-        for name in names:
-            x = features[name]
-            if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-                out[name], channels_last = contiguous_nchw(x), True
-        return out, channels_last
 
     def _forward_box(self, features, proposals):
         feats = [features[f] for f in self.box_in_features]
@@ -228,16 +209,13 @@ class StandardROIHeads(nn.Module):
         instances, _ = self.box_predictor.inference(predictions, proposals)
         return instances
 
-    def _forward_mask(self, features, instances, *, channels_last: bool = False):
-        """Mask losses (training) or ``pred_masks`` (inference); ``features`` as the poolers read
-        them (NCHW), ``channels_last``: run the mask head on channels_last pooled features."""
+    def _forward_mask(self, features, instances):
+        """Mask losses (training) or ``pred_masks`` (inference). The pooled features keep the
+        features' memory format: channels_last at inference, the mask head's faster layout."""
         feats = [features[f] for f in self.mask_in_features]
         if self.training:
             instances = select_foreground_proposals(instances, self.num_classes)
             boxes = [i.proposal_boxes for i in instances]
         else:
             boxes = [i.pred_boxes for i in instances]
-        x = self.mask_pooler(feats, boxes)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.mask_head(x, instances)
+        return self.mask_head(self.mask_pooler(feats, boxes), instances)
