@@ -24,6 +24,8 @@ import warnings
 import torch
 from torch import Tensor
 
+from framework.layers.memory_format import is_channels_last
+
 __all__ = ["num_entries", "roi_align", "sampling_matrix"]
 
 
@@ -74,6 +76,7 @@ def _axis_terms(start: Tensor, size: Tensor, grid: Tensor, bins: int, limit: int
         limit: the feature map's size on this axis.
 
     Returns:
+        roi: (P,) int64 RoI of each point;
         low, high: (P,) int32 neighbouring pixels of each point;
         w_low, w_high: (P,) their weights, 0 for a point outside [-1, limit].
     """
@@ -92,7 +95,7 @@ def _axis_terms(start: Tensor, size: Tensor, grid: Tensor, bins: int, limit: int
     high = torch.where(edge, low, low + 1)
     frac = torch.where(edge, torch.zeros_like(pos), pos - low.to(dtype))
     keep = inside.to(dtype)
-    return low, high, (1 - frac) * keep, frac * keep
+    return roi, low, high, (1 - frac) * keep, frac * keep
 
 
 def sampling_matrix(
@@ -119,11 +122,10 @@ def sampling_matrix(
     dtype = rois.dtype
     x0, y0, roi_w, roi_h, grid_h, grid_w = _rois_on_map(rois, spatial_scale, output_size, sampling_ratio, aligned)
     per_bin = grid_h * grid_w
-    y_low, y_high, wy_low, wy_high = _axis_terms(y0, roi_h, grid_h, out_h, height, dtype)
-    x_low, x_high, wx_low, wx_high = _axis_terms(x0, roi_w, grid_w, out_w, width, dtype)
+    y_roi, y_low, y_high, wy_low, wy_high = _axis_terms(y0, roi_h, grid_h, out_h, height, dtype)
+    _, x_low, x_high, wx_low, wx_high = _axis_terms(x0, roi_w, grid_w, out_w, width, dtype)
     # Per y term: both neighbours' first pixel index (image offset and row stride folded in) and
     # both weights with 1 / points-per-bin folded in; per x term: both neighbours and weights.
-    y_roi, _ = _ragged_arange(grid_h * out_h)
     y_base = (rois[:, 0].to(torch.int32) * height).index_select(0, y_roi)
     y_rows = torch.stack([(y_base + y_low) * width, (y_base + y_high) * width], 1)
     y_weights = torch.stack([wy_low, wy_high], 1) / per_bin.clamp(min=1).to(dtype).index_select(0, y_roi)[:, None]
@@ -178,5 +180,4 @@ def roi_align(input: Tensor, rois: Tensor, output_size: tuple[int, int], spatial
         warnings.simplefilter("ignore", UserWarning)
         bins = torch.sparse.mm(matrix, pixels)  # (K*out_h*out_w, C)
     out = bins.view(rois.shape[0], out_h, out_w, c).permute(0, 3, 1, 2)
-    channels_last = input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous()
-    return out if channels_last else out.contiguous()
+    return out if is_channels_last(input) else out.contiguous()

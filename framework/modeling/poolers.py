@@ -16,6 +16,7 @@ from torch import nn
 from torchvision.ops import roi_pool
 
 from framework.errors import ConfigError
+from framework.layers.memory_format import is_channels_last
 from framework.layers.parallel_ops import roi_align
 from framework.registry import ROI_POOLERS
 from framework.structures.boxes import Boxes
@@ -147,8 +148,7 @@ class ROIPooler(nn.Module):
         # output stays connected to the features' graph, as in detectron2.
         num_boxes = sum(len(b) for b in box_lists)
         rois = convert_boxes_to_pooler_format(box_lists).to(x[0].dtype)
-        memory_format = (torch.channels_last if x[0].dim() == 4 and not x[0].is_contiguous()
-                         and x[0].is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format)
+        memory_format = torch.channels_last if is_channels_last(x[0]) else torch.contiguous_format
         if len(x) == 1:
             return self.pool(x[0], rois, self.scales[0]).contiguous(memory_format=memory_format)
 
