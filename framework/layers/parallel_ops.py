@@ -13,6 +13,9 @@ Mask R-CNN step.
   kept set is sorted by score the way torchvision sorts it, so the indices are those of
   ``torchvision.ops.batched_nms``.
 
+Under CPU autocast both compute in float32 on the fast path, as torchvision's autocast kernels do
+(autocast is per thread, so the float32 copies are made before the work goes to the pool).
+
 On a GPU both call torchvision directly; so does work too small to be worth a thread hand-off. The
 worker threads live in one process-wide pool (rebuilt after a fork, e.g. in a DataLoader worker);
 the calling thread takes the first share itself.
@@ -124,7 +127,8 @@ def roi_align(
     On a CPU with MKL: one sparse matrix product (:mod:`framework.layers.roi_align_sparse`), whose
     output and gradient are torchvision's to float rounding. Without MKL, or when the sparse matrix
     would outweigh the output: torchvision's kernel with the channels split over the threads,
-    bit-identical. Elsewhere (GPU, scripting, other dtypes): torchvision.
+    bit-identical. bfloat16 and float16 inputs are pooled in float32 and rounded back, as
+    torchvision's autocast kernel does. Elsewhere (GPU, scripting): torchvision.
 
     Args:
         input: (N, C, H, W) feature map, any memory format.
@@ -136,10 +140,17 @@ def roi_align(
         (K, C, out_h, out_w); in ``input``'s memory format on the sparse path, NCHW otherwise.
     """
     output_size = tuple(output_size)
-    # Other dtypes (bf16 under autocast) go to torchvision, whose autocast kernel computes in float32:
-    # autocast state is per thread, so the pool's threads would not see it.
     if (input.device.type != "cpu" or torch.jit.is_scripting() or torch.jit.is_tracing() or rois.dim() != 2
-            or rois.shape[1] != 5 or input.dtype not in (torch.float32, torch.float64)):
+            or rois.shape[1] != 5):
+        return ops.roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
+    if input.dtype in (torch.bfloat16, torch.float16):
+        # What torchvision's autocast kernel does (float32 in, the input's dtype out), done here rather
+        # than left to it: its kernel would run on one thread. Autocast is off inside so that the
+        # sparse product stays float32, as torchvision's kernel does.
+        with torch.autocast("cpu", enabled=False):
+            out = roi_align(input.float(), rois.float(), output_size, spatial_scale, sampling_ratio, aligned)
+        return out.to(input.dtype)
+    if input.dtype not in (torch.float32, torch.float64):
         return ops.roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
     rois = rois.to(input.dtype)
     out_elements = rois.shape[0] * input.shape[1] * output_size[0] * output_size[1]
@@ -165,15 +176,19 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         iou_threshold: boxes overlapping a higher-scored box of their class by IoU > this go.
 
     Returns:
-        (K,) int64 indices of the kept boxes in decreasing order of score, equal to torchvision's.
+        (K,) int64 indices of the kept boxes in decreasing order of score, equal to torchvision's
+        (under autocast, to torchvision's under autocast: bf16 and fp16 boxes and scores are
+        compared in float32).
     """
     workers = num_workers(boxes.device, boxes.shape[0], MIN_NMS_BOXES)
-    if workers == 1 or boxes.dtype != torch.float32 or scores.dtype != torch.float32:
-        # e.g. bf16 scores under autocast: torchvision's autocast kernel casts them in this thread
+    if workers == 1 or not {boxes.dtype, scores.dtype} <= {torch.float32, torch.bfloat16, torch.float16}:
         return ops.batched_nms(boxes, scores, idxs, iou_threshold)
     classes, counts = torch.unique(idxs, return_counts=True)
     if len(classes) < 2:
         return ops.batched_nms(boxes, scores, idxs, iou_threshold)
+    # torchvision's autocast NMS compares float32 copies of lower-precision boxes and scores; the
+    # pool's threads do not see this thread's autocast state, so the copies are made here.
+    boxes32, scores32 = boxes.float(), scores.float()
     # Deal the classes out largest first to the least loaded thread: NMS costs grow with the count.
     groups: list[list[int]] = [[] for _ in range(min(workers, len(classes)))]
     load = [0] * len(groups)
@@ -186,12 +201,13 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         kept = []
         for class_id in group:
             members = torch.where(idxs == class_id)[0]
-            kept.append(members[ops.nms(boxes[members], scores[members], iou_threshold)])
+            kept.append(members[ops.nms(boxes32[members], scores32[members], iou_threshold)])
         return torch.cat(kept)
 
     keep_mask = torch.zeros_like(scores, dtype=torch.bool)
     for kept in _parallel_map(keep_of, groups):
         keep_mask[kept] = True
-    # torchvision's per-class path ends the same way: kept indices ascending, then a sort by score.
+    # torchvision's per-class path ends the same way: kept indices ascending, then a sort by the
+    # scores as given (in their own dtype, so that ties are ordered alike).
     keep = torch.where(keep_mask)[0]
     return keep[scores[keep].sort(descending=True)[1]]

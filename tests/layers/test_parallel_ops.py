@@ -161,16 +161,38 @@ def test_pool_is_rebuilt_in_a_forked_child(two_threads, monkeypatch):
 
 
 
-def test_under_bf16_autocast_both_ops_give_torchvisions_results(two_threads):
-    """Autocast is per thread: lower-precision inputs stay on the calling thread (torchvision's
-    autocast kernels compute in float32)."""
-    boxes, scores, idxs = _nms_inputs(5000, 20)
-    feature = torch.randn(1, 64, 32, 32).to(torch.bfloat16)
-    rois = _rois(300, images=1, size=(128, 128))
+@pytest.mark.parametrize("n, classes", [(5000, 20), (800, 20)])
+def test_under_bf16_autocast_batched_nms_is_torchvisions(two_threads, split_calls, n, classes):
+    """Autocast is per thread, so the pool's threads get the float32 copies torchvision's autocast
+    kernel would make; the final sort is by the bf16 scores, whose many ties must order alike."""
+    boxes, scores, idxs = _nms_inputs(n, classes)
+    scores = scores.to(torch.bfloat16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        nms_ours = parallel_ops.batched_nms(boxes, scores.to(torch.bfloat16), idxs, 0.5)
-        nms_theirs = ops.batched_nms(boxes, scores.to(torch.bfloat16), idxs, 0.5)
-        align_ours = parallel_ops.roi_align(feature, rois, (7, 7), 0.25, 0, True)
-        align_theirs = ops.roi_align(feature, rois, (7, 7), 0.25, 0, True)
-    assert torch.equal(nms_ours, nms_theirs)
-    assert align_ours.dtype == align_theirs.dtype and torch.equal(align_ours, align_theirs)
+        ours = parallel_ops.batched_nms(boxes, scores, idxs, 0.5)
+        theirs = ops.batched_nms(boxes, scores, idxs, 0.5)
+    assert split_calls == ([2] if n > parallel_ops.MIN_NMS_BOXES else [])
+    assert torch.equal(ours, theirs)
+
+
+def test_under_bf16_autocast_roi_align_is_torchvisions(two_threads, split_calls, sparse_calls, mkl):
+    """bf16 features are pooled in float32 on the fast path and rounded back, forward and backward,
+    as torchvision's autocast kernel does: bit-identical when split by channels, within one bf16
+    rounding on the sparse path (whose float32 sums round differently)."""
+    feature = torch.randn(2, 64, 40, 48).to(torch.bfloat16)
+    rois = _rois(300, images=2, size=(160, 192))
+    grad = torch.randn(300, 64, 7, 7).to(torch.bfloat16)
+    results = []
+    for op in (parallel_ops.roi_align, ops.roi_align):
+        leaf = feature.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = op(leaf, rois, (7, 7), 0.25, 0, True)
+        out.backward(grad)
+        results.append((out, leaf.grad))
+    (out, feature_grad), (expected_out, expected_grad) = results
+    assert out.dtype == expected_out.dtype == feature_grad.dtype == torch.bfloat16
+    assert (sparse_calls, split_calls) == (([300], []) if mkl else ([], [2, 2]))  # forward, backward
+    if mkl:
+        torch.testing.assert_close(out, expected_out)
+        torch.testing.assert_close(feature_grad, expected_grad)
+    else:
+        assert torch.equal(out, expected_out) and torch.equal(feature_grad, expected_grad)
