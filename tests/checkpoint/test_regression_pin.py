@@ -149,7 +149,7 @@ def test_r50_fpn_mask_rcnn_outputs_are_pinned(coco_tiny):
 
 
 def test_channels_last_inference_agrees_with_nchw():
-    """The default inference in channels_last (GeneralizedRCNN.inference_channels_last) gives the
+    """The default inference in channels_last (GeneralizedRCNN.channels_last) gives the
     NCHW path's detections up to float rounding, on generated images (no shared data needed)."""
     g = torch.Generator().manual_seed(0)
     inputs = {}
@@ -160,7 +160,7 @@ def test_channels_last_inference_agrees_with_nchw():
         resized = F.interpolate(image[None], size=(round(h * scale), round(w * scale)), mode="bilinear")[0]
         inputs[f"generated_{i}"] = {"image": resized, "height": h, "width": w}
     nhwc = detections(inputs, single_thread=False)  # compared with each other, not with the pinned file
-    nchw = detections(inputs, ("model.inference_channels_last=false",), single_thread=False)
+    nchw = detections(inputs, ("model.channels_last=never",), single_thread=False)
     for name in inputs:
         assert len(nhwc[name]) > 20 and len(nhwc[name]) == len(nchw[name])
         missing = _unmatched(nchw[name], nhwc[name])

@@ -76,7 +76,7 @@ def _our_model(name: str, weights: Path, *, resize_in_model: bool):
         "dataset.num_classes=90",
         "model.backbone.bottom_up.norm_eps=1e-5",  # torchvision's eps for models built without COCO weights
         "model.roi_heads.test_score_thresh=0.0",
-        "model.inference_channels_last=false",  # NCHW as torchvision: the same convolution algorithms
+        "model.channels_last=never",  # NCHW as torchvision: the same convolution algorithms
     ]
     if resize_in_model:
         overrides += [f"model.test_resize=[{TEST_SIZE[0]},{TEST_SIZE[1]}]"]

@@ -150,3 +150,52 @@ def test_torch_compile_names_submodules_and_keeps_the_state_dict():
     with pytest.raises(ConfigError, match="no submodule 'roi_head'.*'roi_heads'"):
         META_ARCHITECTURES.build(compose(["model=mask_rcnn_R_18_FPN_quick", "model.torch_compile=[roi_head]"]).model,
                                  path="model")
+
+
+def test_channels_last_training_gives_the_nchw_losses_and_gradients(monkeypatch):
+    """``channels_last=always`` trains in NHWC: the same losses and gradients as ``never`` up to
+    float rounding; ``auto`` picks NHWC for training only where channels_last_trains_faster."""
+    import framework.modeling.meta_arch.rcnn as rcnn
+
+    torch.manual_seed(0)
+    # FrozenBN: batch statistics over two small images make fp32 gradients ill-conditioned (a few %
+    # from a float64 reference in either memory format), which would hide a real difference.
+    cfg = compose(["model=mask_rcnn_R_18_FPN_quick", "model.roi_heads.num_classes=3", "model.backbone.bottom_up.norm=FrozenBN"])
+    model = META_ARCHITECTURES.build(cfg.model, path="model").train()
+    inputs = [_inputs(128, 160, True), _inputs(112, 144, True)]
+    seen, proposals = [], {}
+    model.backbone.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous(memory_format=torch.channels_last)
+                                                                       and not a[0].is_contiguous()))
+    # An untrained RPN's scores are near-ties, so float rounding reorders its top-k; the RoI heads
+    # get the first run's proposals to compare the same work.
+    model.proposal_generator.register_forward_hook(
+        lambda m, a, out: (proposals.setdefault("first", out[0]), out[1]) if m.training else out
+    )
+
+    def step(mode):
+        model.channels_last = mode
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(1)  # the same RPN anchor and RoI samples on both sides
+        losses = model(inputs)
+        sum(losses.values()).backward()
+        return losses, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    nchw_losses, nchw_grads = step("never")
+    nhwc_losses, nhwc_grads = step("always")
+    assert seen == [False, True]
+    assert set(nhwc_losses) == set(nchw_losses) and set(nhwc_grads) == set(nchw_grads) and len(nchw_grads) > 20
+    for k in nchw_losses:
+        torch.testing.assert_close(nhwc_losses[k], nchw_losses[k], rtol=1e-4, atol=1e-5, msg=k)
+    for n in nchw_grads:
+        scale = nchw_grads[n].abs().max().clamp(min=1e-6)
+        torch.testing.assert_close(nhwc_grads[n] / scale, nchw_grads[n] / scale, rtol=0, atol=1e-4, msg=n)
+
+    seen.clear()
+    for capability in ("AVX512", "AVX2"):
+        monkeypatch.setattr(rcnn.torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        step("auto")
+        model.eval()
+        with torch.no_grad():
+            model([_inputs(96, 128, False)])
+        model.train()
+    assert seen == [True, True, False, True]  # AVX-512: trains NHWC; AVX2: trains NCHW; inference NHWC

@@ -78,10 +78,11 @@ def our_mask_rcnn(torchvision_model, folder: Path, device, test_size: tuple[int,
 
 
 class Recorder:
-    """Forward hooks recording the input size of a backbone and the count of proposals."""
+    """Forward hooks recording the input size and memory format of a backbone and the count of proposals."""
 
     def __init__(self, backbone, rpn) -> None:
         self.input_size: Optional[tuple[int, int]] = None
+        self.memory_format: Optional[str] = None
         self.proposals: list[int] = []
         self._handles = [
             backbone.register_forward_pre_hook(self._backbone),
@@ -89,7 +90,10 @@ class Recorder:
         ]
 
     def _backbone(self, module, args) -> None:
+        from framework.layers.memory_format import is_channels_last
+
         self.input_size = tuple(args[0].shape[-2:])
+        self.memory_format = "channels_last" if is_channels_last(args[0]) else "NCHW"
 
     def _rpn(self, module, args, output) -> None:
         self.proposals = [len(p) for p in output[0]]

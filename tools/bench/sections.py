@@ -44,6 +44,7 @@ def section_inference(args, device, workdir: Path) -> dict[str, Any]:
     work = {
         "image": source,
         "input_size": {"ours": rec_ours.input_size, "torchvision": rec_tv.input_size},
+        "memory_format": {"ours": rec_ours.memory_format, "torchvision": rec_tv.memory_format},
         "proposals": {"ours": rec_ours.proposals, "torchvision": rec_tv.proposals},
         "detections": {"ours": dets_ours, "torchvision": dets_tv},
     }
@@ -116,6 +117,7 @@ def section_train(args, device, workdir: Path) -> dict[str, Any]:
     work = {
         "images": f"{len(batch)} x {int(h)}x{int(w)}, {len(batch[0][1])} boxes + masks each",
         "input_size": {"ours": rec_ours.input_size, "torchvision": rec_tv.input_size},
+        "memory_format": {"ours": rec_ours.memory_format, "torchvision": rec_tv.memory_format},
         "proposals": {"ours": rec_ours.proposals, "torchvision": rec_tv.proposals},
         "sampling": {"rpn": "256 anchors/img, 50% positive", "roi": "512 RoIs/img, 25% positive"},
     }

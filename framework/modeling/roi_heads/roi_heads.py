@@ -211,7 +211,7 @@ class StandardROIHeads(nn.Module):
 
     def _forward_mask(self, features, instances):
         """Mask losses (training) or ``pred_masks`` (inference). The pooled features keep the
-        features' memory format: channels_last at inference, the mask head's faster layout."""
+        features' memory format (GeneralizedRCNN.channels_last): NHWC is the mask head's faster layout."""
         feats = [features[f] for f in self.mask_in_features]
         if self.training:
             instances = select_foreground_proposals(instances, self.num_classes)
