@@ -155,7 +155,7 @@ def test_torch_compile_names_submodules_and_keeps_the_state_dict():
 def test_channels_last_training_gives_the_nchw_losses_and_gradients(monkeypatch):
     """``channels_last=always`` trains in NHWC: the same losses and gradients as ``never`` up to
     float rounding; ``auto`` picks NHWC for training only where channels_last_trains_faster."""
-    import framework.modeling.meta_arch.rcnn as rcnn
+    from framework.layers.memory_format import is_channels_last
 
     torch.manual_seed(0)
     # FrozenBN: batch statistics over two small images make fp32 gradients ill-conditioned (a few %
@@ -164,8 +164,7 @@ def test_channels_last_training_gives_the_nchw_losses_and_gradients(monkeypatch)
     model = META_ARCHITECTURES.build(cfg.model, path="model").train()
     inputs = [_inputs(128, 160, True), _inputs(112, 144, True)]
     seen, proposals = [], {}
-    model.backbone.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous(memory_format=torch.channels_last)
-                                                                       and not a[0].is_contiguous()))
+    model.backbone.register_forward_pre_hook(lambda m, a: seen.append(is_channels_last(a[0])))
     # An untrained RPN's scores are near-ties, so float rounding reorders its top-k; the RoI heads
     # get the first run's proposals to compare the same work.
     model.proposal_generator.register_forward_hook(
@@ -192,7 +191,7 @@ def test_channels_last_training_gives_the_nchw_losses_and_gradients(monkeypatch)
 
     seen.clear()
     for capability in ("AVX512", "AVX2"):
-        monkeypatch.setattr(rcnn.torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
         step("auto")
         model.eval()
         with torch.no_grad():
