@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from framework.errors import ConfigError
 from framework.modeling.backbone import FPN, Backbone
@@ -88,13 +89,15 @@ def _identity_convs(fpn: FPN) -> None:
             out.weight[0, 0, 1, 1] = 1.0  # 3x3 kernel with only the centre: identity
 
 
+@pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])
 @pytest.mark.parametrize("fuse_type, scale", [("sum", 1.0), ("avg", 0.5)])
-def test_top_down_arithmetic(fuse_type, scale):
+def test_top_down_arithmetic(fuse_type, scale, grad):
     c4 = torch.tensor([[[[1.0, 2.0]]]])  # (1, 1, 1, 2)
     c3 = torch.tensor([[[[10.0, 20.0, 30.0, 40.0], [50.0, 60.0, 70.0, 80.0]]]])  # (1, 1, 2, 4)
     fpn = FPN(bottom_up=_ConstantBackbone(c3, c4), in_features=["c3", "c4"], out_channels=1, fuse_type=fuse_type)
     _identity_convs(fpn)
-    out = fpn(torch.zeros(1, 3, 16, 32))
+    with torch.set_grad_enabled(grad):
+        out = fpn(torch.zeros(1, 3, 16, 32))
     assert list(out) == ["p3", "p4", "p5"]
     assert out["p4"].flatten().tolist() == [1.0, 2.0]
     # p3 = c3 + nearest_upsample_x2(c4) = c3 + [[1, 1, 2, 2], [1, 1, 2, 2]]  (halved for "avg")
@@ -146,3 +149,27 @@ def test_padding_constraints_follow_size_divisibility_for_any_backbone():
             return {}
 
     assert Plain().padding_constraints == {}  # size_divisibility 0: no constraint
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["NCHW", "NHWC"])
+def test_add_upsampled_is_the_materialised_top_down_add(memory_format):
+    from framework.modeling.backbone.fpn import add_upsampled_
+
+    g = torch.Generator().manual_seed(0)
+    fine = torch.randn(2, 8, 6, 10, generator=g).contiguous(memory_format=memory_format)
+    coarse = torch.randn(2, 8, 3, 5, generator=g).contiguous(memory_format=memory_format)
+    expected = fine + F.interpolate(coarse, scale_factor=2.0, mode="nearest")
+    with torch.no_grad():  # the broadcast over a 2x2-block view
+        out = add_upsampled_(fine.clone(), coarse)
+    assert torch.equal(out, expected)
+    assert out.is_contiguous(memory_format=memory_format)
+
+    # with gradients: in place into the fine map, the same values and gradients as out of place
+    fine_leaf, coarse_leaf = fine.clone().requires_grad_(), coarse.clone().requires_grad_()
+    out = add_upsampled_(fine_leaf * 1, coarse_leaf)
+    assert torch.equal(out, expected)
+    weights = torch.randn(expected.shape, generator=g)
+    (out * weights).sum().backward()
+    assert torch.equal(fine_leaf.grad, weights)
+    # each coarse pixel's gradient is the sum over its 2x2 block
+    assert torch.allclose(coarse_leaf.grad, weights.view(2, 8, 3, 2, 5, 2).sum(dim=(3, 5)), atol=1e-6)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Literal, Optional, Sequence
 
+import torch
 from fvcore.nn.weight_init import c2_xavier_fill
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -16,7 +17,7 @@ from framework.layers.wrappers import Conv2d
 from framework.modeling.backbone.backbone import Backbone
 from framework.registry import BACKBONES, Spec
 
-__all__ = ["FPN", "LastLevelMaxPool"]
+__all__ = ["FPN", "LastLevelMaxPool", "add_upsampled_"]
 
 
 class LastLevelMaxPool(nn.Module):
@@ -141,16 +142,16 @@ class FPN(Backbone):
         for idx in range(1, len(self.lateral_convs)):
             feature = self.in_features[-idx - 1]
             lateral = self.lateral_convs[idx](bottom_up_features[feature])
-            top_down = F.interpolate(prev, scale_factor=2.0, mode="nearest")
-            if top_down.shape[-2:] != lateral.shape[-2:]:
+            upsampled = (2 * prev.shape[-2], 2 * prev.shape[-1])
+            if upsampled != tuple(lateral.shape[-2:]):
                 raise ValueError(
                     f"FPN: {feature} is {tuple(lateral.shape[-2:])} but the upsampled coarser level is "
-                    f"{tuple(top_down.shape[-2:])}; the input {tuple(x.shape[-2:])} must have H and W "
+                    f"{upsampled}; the input {tuple(x.shape[-2:])} must have H and W "
                     f"divisible by size_divisibility={self.size_divisibility} (pad the images)"
                 )
-            prev = lateral + top_down
+            prev = add_upsampled_(lateral, prev)
             if self.fuse_type == "avg":
-                prev = prev / 2
+                prev = prev.div_(2)
             results.insert(0, self.output_convs[idx](prev))
         if self.top_block is not None:
             name = self.top_block.in_feature
@@ -160,6 +161,26 @@ class FPN(Backbone):
                 top_in = results[self._out_features.index(name)]
             results.extend(self.top_block(top_in))
         return dict(zip(self._out_features, results))
+
+
+def add_upsampled_(fine: Tensor, coarse: Tensor) -> Tensor:
+    """``fine += F.interpolate(coarse, scale_factor=2, mode="nearest")``, in place.
+
+    ``fine`` (a lateral conv's fresh output) is overwritten, which saves writing and reading a new
+    (B, C, H, W) map, at P2 the largest of the pyramid. Without gradients the upsampled map is not
+    made either: each coarse pixel is added to its 2x2 block of ``fine`` through a broadcast over a
+    (H/2, 2, W/2, 2) view, the same sums bit for bit. When gradients are recorded the upsampled
+    map is made, because autograd's backward of that broadcast (a strided reduction) is slower than
+    nearest upsampling's own.
+
+    Shape:
+        fine (B, C, H, W), coarse (B, C, H / 2, W / 2) -> fine.
+    """
+    if torch.is_grad_enabled() and (fine.requires_grad or coarse.requires_grad):
+        return fine.add_(F.interpolate(coarse, scale_factor=2.0, mode="nearest"))
+    b, c, h, w = fine.shape
+    fine.view(b, c, h // 2, 2, w // 2, 2).add_(coarse[:, :, :, None, :, None])
+    return fine
 
 
 def _check_strides(in_features: list[str], strides: list[int]) -> None:

@@ -109,7 +109,7 @@ class BasicBlock(CNNBlockBase):
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu_(self.conv1(x))
         out = self.conv2(out)
-        out = out + (self.shortcut(x) if self.shortcut is not None else x)
+        out += self.shortcut(x) if self.shortcut is not None else x  # in place: out is a fresh map
         return F.relu_(out)
 
 
@@ -167,7 +167,7 @@ class BottleneckBlock(CNNBlockBase):
         out = F.relu_(self.conv1(x))
         out = F.relu_(self.conv2(out))
         out = self.conv3(out)
-        out = out + (self.shortcut(x) if self.shortcut is not None else x)
+        out += self.shortcut(x) if self.shortcut is not None else x  # in place: out is a fresh map
         return F.relu_(out)
 
 

@@ -34,7 +34,7 @@ class StandardRPNHead(nn.Module):
         if len(conv_dims) == 1:
             out = in_channels if conv_dims[0] == -1 else conv_dims[0]
             # A single conv is named "conv", as in detectron2 checkpoints.
-            self.conv: nn.Module = Conv2d(in_channels, out, 3, padding=1, activation=nn.ReLU())
+            self.conv: nn.Module = Conv2d(in_channels, out, 3, padding=1, activation=nn.ReLU(inplace=True))
             cur = out
         else:
             self.conv = nn.Sequential()
@@ -43,7 +43,7 @@ class StandardRPNHead(nn.Module):
                 dim = cur if dim == -1 else dim
                 if dim <= 0:
                     raise ValueError(f"StandardRPNHead: conv_dims must be positive or -1, got {list(conv_dims)}")
-                self.conv.add_module(f"conv{k}", Conv2d(cur, dim, 3, padding=1, activation=nn.ReLU()))
+                self.conv.add_module(f"conv{k}", Conv2d(cur, dim, 3, padding=1, activation=nn.ReLU(inplace=True)))
                 cur = dim
         self.objectness_logits = nn.Conv2d(cur, num_anchors, 1)
         self.anchor_deltas = nn.Conv2d(cur, num_anchors * box_dim, 1)

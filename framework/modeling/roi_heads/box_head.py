@@ -40,7 +40,7 @@ class FastRCNNConvFCHead(nn.Sequential):
             raise ValueError("FastRCNNConvFCHead needs at least one conv or fc layer (num_conv + num_fc > 0)")
         shape = (input_shape.channels, input_shape.height, input_shape.width)
         for k in range(num_conv):
-            conv = Conv2d(shape[0], conv_dim, 3, padding=1, bias=not norm, norm=get_norm(norm, conv_dim), activation=nn.ReLU())
+            conv = Conv2d(shape[0], conv_dim, 3, padding=1, bias=not norm, norm=get_norm(norm, conv_dim), activation=nn.ReLU(inplace=True))
             weight_init.c2_msra_fill(conv)
             self.add_module(f"conv{k + 1}", conv)
             shape = (conv_dim, shape[1], shape[2])
@@ -50,7 +50,7 @@ class FastRCNNConvFCHead(nn.Sequential):
             fc = nn.Linear(int(shape[0] * (shape[1] or 1) * (shape[2] or 1)), fc_dim)
             weight_init.c2_xavier_fill(fc)
             self.add_module(f"fc{k + 1}", fc)
-            self.add_module(f"fc_relu{k + 1}", nn.ReLU())
+            self.add_module(f"fc_relu{k + 1}", nn.ReLU(inplace=True))
             shape = (fc_dim, None, None)
         self._output_shape = ShapeSpec(channels=shape[0], height=shape[1], width=shape[2])
 

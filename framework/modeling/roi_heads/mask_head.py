@@ -126,7 +126,7 @@ class MaskRCNNConvUpsampleHead(BaseMaskRCNNHead):
         cur = input_shape.channels
         self.mask_fcns = []
         for k in range(num_conv):
-            conv = Conv2d(cur, conv_dim, 3, padding=1, bias=not norm, norm=get_norm(norm, conv_dim), activation=nn.ReLU())
+            conv = Conv2d(cur, conv_dim, 3, padding=1, bias=not norm, norm=get_norm(norm, conv_dim), activation=nn.ReLU(inplace=True))
             self.add_module(f"mask_fcn{k + 1}", conv)
             self.mask_fcns.append(conv)
             cur = conv_dim
@@ -140,4 +140,4 @@ class MaskRCNNConvUpsampleHead(BaseMaskRCNNHead):
     def layers(self, x: torch.Tensor) -> torch.Tensor:
         for conv in self.mask_fcns:
             x = conv(x)
-        return self.predictor(F.relu(self.deconv(x)))
+        return self.predictor(F.relu_(self.deconv(x)))
