@@ -29,6 +29,33 @@ from framework.layers.memory_format import is_channels_last
 __all__ = ["num_entries", "roi_align", "sampling_matrix"]
 
 
+class _SparseProduct(torch.autograd.Function):
+    """``matrix @ dense`` for a sparse CSR (or CSC) ``matrix``, differentiable in ``dense``.
+
+    What ``torch.sparse.mm`` computes, bit for bit, without its overhead on a CPU: it makes a
+    zero-filled input for ``addmm`` and copies it into the result before the product (two passes
+    over the output), and its backward with ``matrix.t()`` pays that again plus a slower transposed
+    product. Here the product writes straight into an uninitialised output (``beta=0``, so the
+    output's previous contents are ignored, NaN included); the backward is the same Function with
+    ``matrix.t()``, so it is differentiable again.
+
+    Shape:
+        matrix (R, P) sparse, dense (P, C) -> (R, C).
+    """
+
+    @staticmethod
+    def forward(ctx, matrix: Tensor, dense: Tensor) -> Tensor:
+        ctx.matrix = matrix
+        out = torch.empty(matrix.shape[0], dense.shape[1], dtype=dense.dtype, device=dense.device)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": the product used here is not
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.addmm(out, matrix, dense, beta=0, out=out)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return None, _SparseProduct.apply(ctx.matrix.t(), grad)
+
+
 def _ragged_arange(counts: Tensor) -> tuple[Tensor, Tensor]:
     """For counts (K,) int32: the owner k (int64) and the position 0..counts[k]-1 (int32) of each of
     the sum(counts) items, owner after owner."""
@@ -176,8 +203,6 @@ def roi_align(input: Tensor, rois: Tensor, output_size: tuple[int, int], spatial
     out_h, out_w = output_size
     matrix = sampling_matrix(rois.detach(), spatial_scale, output_size, input.shape, sampling_ratio, aligned)
     pixels = input.permute(0, 2, 3, 1).reshape(n * height * width, c)  # a view when channels_last
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        bins = torch.sparse.mm(matrix, pixels)  # (K*out_h*out_w, C)
+    bins = _SparseProduct.apply(matrix, pixels)  # (K*out_h*out_w, C)
     out = bins.view(rois.shape[0], out_h, out_w, c).permute(0, 3, 1, 2)
     return out if is_channels_last(input) else out.contiguous()

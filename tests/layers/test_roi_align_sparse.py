@@ -121,3 +121,30 @@ def test_repeated_calls_agree_bitwise():
     second = roi_align(x, rois, (7, 7), 0.25, 0, True)
     (second_grad,) = torch.autograd.grad(second, x, grad)
     assert torch.equal(first, second) and torch.equal(first_grad, second_grad)
+
+
+def test_sparse_product_is_torch_sparse_mm_bitwise_and_ignores_the_uninitialised_output(monkeypatch):
+    import warnings
+
+    from framework.layers.roi_align_sparse import _SparseProduct
+
+    rois = _rois(300, 2, (96, 128), seed=3)
+    x = torch.randn(2, 16, 24, 32, generator=torch.Generator().manual_seed(4)).contiguous(memory_format=torch.channels_last)
+    matrix = sampling_matrix(rois, 0.25, (7, 7), x.shape, 0, True)
+    pixels = x.permute(0, 2, 3, 1).reshape(-1, 16).requires_grad_()
+    grad = torch.randn(matrix.shape[0], 16, generator=torch.Generator().manual_seed(5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        expected = torch.sparse.mm(matrix, pixels)
+        (expected_grad,) = torch.autograd.grad(expected, pixels, grad)
+    empty = torch.empty  # the product must not read its output buffer: hand it NaNs
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: empty(*a, **k).fill_(float("nan")))
+    out = _SparseProduct.apply(matrix, pixels)
+    (out_grad,) = torch.autograd.grad(out, pixels, grad)
+    assert torch.equal(out, expected) and torch.equal(out_grad, expected_grad)
+
+
+def test_gradgradcheck_in_float64():
+    x = torch.randn(1, 2, 6, 7, dtype=torch.float64, requires_grad=True)
+    rois = _rois(5, 1, (24, 28), seed=6).double()
+    assert torch.autograd.gradgradcheck(lambda t: roi_align(t, rois, (2, 2), 0.25, 0, True), (x,))
