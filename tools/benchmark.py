@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from bench import sections
-from bench.report import machine_info, to_markdown
+from bench.report import cpu_ticks, machine_info, steal_share, to_markdown
 from bench.sections import SECTIONS
 
 
@@ -81,12 +81,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     report: dict[str, Any] = {"machine": machine_info(device), "quick": args.quick, "repeats": args.repeats, "sections": {}}
-    started = time.perf_counter()
+    started, ticks_started = time.perf_counter(), cpu_ticks()
     with tempfile.TemporaryDirectory() as tmp:
         for name in SECTIONS:
             if name not in args.sections:
                 continue
-            t0 = time.perf_counter()
+            t0, ticks0 = time.perf_counter(), cpu_ticks()
             print(f"[benchmark] {name} ...", file=sys.stderr, flush=True)
             if name == "data":
                 consumed = report["sections"].get("main_job", {}).get("images_per_s_consumed")
@@ -94,8 +94,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             else:
                 result = getattr(sections, f"section_{name}")(args, device, Path(tmp))
             result["section_seconds"] = time.perf_counter() - t0
+            result["cpu_steal"] = steal_share(ticks0, cpu_ticks())
             report["sections"][name] = result
     report["total_seconds"] = time.perf_counter() - started
+    report["cpu_steal"] = steal_share(ticks_started, cpu_ticks())
     markdown = to_markdown(report)
     print(markdown)
     print(f"(benchmark took {report['total_seconds']:.0f} s)")

@@ -44,11 +44,29 @@ def test_benchmark_inference_runs_equal_work_on_both_sides(tmp_path):
     assert gflops["ours"] == pytest.approx(gflops["torchvision"], rel=0.02)
     assert re.search(r"\| inference, s/img \| [\d.]+ \| [\d.]+ \| \*\*[\d.]+\*\* \|", res.stdout)
     assert (tmp_path / "bench.md").read_text().strip() in res.stdout
+    if Path("/proc/stat").exists():  # how much of the machine the hypervisor took meanwhile
+        assert 0.0 <= report["cpu_steal"] <= 1.0 and 0.0 <= inference["cpu_steal"] <= 1.0
+        assert re.search(r"CPU steal during the run: \d+%", res.stdout)
     # ours in bf16 autocast, timed in the same alternation against torchvision in fp32
     bf16 = inference["variants"]["bf16"]
     assert bf16["detections"] == 100
     assert bf16["ratio_vs_torchvision_fp32"] == pytest.approx(bf16["median_s"] / inference["torchvision"]["median_s"])
     assert re.search(r"\| inference, s/img, ours bf16 .*vs torchvision fp32 \| [\d.]+ \| [\d.]+ \| \*\*[\d.]+\*\* \|", res.stdout)
+
+
+def test_steal_share_is_stolen_ticks_over_all_ticks(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_report", REPO / "tools" / "bench" / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    assert report.steal_share((10, 1000), (60, 1500)) == pytest.approx(0.1)
+    assert report.steal_share(None, (60, 1500)) is None and report.steal_share((5, 10), (5, 10)) is None
+    ticks = report.cpu_ticks()
+    if Path("/proc/stat").exists():
+        steal, total = ticks
+        assert 0 <= steal <= total
+    assert "busy" in report._steal_note(0.2) and "busy" not in report._steal_note(0.01)
 
 
 def test_benchmark_main_job_data_eval_and_peak_sections(tmp_path):

@@ -7,7 +7,7 @@ import json
 import platform
 from typing import Any
 
-__all__ = ["machine_info", "to_markdown"]
+__all__ = ["cpu_ticks", "machine_info", "steal_share", "to_markdown"]
 
 
 def machine_info(device) -> dict[str, Any]:
@@ -27,11 +27,31 @@ def machine_info(device) -> dict[str, Any]:
     return info
 
 
+def cpu_ticks() -> tuple[int, int] | None:
+    """(steal, total) CPU ticks of the whole machine so far, from Linux's /proc/stat; None elsewhere.
+
+    Steal is time the hypervisor gave this virtual machine's CPUs to someone else: under steal
+    both sides run slower and noisier, so the report says how much there was."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        # user nice system idle iowait irq softirq steal [guest guest_nice, already inside user/nice]
+        return fields[7], sum(fields[:8])
+    return None
+
+
+def steal_share(start: tuple[int, int] | None, end: tuple[int, int] | None) -> float | None:
+    """The share of CPU time stolen between two :func:`cpu_ticks` readings."""
+    if start is None or end is None or end[1] <= start[1]:
+        return None
+    return (end[0] - start[0]) / (end[1] - start[1])
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [f"Machine: {m['cpu']}, {m['threads']} threads, {m.get('gpu', 'CPU')}; torch {m['torch']}, "
              f"torchvision {m['torchvision']}, Python {m['python']}. Mode: {'quick' if report['quick'] else 'full'}, "
-             f"{report['repeats']} timed runs per side.", ""]
+             f"{report['repeats']} timed runs per side." + _steal_note(report.get("cpu_steal")), ""]
     rows = []
     for name in ("inference", "train"):
         r = report["sections"].get(name)
@@ -79,3 +99,10 @@ def to_markdown(report: dict[str, Any]) -> str:
             lines.append(f"| Mask R-CNN R50-FPN inference, {name} ({inference['gflops'][name]:.0f} GFLOP/img) | {rate:.0f} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _steal_note(share: float | None) -> str:
+    if share is None:
+        return ""
+    note = f" CPU steal during the run: {share:.0%}"
+    return note + (" (the host was busy: timings slower and noisier than usual on both sides)." if share >= 0.05 else ".")
