@@ -207,3 +207,25 @@ def test_predictor_inference_end_to_end():
     assert res.pred_classes.tolist() == [0] and idx.tolist() == [0]
     assert res.scores[0].item() == pytest.approx(0.6, rel=1e-6)
     torch.testing.assert_close(res.pred_boxes.tensor[0], torch.tensor([0.0, 0, 10, 10]))
+
+
+def test_box_head_fc_outputs_seen_by_forward_hooks_are_not_overwritten_by_the_relu():
+    # Researchers read box features with forward hooks on fc1 / fc2; the ReLU after them must not
+    # rewrite in place what the hook was given.
+    from framework.modeling.roi_heads.box_head import FastRCNNConvFCHead
+
+    torch.manual_seed(0)
+    head = FastRCNNConvFCHead(ShapeSpec(channels=4, height=3, width=3), num_fc=2, fc_dim=16)
+    seen = {}
+
+    def keep(name):
+        def hook(module, args, out):  # returns None: the output goes on unchanged
+            seen[name] = (out, out.clone())
+        return hook
+
+    for name in ("fc1", "fc2"):
+        getattr(head, name).register_forward_hook(keep(name))
+    out = head(torch.randn(5, 4, 3, 3))
+    for name, (given, copy) in seen.items():
+        assert torch.equal(given, copy) and (copy < 0).any(), name
+    assert torch.equal(out, seen["fc2"][1].relu())

@@ -50,7 +50,8 @@ class FastRCNNConvFCHead(nn.Sequential):
             fc = nn.Linear(int(shape[0] * (shape[1] or 1) * (shape[2] or 1)), fc_dim)
             weight_init.c2_xavier_fill(fc)
             self.add_module(f"fc{k + 1}", fc)
-            self.add_module(f"fc_relu{k + 1}", nn.ReLU(inplace=True))
+            # not in place: what a forward hook on an fc layer (a common way to read box features) saw stays as it was
+            self.add_module(f"fc_relu{k + 1}", nn.ReLU())
             shape = (fc_dim, None, None)
         self._output_shape = ShapeSpec(channels=shape[0], height=shape[1], width=shape[2])
 
