@@ -167,7 +167,8 @@ def add_upsampled_(fine: Tensor, coarse: Tensor) -> Tensor:
     """``fine += F.interpolate(coarse, scale_factor=2, mode="nearest")``, in place.
 
     ``fine`` (a lateral conv's fresh output) is overwritten, which saves writing and reading a new
-    (B, C, H, W) map, at P2 the largest of the pyramid. Without gradients the upsampled map is not
+    (B, C, H, W) map, at P2 the largest of the pyramid (so a forward hook on ``fpn_lateral{i}``
+    sees its output turn into the merged map; clone it in the hook to keep it). Without gradients the upsampled map is not
     made either: each coarse pixel is added to its 2x2 block of ``fine`` through a broadcast over a
     (H/2, 2, W/2, 2) view, the same sums bit for bit. When gradients are recorded the upsampled
     map is made, because autograd's backward of that broadcast (a strided reduction) is slower than

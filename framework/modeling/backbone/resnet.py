@@ -109,7 +109,8 @@ class BasicBlock(CNNBlockBase):
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu_(self.conv1(x))
         out = self.conv2(out)
-        out += self.shortcut(x) if self.shortcut is not None else x  # in place: out is a fresh map
+        # In place, as detectron2's and torchvision's blocks do: a hook on the last conv sees its output overwritten.
+        out += self.shortcut(x) if self.shortcut is not None else x
         return F.relu_(out)
 
 
@@ -167,7 +168,8 @@ class BottleneckBlock(CNNBlockBase):
         out = F.relu_(self.conv1(x))
         out = F.relu_(self.conv2(out))
         out = self.conv3(out)
-        out += self.shortcut(x) if self.shortcut is not None else x  # in place: out is a fresh map
+        # In place, as detectron2's and torchvision's blocks do: a hook on the last conv sees its output overwritten.
+        out += self.shortcut(x) if self.shortcut is not None else x
         return F.relu_(out)
 
 
