@@ -68,10 +68,11 @@ def _dense_addmm_flops(self, mat1, mat2, *args, out_val=None, **kwargs) -> int:
     product (``framework/layers/roi_align_sparse.py``), which the dense formula would count as a
     (RoIs x bins) x (H*W) x C matrix product, trillions of flops; RoIAlign is not counted on either side."""
     import torch
+    from torch.utils.flop_counter import addmm_flop
 
     if mat1.layout != torch.strided:
         return 0
-    return 2 * mat1.shape[0] * mat1.shape[1] * mat2.shape[1]
+    return addmm_flop(self.shape, mat1.shape, mat2.shape)
 
 
 _dense_addmm_flops._get_raw = True  # FlopCounterMode passes the tensors, not just their shapes
