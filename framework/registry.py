@@ -171,7 +171,7 @@ class Registry(_FvcoreRegistry, RegistryBase):
             # the parent made up this spec itself (then it is resolved here).
             cls, kwargs = recorded(memo, spec, self) or resolve_knobs(self, spec, path=path)
         runtime_params = _runtime_params(cls)
-        if offered:
+        if offered is not None:
             runtime = {**{k: v for k, v in offered.items() if k in runtime_params}, **runtime}
             needed = _required_runtime_params(cls)
             if missing := [p for p in needed if p not in runtime]:

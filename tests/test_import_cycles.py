@@ -1,5 +1,6 @@
-"""Imports run one way, down the layers: no module of framework/ imports, even inside a function,
-a module that imports it back. Imports under ``if TYPE_CHECKING:`` never run and do not count."""
+"""Imports run one way, down the layers: no module of framework/ imports, even inside a function or
+under ``if TYPE_CHECKING:``, a module that imports it back. A type-only import is still a
+dependency a reader has to follow: a part that names the part composing it knows too much."""
 
 from __future__ import annotations
 
@@ -17,10 +18,6 @@ def _modules() -> dict[str, Path]:
     return out
 
 
-def _is_type_checking(node: ast.AST) -> bool:
-    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-
-
 def _imports(tree: ast.AST, module: str, is_package: bool, modules: dict[str, Path]) -> set[str]:
     """The framework modules ``module`` imports: ``from a.b import c`` is ``a.b.c`` when that is a
     module (importing a package's submodule does not import the siblings its __init__ lists)."""
@@ -28,8 +25,6 @@ def _imports(tree: ast.AST, module: str, is_package: bool, modules: dict[str, Pa
     package = module if is_package else module.rpartition(".")[0]
 
     def visit(node: ast.AST) -> None:
-        if _is_type_checking(node):
-            return
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -106,4 +101,7 @@ def test_the_check_sees_a_cycle_through_a_function_level_import():
     graph = {"p.a": _imports(a, "p.a", False, modules), "p.b": _imports(b, "p.b", False, modules)}
     assert _cycles(graph) == [["p.a", "p.b"]]
     guarded = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from p.a import y\n")
-    assert _cycles({**graph, "p.b": _imports(guarded, "p.b", False, modules)}) == []
+    assert _cycles({**graph, "p.b": _imports(guarded, "p.b", False, modules)}) == [["p.a", "p.b"]]
+    unrelated = ast.parse("def f():\n    from p.c import z\n")
+    assert _cycles({**graph, "p.c": set(),
+                    "p.b": _imports(unrelated, "p.b", False, {**modules, "p.c": Path("c.py")})}) == []

@@ -22,3 +22,15 @@ def tiny_job(max_iter: int, *, warmup: int | None = None, lr_step: int | None = 
     return [f"train.max_iter={max_iter}", f"lr_scheduler.warmup_iters={warmup}",
             f"lr_scheduler.steps={[] if lr_step is None else [lr_step]}", *SMALL_IMAGES, *FEW_DETECTIONS,
             f"dataloader.train.num_workers={workers}", f"dataloader.test.num_workers={workers}"]
+
+
+def first_test_images(n: int) -> list[str]:
+    """Overrides that evaluate on the first ``n`` images of the built-in validation set, registered
+    (in this process) as ``synthetic_val_first<n>``; its ground truth is those images' only."""
+    from framework.data import get_dataset, get_metadata, list_datasets, register_dataset
+
+    name = f"synthetic_val_first{n}"
+    if name not in list_datasets():
+        register_dataset(name, lambda: get_dataset("synthetic_val")[:n],
+                         lambda: {k: v for k, v in vars(get_metadata("synthetic_val")).items() if k != "name"})
+    return [f"dataset.test.name={name}"]

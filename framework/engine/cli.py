@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -33,15 +34,31 @@ __all__ = ["main"]
 
 
 def _task(cfg: DictConfig) -> float | None:
+    """The Hydra task: :func:`framework.engine.run.run_rank` on every process of the run (one,
+    spawned, torchrun's or SLURM's; see :func:`framework.engine.launch.launch`).
+
+    With several processes every rank runs rank 0's config, fully resolved (``${now:}`` and
+    ``${hydra:}`` included) and rank 0's output directory.
+    """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+    from omegaconf import OmegaConf
 
-    from framework.engine.run import main_job
+    from framework.engine.builders import resolve_device, to_kwargs
+    from framework.engine.launch import distributed_env, launch
+    from framework.engine.run import run_rank
 
+    hydra = HydraConfig.get()
+    output_dir, overrides = Path(hydra.runtime.output_dir), list(hydra.overrides.task)
     try:
-        return main_job(cfg)
+        dist_kwargs = to_kwargs(cfg.dist)
+        if dist_kwargs["num_procs"] > 1 or distributed_env() is not None:
+            cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+            OmegaConf.set_struct(cfg, True)
+        device_type = resolve_device(str(cfg.device)).type
+        return launch(run_rank, (cfg, output_dir, overrides), device_type, **dist_kwargs)
     except InputError as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or hydra.mode == RunMode.MULTIRUN:
             raise
         print(f"Error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -34,7 +34,7 @@ from framework.errors import ConfigError, InputError
 from framework.registry import config_section
 from framework.utils import comm
 
-__all__ = ["launch", "distributed_env", "submitit_job_id", "DistributedEnv"]
+__all__ = ["launch", "distributed_env", "DistributedEnv"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,19 +47,10 @@ class DistributedEnv(dict):
     source: str = ""
 
 
-def submitit_job_id() -> Optional[str]:
-    """The id of the submitit job (SLURM or local executor) this process is a task of, else ``None``."""
-    if not os.environ.get("SUBMITIT_EXECUTOR"):
-        return None
-    import submitit
-
-    return str(submitit.JobEnvironment().job_id)
-
-
 def distributed_env() -> Optional[DistributedEnv]:
     """The process-group environment set up outside this process: by torchrun, or a submitit
     job's of several tasks (exported as torchrun's variables); ``None`` when there is none."""
-    if submitit_job_id() is not None:
+    if comm.submitit_job_id() is not None:
         import submitit
         from submitit.helpers import TorchDistributedEnvironment
 

@@ -9,6 +9,10 @@ One step (:meth:`Trainer.run_step`)::
     hooks.after_backward()
     clip gradients (optional); optimizer.step()
 
+Hooks run around each step (:mod:`framework.engine.hooks.base` says what they may rely on); one
+of them reporting evaluation metrics makes every hook's ``after_eval`` run, and ``train()``
+returns the last metrics reported.
+
 The trainer does not know about the model: any ``nn.Module`` that, in train mode, takes a list of
 per-image dicts and returns a dict of scalar loss tensors (named ``loss_*``) works.
 """
@@ -17,16 +21,15 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from collections.abc import Iterable, Mapping
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from framework.engine.hooks import Hook, LRScheduler
+from framework.engine.hooks.base import Hook, TrainLoop
 from framework.errors import ConfigError, did_you_mean
 from framework.layers.amp import amp_autocast, check_amp
 from framework.utils import comm
@@ -92,20 +95,23 @@ class GradClipper:
 class Trainer:
     """Iteration-based trainer: runs ``max_iter`` steps, calling hooks around each.
 
+    Constructed complete: everything it runs is given here, and nothing is assigned to it later.
+
     Args:
         model: in train mode, ``model(batch) -> {"loss_x": 0-dim tensor, ...}``.
-        data_loader: an infinite iterable of batches (a batch is what the model takes).
+        data_loader: an infinite iterable of batches (a batch is what the model takes), starting at
+            the batch of the first iteration this trainer runs (see :meth:`load_state_dict`).
         optimizer: e.g. from :func:`framework.engine.optim.build_optimizer`.
-        scheduler: an LR scheduler stepped by the ``LRScheduler`` hook after each step, or None.
-        checkpointer: a :class:`framework.checkpoint.Checkpointer` of the model; the trainer adds
-            ``optimizer``, ``scheduler`` and itself (``trainer``) to it when missing.
+        checkpointer: a :class:`framework.checkpoint.Checkpointer`; the trainer adds its own state
+            to it as ``trainer`` (iteration, seed, hook states), so every checkpoint can resume.
         max_iter: number of steps of the full training.
-        hooks: sorted by priority (stable, so equal priorities keep their order).
-        writers: event writers, flushed by the ``PeriodicWriter`` hook.
+        hooks: ``{key: hook}`` run in the mapping's order (what :func:`framework.engine.hooks.build_hooks`
+            returns: sorted by priority, config overrides included), or a sequence of hooks, run by
+            their ``priority`` (stable) and keyed by class name. ``None`` entries are skipped. The
+            keys key each hook's state in checkpoints.
         amp: mixed precision: ``"fp16"`` (CUDA only; with a GradScaler) or ``"bf16"`` (CUDA or CPU).
         grad_clip: ``{"clip_type": "value"|"norm"|"full_model", "clip_value": 1.0, "norm_type": 2.0,
             "enabled": true}`` or None (see :class:`GradClipper`).
-        test_fn: ``() -> nested dict of metrics``, called by the ``EvalHook``.
         seed: the seed of the training randomness: before each step, the global generators (Python,
             numpy, torch CPU and CUDA) are seeded from ``(seed, rank, iteration)``, so each step's
             random draws (e.g. anchor and proposal sampling) are the same whether the run was
@@ -118,9 +124,8 @@ class Trainer:
 
     Attributes:
         iter: the current iteration (after training: ``max_iter`` on success).
-        start_iter: the first iteration of this ``train()`` call.
+        start_iter: the first iteration :meth:`train` runs (0, or the resumed iteration + 1).
         storage: the :class:`EventStorage` of the running ``train()``.
-        latest_metrics: flat metrics of the last evaluation (``{"bbox/AP": ...}``), or None.
     """
 
     def __init__(
@@ -129,25 +134,18 @@ class Trainer:
         model: nn.Module,
         data_loader: Iterable,
         optimizer: torch.optim.Optimizer,
-        scheduler: Any = None,
         checkpointer: Any = None,
         max_iter: int,
-        hooks: Iterable[Hook] = (),
-        writers: Iterable[Any] = (),
+        hooks: Mapping[str, Optional[Hook]] | Iterable[Optional[Hook]] = (),
         amp: Literal["none", "fp16", "bf16"] = "none",
         grad_clip: Optional[Mapping[str, Any]] = None,
-        test_fn: Optional[Callable[[], Mapping[str, Any]]] = None,
         seed: Optional[int] = None,
         max_nonfinite_steps: int = 0,
     ) -> None:
         self.model = model
         self.data_loader = data_loader
         self.optimizer = optimizer
-        self.scheduler = scheduler
-        self.checkpointer = checkpointer
         self.max_iter = int(max_iter)
-        self.writers = list(writers)
-        self.test_fn = test_fn
         self.grad_clipper = GradClipper.from_config(grad_clip)
         self.seed = int(comm.shared_random_seed() if seed is None else seed)
         if max_nonfinite_steps < 0:
@@ -163,75 +161,62 @@ class Trainer:
         self.iter = 0
         self.start_iter = 0
         self.storage: EventStorage | None = None
-        self.latest_metrics: dict[str, float] | None = None
-        self.latest_metrics_iter: int | None = None
-        self._hooks: list[Hook] = []
+        self._hooks = _keyed_hooks(hooks)
+        self._loop: TrainLoop | None = None
+        self._metrics: dict[str, float] = {}
         self._data_iter: Any = None
-        self.register_hooks(hooks)
 
         if checkpointer is not None:
-            for key, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("trainer", self)):
-                if obj is not None and key not in checkpointer.checkpointables:
-                    checkpointer.add_checkpointable(key, obj)
+            checkpointer.add_checkpointable("trainer", self)
 
     # ------------------------------------------------------------------ hooks
     @property
     def hooks(self) -> list[Hook]:
-        """The registered hooks, in the order they run."""
-        return list(self._hooks)
+        """The hooks, in the order they run."""
+        return list(self._hooks.values())
 
-    def register_hooks(self, hooks: Iterable[Optional[Hook]]) -> None:
-        """Add hooks (``None`` entries are skipped) and re-sort all by priority."""
-        for h in hooks:
-            if h is None:
-                continue
-            if not isinstance(h, Hook):
-                raise TypeError(f"hooks must be Hook instances, got {type(h).__name__}")
-            # A weak proxy: hooks referring back to the trainer must not keep it alive.
-            h.trainer = weakref.proxy(self)
-            self._hooks.append(h)
-        self._hooks.sort(key=lambda h: h.priority)
+    def _call_hooks(self, method: str, *args: Any) -> None:
+        for h in self._hooks.values():
+            getattr(h, method)(self._loop, *args)
 
-    def _call_hooks(self, method: str) -> None:
-        for h in self._hooks:
-            getattr(h, method)()
-
-    def _hook_keys(self) -> list[str]:
-        keys: list[str] = []
-        for h in self._hooks:
-            key = h.name or type(h).__qualname__
-            keys.append(key if key not in keys else f"{key}#{keys.count(key)}")
-        return keys
+    def _metrics_reported(self, iteration: int, metrics: dict[str, float]) -> None:
+        if metrics:
+            self._metrics = dict(metrics)
+        self._call_hooks("after_eval", iteration, metrics)
 
     # ------------------------------------------------------------------ loop
-    def train(self, start_iter: Optional[int] = None, max_iter: Optional[int] = None) -> None:
+    def train(self, start_iter: Optional[int] = None, max_iter: Optional[int] = None) -> dict[str, float]:
         """Run iterations ``start_iter .. max_iter - 1`` (defaults: ``self.start_iter``, ``self.max_iter``).
 
         ``after_train`` hooks run also when a step raises; the exception then propagates.
+
+        Returns:
+            the flat metrics of the last evaluation a hook reported (``{}`` when none did).
         """
         start_iter = self.start_iter if start_iter is None else int(start_iter)
         self.max_iter = self.max_iter if max_iter is None else int(max_iter)
         self.iter = self.start_iter = start_iter
         logger.info(f"Starting training from iteration {start_iter} to {self.max_iter}")
-        if self.scheduler is not None and not any(isinstance(h, LRScheduler) for h in self._hooks):
-            logger.warning("a scheduler was given but no LRScheduler hook: the learning rate will not change")
         self.model.train()
         with EventStorage(start_iter) as self.storage:
+            self._loop = loop = TrainLoop(start_iter=start_iter, max_iter=self.max_iter, storage=self.storage,
+                                          on_metrics=self._metrics_reported)
             try:
                 self._call_hooks("before_train")
                 for self.iter in range(start_iter, self.max_iter):
-                    self.storage.iter = self.iter
+                    loop.iter = self.storage.iter = self.iter
                     seed_global_rngs(derive_seed(self.seed, comm.get_rank(), self.iter), cuda=True)
                     self._call_hooks("before_step")
                     self.run_step()
                     self._call_hooks("after_step")
                 # Lets after_train tell success (iter == max_iter) from an exception.
-                self.iter = self.max_iter
+                self.iter = loop.iter = self.max_iter
             except Exception:
                 logger.exception(f"Exception during training at iteration {self.iter}:")
                 raise
             finally:
                 self._call_hooks("after_train")
+        return dict(self._metrics)
 
     def _next_batch(self) -> Any:
         if self._data_iter is None:
@@ -248,7 +233,7 @@ class Trainer:
         """One iteration: data, forward, loss check, backward, ``after_backward`` hooks, clip, step."""
         if not self.model.training:
             raise RuntimeError(
-                f"the model is in eval mode at iteration {self.iter}; a hook or test_fn did not restore model.train()"
+                f"the model is in eval mode at iteration {self.iter}; a hook did not restore model.train()"
             )
         start = time.perf_counter()
         data = self._next_batch()
@@ -338,47 +323,44 @@ class Trainer:
         No generator state is needed: every step reseeds from ``(seed, rank, iteration)``.
         """
         state: dict[str, Any] = {"iteration": self.iter, "seed": self.seed, "nonfinite_steps": self.nonfinite_steps}
-        hooks = {k: h.state_dict() for k, h in zip(self._hook_keys(), self._hooks)}
+        hooks = {k: h.state_dict() for k, h in self._hooks.items()}
         state["hooks"] = {k: s for k, s in hooks.items() if s}
         if self.grad_scaler is not None:
             state["grad_scaler"] = self.grad_scaler.state_dict()
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`; hook states are matched by hook key (``Hook.name``)."""
+        """Restore :meth:`state_dict` (hook states matched by hook key); training then continues at
+        the saved iteration + 1 (:attr:`start_iter`)."""
         self.iter = int(state["iteration"])
+        self.start_iter = self.iter + 1
         if "seed" in state:
             self.seed = int(state["seed"])
         self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
-        hooks = dict(zip(self._hook_keys(), self._hooks))
         for key, hook_state in state.get("hooks", {}).items():
-            if key in hooks:
-                hooks[key].load_state_dict(hook_state)
+            if key in self._hooks:
+                self._hooks[key].load_state_dict(hook_state)
             else:
                 logger.warning(f"the checkpoint has a state for hook {key!r}, which this trainer does not have; ignored")
         if self.grad_scaler is not None and "grad_scaler" in state:
             self.grad_scaler.load_state_dict(state["grad_scaler"])
 
-    def resume_or_load(self, path: Optional[str], *, resume: bool = True) -> int:
-        """Resume from ``last_checkpoint`` in the checkpointer's folder, or load initial weights.
 
-        With ``resume=True`` and a ``last_checkpoint`` present: load the model, optimizer, scheduler
-        and trainer state (iteration, seed, hooks) and continue at the saved iteration + 1.
-        Otherwise: load only the model weights from ``path`` (if given) and start at 0.
-
-        Returns:
-            the iteration training will start at (also ``self.start_iter``).
-        """
-        if self.checkpointer is None:
-            raise ConfigError("resume_or_load needs a checkpointer: give Trainer(checkpointer=...)")
-        if resume and self.checkpointer.has_checkpoint():
-            self.checkpointer.load(self.checkpointer.get_checkpoint_file())
-            self.start_iter = self.iter + 1
-        else:
-            if path:
-                self.checkpointer.load(path, checkpointables=[])
-            self.start_iter = 0
-        return self.start_iter
+def _keyed_hooks(hooks: Mapping[str, Optional[Hook]] | Iterable[Optional[Hook]]) -> dict[str, Hook]:
+    """``{key: hook}`` in run order (see the ``hooks`` argument of :class:`Trainer`)."""
+    if isinstance(hooks, Mapping):
+        pairs = [(str(k), h) for k, h in hooks.items() if h is not None]
+    else:
+        ordered = sorted((h for h in hooks if h is not None), key=lambda h: getattr(h, "priority", 0))
+        keys: list[str] = []
+        for h in ordered:
+            name = type(h).__qualname__
+            keys.append(name if name not in keys else f"{name}#{sum(k.split('#')[0] == name for k in keys)}")
+        pairs = list(zip(keys, ordered))
+    for key, h in pairs:
+        if not isinstance(h, Hook):
+            raise TypeError(f"hook {key!r} must be a Hook instance, got {type(h).__name__}")
+    return dict(pairs)
 
 
 def _device_type(model: nn.Module) -> str:

@@ -17,7 +17,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -411,6 +411,18 @@ class COCOEvaluator(DatasetEvaluator):
             class_names=metadata.thing_classes,
             **kwargs,
         )
+
+    def metric_names(self, output_fields: Optional[Collection[str]]) -> Optional[set[str]]:
+        """``<task>/<AP metric>`` and ``<task>/AP-<class>`` for each task evaluated: the configured
+        ``tasks``, or, with ``tasks=None``, "bbox" plus "segm" when ``output_fields`` has
+        ``pred_masks`` (``None`` when that is not known)."""
+        tasks = self.tasks
+        if tasks is None:
+            if output_fields is None:
+                return None
+            tasks = ("bbox", "segm") if "pred_masks" in output_fields else ("bbox",)
+        per_task = [*AP_METRICS, *(f"AP-{name}" for name in self.class_names)]
+        return {f"{task}/{name}" for task in tasks for name in per_task}
 
     def reset(self) -> None:
         self._predictions = []

@@ -13,7 +13,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Iterator, Optional, Union
 
 import torch
@@ -30,6 +30,9 @@ __all__ = [
     "inference_context",
     "print_csv_format",
     "results_table",
+    "flatten_results",
+    "PRIMARY_METRICS",
+    "primary_metric",
 ]
 
 logger = logging.getLogger(__name__)
@@ -62,6 +65,17 @@ class DatasetEvaluator:
     def evaluate(self) -> Optional[EvalResults]:
         """Metrics over everything processed: ``{task: {metric: value}}``; ``None`` on non-main ranks."""
         raise NotImplementedError(f"{type(self).__name__} must implement evaluate()")
+
+    def metric_names(self, output_fields: Optional[Collection[str]]) -> Optional[set[str]]:
+        """The flat metric names (``"bbox/AP"``, as :func:`flatten_results` writes them) that
+        ``evaluate`` will return for a model whose per-image ``Instances`` carry ``output_fields``
+        (e.g. ``{"pred_boxes", "scores", "pred_classes", "pred_masks"}``; ``None`` when the model does
+        not say). ``None`` (the default) means "not known before evaluating".
+
+        A run checks its configuration against these before training: a best-checkpoint metric
+        that no evaluator produces is an error at startup, not after hours of training.
+        """
+        return None
 
 
 class DatasetEvaluators(DatasetEvaluator):
@@ -100,6 +114,16 @@ class DatasetEvaluators(DatasetEvaluator):
                 merged[task] = metrics
                 owner[task] = type(evaluator).__name__
         return merged if comm.is_main_process() else None
+
+    def metric_names(self, output_fields: Optional[Collection[str]]) -> Optional[set[str]]:
+        """The union of the evaluators' metric names; ``None`` when any of them cannot say."""
+        names: set[str] = set()
+        for evaluator in self.evaluators:
+            own = evaluator.metric_names(output_fields)
+            if own is None:
+                return None
+            names |= own
+        return names
 
 
 @contextlib.contextmanager
@@ -275,3 +299,29 @@ def print_csv_format(results: Mapping[str, Mapping[str, float]], *, digits: int 
     for line in lines:
         logger.info("copypaste: %s", line)
     return text
+
+
+def flatten_results(results: Mapping[str, Any], *, sep: str = "/") -> dict[str, float]:
+    """``{"bbox": {"AP": 38.0, "AP50": 59.0}}`` -> ``{"bbox/AP": 38.0, "bbox/AP50": 59.0}`` (any
+    depth), every value a float; a value that is not a number raises ``TypeError`` naming its key."""
+    flat: dict[str, float] = {}
+    for key, value in results.items():
+        if isinstance(value, Mapping):
+            for sub, v in flatten_results(value, sep=sep).items():
+                flat[f"{key}{sep}{sub}"] = v
+            continue
+        try:
+            flat[str(key)] = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"evaluation results must be a nested dict of numbers; got {key!r}: {value!r}") from None
+    return flat
+
+
+#: The metric a run is judged by (best checkpoint, the value returned to sweepers), in order of
+#: preference: mask AP when masks are evaluated, else box AP.
+PRIMARY_METRICS = ("segm/AP", "bbox/AP")
+
+
+def primary_metric(names: Collection[str]) -> Optional[str]:
+    """The first of :data:`PRIMARY_METRICS` among ``names``, else ``None``."""
+    return next((m for m in PRIMARY_METRICS if m in names), None)

@@ -28,6 +28,7 @@ __all__ = [
     "forget_groups",
     "broadcast_buffers",
     "shared_random_seed",
+    "submitit_job_id",
     "reduce_dict",
 ]
 
@@ -167,3 +168,12 @@ def reduce_dict(values: dict[str, torch.Tensor], *, average: bool = True) -> dic
         if get_rank() == 0 and average:
             stacked /= world_size
         return dict(zip(names, stacked))
+
+
+def submitit_job_id() -> str | None:
+    """The id of the submitit job (SLURM or local executor) this process is a task of, else ``None``."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return None
+    import submitit
+
+    return str(submitit.JobEnvironment().job_id)

@@ -23,7 +23,7 @@ from PIL import Image
 from framework.checkpoint import Checkpointer
 from framework.config.compose import compose
 from framework.data.detection_utils import read_image
-from framework.engine.run import build_mapper
+from framework.engine.builders import build_mapper
 from framework.registry import META_ARCHITECTURES
 from fused_torchvision import fuse_resnet_batchnorms
 

@@ -10,7 +10,7 @@ import pytest
 from tiny_job import tiny_job
 
 #: A 2-iteration job on small images, in-process data loading: enough to train and evaluate end to end.
-SHORT_JOB = [*tiny_job(2), "hooks.visualizer=null"]
+SHORT_JOB = [*tiny_job(2)]
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 SHORT = [
     *tiny_job(4, warmup=2),
-    "hooks.visualizer=null",
     "hooks.writer.period=1",
     "model.rpn.post_nms_topk_test=50",
 ]

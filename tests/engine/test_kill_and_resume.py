@@ -25,9 +25,6 @@ TINY = [
     "lr_scheduler.steps=[4]",
     "hooks.checkpointer.period=2",
     "hooks.writer.period=2",
-    "hooks.eval=null",
-    "hooks.visualizer=null",
-    "hooks.best_checkpointer=null",
 ]
 
 #: tools/train_net.py plus a hook that SIGKILLs the process after a given step (no cleanup runs).
@@ -40,8 +37,8 @@ TRAIN_NET_WITH_KILL = textwrap.dedent("""
         priority = 90  # after the step's checkpoint
         def __init__(self, *, iteration: int = 0):
             self.iteration = iteration
-        def after_step(self):
-            if self.trainer.iter == self.iteration:
+        def after_step(self, loop):
+            if loop.iter == self.iteration:
                 os.kill(os.getpid(), signal.SIGKILL)
 
     from framework.engine.cli import main

@@ -11,7 +11,7 @@ from torch import nn
 
 from framework.data.build import build_train_loader
 from framework.engine import Hook, Trainer
-from framework.engine.ddp import create_ddp_model, unwrap_model
+from framework.engine.ddp import create_ddp_model
 from framework.engine.launch import distributed_env, launch
 from framework.errors import ConfigError
 from framework.utils import comm
@@ -49,9 +49,11 @@ def _toy_mapper(d: dict) -> dict:
 
 
 class _GradCapture(Hook):
-    def after_backward(self) -> None:
-        model = unwrap_model(self.trainer.model)
-        self.grads = [p.grad.detach().clone() for p in model.parameters()]
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    def after_backward(self, loop) -> None:
+        self.grads = [p.grad.detach().clone() for p in self.model.parameters()]
 
 
 def _one_step(total_batch_size: int) -> dict:
@@ -62,7 +64,7 @@ def _one_step(total_batch_size: int) -> dict:
     dicts = [{"file_name": f"{i}.jpg", "image_id": i, "width": 4 if i % 3 else 2, "height": 3} for i in range(16)]
     loader = build_train_loader(dicts, _toy_mapper, total_batch_size=total_batch_size, num_workers=0, seed=5,
                                 aspect_ratio_grouping=False)
-    capture = _GradCapture()
+    capture = _GradCapture(model)
     trainer = Trainer(model=create_ddp_model(model), data_loader=loader, max_iter=1, hooks=[capture], seed=1,
                       optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
     trainer.train()

@@ -93,7 +93,7 @@ def _train_net(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 def test_multirun_gives_one_complete_run_directory_per_job(tmp_path):
     sweep = tmp_path / "sweep"
-    res = _train_net(["-m", *TINY, "train.max_iter=2", "lr_scheduler.steps=[]", "hooks.visualizer=null",
+    res = _train_net(["-m", *TINY, "train.max_iter=2", "lr_scheduler.steps=[]",
                       "solver.base_lr=0.01,0.02", f"hydra.sweep.dir={sweep}"], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "config.yaml").exists())
@@ -162,7 +162,7 @@ def test_a_bad_weights_file_is_one_message_and_exit_code_2(tmp_path):
 def test_a_sweep_writes_a_summary_with_a_row_per_job_even_a_failed_one(tmp_path):
     sweep = tmp_path / "sweep"
     missing = tmp_path / "missing.pth"
-    res = _train_net(["-m", *TINY, "train.max_iter=2", "lr_scheduler.steps=[]", "hooks.visualizer=null",
+    res = _train_net(["-m", *TINY, "train.max_iter=2", "lr_scheduler.steps=[]",
                       f"weights=null,{missing}", f"hydra.sweep.dir={sweep}"], tmp_path)
     assert res.returncode != 0  # Hydra reports the failed job after running the others
     jobs = json.loads((sweep / "summary.json").read_text())
@@ -172,7 +172,7 @@ def test_a_sweep_writes_a_summary_with_a_row_per_job_even_a_failed_one(tmp_path)
     assert "CheckpointNotFoundError" in jobs[1]["error"] and str(missing) in jobs[1]["error"]
     table = (sweep / "summary.md").read_text()
     assert "| 0 | completed | weights=null |" in table and "| 1 | failed: CheckpointNotFoundError" in table
-    assert "Every job: `" in table and "hooks.visualizer=null" in table.split("\n\n")[1] and "bbox/AP" in table
+    assert "Every job: `" in table and "lr_scheduler.steps=[]" in table.split("\n\n")[1] and "bbox/AP" in table
     rows = (sweep / "summary.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[0].startswith("job,status,error,overrides,seconds,bbox/AP")
 
@@ -183,7 +183,7 @@ def test_an_optuna_search_runs_its_trials_and_keeps_the_best(tmp_path):
 
     sweep = tmp_path / "search"
     res = _train_net(["-m", "hparams_search=optuna_lr", "hydra.sweeper.n_trials=2", *TINY, "train.max_iter=2",
-                      "lr_scheduler.steps=[]", "hooks.visualizer=null", f"hydra.sweep.dir={sweep}"], tmp_path)
+                      "lr_scheduler.steps=[]", f"hydra.sweep.dir={sweep}"], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert set(best["best_params"]) == {"solver.base_lr", "solver.weight_decay"}

@@ -22,7 +22,7 @@ from framework.data.coco import load_coco_json
 from framework.data.detection_utils import ImageReadError
 from framework.data.synthetic import generate_synthetic_coco
 from framework.engine.predictor import Predictor, find_checkpoint, load_run_config, resolve_metadata
-from framework.engine.run import build_mapper, build_model
+from framework.engine.builders import build_mapper, build_model
 from framework.errors import ConfigError
 from framework.evaluation.evaluator import DatasetEvaluator, inference_on_dataset
 from framework.structures import Instances

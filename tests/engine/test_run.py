@@ -3,7 +3,7 @@
 import pytest
 
 from framework.config.compose import compose
-from framework.engine.run import build_datasets
+from framework.engine.builders import build_datasets
 from framework.errors import ConfigError
 
 

@@ -25,9 +25,6 @@ REPO = Path(__file__).resolve().parents[2]
 JOB = [
     *tiny_job(20, lr_step=14),
     "hooks.checkpointer.period=5",
-    "hooks.eval=null",
-    "hooks.visualizer=null",
-    "hooks.best_checkpointer=null",
     "hydra/launcher=slurm_local",
     "hydra.launcher.tasks_per_node=2",
 ]

@@ -21,6 +21,8 @@ from framework.engine import (
     build_lr_scheduler,
     build_optimizer,
 )
+from framework.checkpoint.errors import CheckpointReadError
+from framework.engine.resume import resume_or_load
 from framework.errors import ConfigError
 
 
@@ -51,8 +53,8 @@ class Crash(Hook):
     def __init__(self, at: int) -> None:
         self.at = at
 
-    def before_step(self):
-        if self.trainer.iter == self.at:
+    def before_step(self, loop):
+        if loop.iter == self.at:
             raise KeyboardInterruptLike(f"simulated crash at {self.at}")
 
 
@@ -64,38 +66,44 @@ class IterLog(Hook):
     def __init__(self) -> None:
         self.iters: list[int] = []
 
-    def before_step(self):
-        self.iters.append(self.trainer.iter)
+    def before_step(self, loop):
+        self.iters.append(loop.iter)
 
 
-def make_run(out_dir, *, seed: int, hooks=(), max_iter: int = 10) -> Trainer:
+def make_run(out_dir, *, seed: int, hooks=(), max_iter: int = 10, resume: bool = False, weights=None):
+    """A run built as the main job builds one: where it starts is decided (resume_or_load) before
+    the trainer, which is built complete and then given the saved trainer state."""
     torch.manual_seed(seed)
     model = Regressor()
     opt = build_optimizer(model, {"name": "SGD", "base_lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3})
     sched = build_lr_scheduler(
         opt, {"name": "WarmupMultiStepLR", "steps": (4, 8), "warmup_iters": 2, "warmup_factor": 0.1}, max_iter=max_iter
     )
-    ckpt = Checkpointer(model, str(out_dir))
-    hooks = [IterationTimer(), LRScheduler(), PeriodicCheckpointer(period=3, max_to_keep=None), *hooks]
-    return Trainer(model=model, data_loader=random_batches(), optimizer=opt, scheduler=sched, checkpointer=ckpt,
-                   max_iter=max_iter, hooks=hooks, seed=seed)
+    ckpt = Checkpointer(model, str(out_dir), optimizer=opt, scheduler=sched)
+    start = resume_or_load(ckpt, weights, resume=resume)
+    hooks = [IterationTimer(), LRScheduler(opt, sched), PeriodicCheckpointer(ckpt, period=3, max_to_keep=None), *hooks]
+    trainer = Trainer(model=model, data_loader=random_batches(), optimizer=opt, checkpointer=ckpt,
+                      max_iter=max_iter, hooks=hooks, seed=seed)
+    if start.trainer_state is not None:
+        trainer.load_state_dict(start.trainer_state)
+    return trainer, sched, start
 
 
 def test_resume_matches_uninterrupted_run(tmp_path):
-    full = make_run(tmp_path / "full", seed=0)
-    full.resume_or_load(None, resume=True)  # nothing to resume: starts at 0
-    assert full.start_iter == 0
+    full, full_sched, start = make_run(tmp_path / "full", seed=0, resume=True)  # nothing to resume: starts at 0
+    assert start.iteration == 0 and full.start_iter == 0
     full.train()
 
-    crashed = make_run(tmp_path / "resumed", seed=0, hooks=[Crash(at=7)])
+    crashed, _, _ = make_run(tmp_path / "resumed", seed=0, hooks=[Crash(at=7)])
     with pytest.raises(KeyboardInterruptLike):
         crashed.train()
     # checkpoints after iterations 2 and 5; the crash at 7 loses iteration 6
     assert (tmp_path / "resumed" / "last_checkpoint").read_text() == "model_0000005.pth"
 
     log = IterLog()
-    resumed = make_run(tmp_path / "resumed", seed=123, hooks=[log])  # other init, other RNG
-    assert resumed.resume_or_load("ignored.pth", resume=True) == 6
+    resumed, sched, start = make_run(tmp_path / "resumed", seed=123, hooks=[log], resume=True,
+                                     weights="ignored.pth")  # other init, other RNG
+    assert start.iteration == resumed.start_iter == 6
     resumed.train()
     assert log.iters == [6, 7, 8, 9] and resumed.iter == 10
 
@@ -104,18 +112,28 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     for p_full, p_res in zip(full.model.parameters(), resumed.model.parameters()):
         buf_full = full.optimizer.state[p_full]["momentum_buffer"]
         assert torch.equal(buf_full, resumed.optimizer.state[p_res]["momentum_buffer"])
-    assert resumed.scheduler.state_dict() == full.scheduler.state_dict() == {"base_lrs": [0.05, 0.05], "last_epoch": 10}
+    assert sched.state_dict() == full_sched.state_dict() == {"base_lrs": [0.05, 0.05], "last_epoch": 10}
     assert [g["lr"] for g in resumed.optimizer.param_groups] == [g["lr"] for g in full.optimizer.param_groups]
     assert torch.load(tmp_path / "resumed" / "model_final.pth", weights_only=True)["trainer"]["iteration"] == 9
 
 
 def test_load_without_resume_takes_weights_only(tmp_path):
-    src = make_run(tmp_path / "a", seed=0, max_iter=3)
+    src, _, _ = make_run(tmp_path / "a", seed=0, max_iter=3)
     src.train()
-    dst = make_run(tmp_path / "b", seed=1, max_iter=3)
-    assert dst.resume_or_load(str(tmp_path / "a" / "model_final.pth"), resume=False) == 0
+    dst, sched, start = make_run(tmp_path / "b", seed=1, max_iter=3, weights=str(tmp_path / "a" / "model_final.pth"))
+    assert start.iteration == 0 and start.trainer_state is None
     assert torch.equal(dst.model.linear.weight, src.model.linear.weight)
-    assert dst.optimizer.state == {} and dst.scheduler.last_epoch == 0 and dst.iter == 0
+    assert dst.optimizer.state == {} and sched.last_epoch == 0 and dst.iter == 0
+
+
+def test_resuming_a_weights_file_names_it(tmp_path):
+    src, _, _ = make_run(tmp_path / "a", seed=0, max_iter=3)
+    src.train()
+    weights_only = {"model": torch.load(tmp_path / "a" / "model_final.pth", weights_only=True)["model"]}
+    torch.save(weights_only, tmp_path / "a" / "weights.pth")
+    (tmp_path / "a" / "last_checkpoint").write_text("weights.pth")
+    with pytest.raises(CheckpointReadError, match=r"weights\.pth has no iteration.*give it as weights="):
+        make_run(tmp_path / "a", seed=0, resume=True)
 
 
 def test_losses_and_data_time_recorded():
@@ -153,24 +171,26 @@ class NaNAt(nn.Module):
 
 
 class Snapshot(Hook):
-    def __init__(self) -> None:
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
         self.weights: dict[int, torch.Tensor] = {}
 
-    def after_step(self):
-        self.weights[self.trainer.iter] = self.trainer.model.linear.weight.detach().clone()
+    def after_step(self, loop):
+        self.weights[loop.iter] = self.model.linear.weight.detach().clone()
 
 
 def test_non_finite_loss_stops_before_update(tmp_path):
     torch.manual_seed(0)
     model = NaNAt(bad_iter=7)
-    snap = Snapshot()
+    snap = Snapshot(model)
+    ckpt = Checkpointer(model, str(tmp_path))
     trainer = Trainer(
         model=model,
         data_loader=iter(lambda: [0], None),
         optimizer=torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
-        checkpointer=Checkpointer(model, str(tmp_path)),
+        checkpointer=ckpt,
         max_iter=10,
-        hooks=[PeriodicCheckpointer(period=3), snap],
+        hooks=[PeriodicCheckpointer(ckpt, period=3), snap],
     )
     with pytest.raises(FloatingPointError) as e:
         trainer.train()
@@ -206,8 +226,8 @@ def test_non_finite_steps_can_be_skipped_up_to_a_limit(tmp_path, caplog):
     states = {}
 
     class Record(Hook):
-        def after_step(self):
-            states[self.trainer.iter] = {k: v.clone() for k, v in model.state_dict().items()}
+        def after_step(self, loop):
+            states[loop.iter] = {k: v.clone() for k, v in model.state_dict().items()}
 
     trainer = Trainer(model=model, data_loader=iter(lambda: [0], None), max_iter=8, seed=0, max_nonfinite_steps=2,
                       optimizer=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), hooks=[Record()])
@@ -364,11 +384,11 @@ def test_each_step_draws_from_seed_and_iteration_only():
         def __init__(self, noisy_at=None):
             self.draws, self.noisy_at = [], noisy_at
 
-        def before_step(self):
+        def before_step(self, loop):
             self.draws.append((random.random(), float(np.random.rand()), float(torch.rand(()))))
 
-        def after_step(self):
-            if self.trainer.iter == self.noisy_at:  # e.g. an evaluation consuming random numbers
+        def after_step(self, loop):
+            if loop.iter == self.noisy_at:  # e.g. an evaluation consuming random numbers
                 random.random(), np.random.rand(100), torch.rand(100)
 
     def draws(seed, noisy_at=None):
@@ -383,33 +403,41 @@ def test_each_step_draws_from_seed_and_iteration_only():
     assert len(set(draws(1))) == 4  # a new draw every step
 
 
-def test_hooks_are_sorted_and_get_the_trainer():
+def test_a_list_of_hooks_is_sorted_by_priority_and_keyed_by_class():
     class P(Hook):
         def __init__(self, p):
             self.priority = p
 
     model = nn.Linear(1, 1)
-    hooks = [P(70), None, P(10), P(50)]
+    hooks = [P(70), None, P(10), P(50), IterationTimer()]
     trainer = Trainer(model=model, data_loader=[], optimizer=torch.optim.SGD(model.parameters(), lr=0.1), max_iter=1, hooks=hooks)
-    assert [h.priority for h in trainer.hooks] == [10, 50, 70]
-    assert trainer.hooks[0].trainer.max_iter == 1
+    assert [h.priority for h in trainer.hooks] == [0, 10, 50, 70]
+    assert list(trainer._hooks) == ["IterationTimer", "test_a_list_of_hooks_is_sorted_by_priority_and_keyed_by_class.<locals>.P",
+                                    *(f"test_a_list_of_hooks_is_sorted_by_priority_and_keyed_by_class.<locals>.P#{i}"
+                                      for i in (1, 2))]
+    with pytest.raises(TypeError, match="hook 'x' must be a Hook instance, got int"):
+        Trainer(model=model, data_loader=[], optimizer=torch.optim.SGD(model.parameters(), lr=0.1), max_iter=1,
+                hooks={"x": 3})
 
 
-def test_hook_states_keyed_by_config_key(caplog):
+def test_hook_states_keyed_by_config_key(caplog, tmp_path):
     from framework.engine import build_hooks
 
     model = nn.Linear(1, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    hooks = build_hooks({"best": {"name": "BestCheckpointer", "metric": "bbox/AP"}, "timer": "IterationTimer"})
+    offered = {"checkpointer": Checkpointer(model, str(tmp_path)), "metric_names": None}
+    hooks = build_hooks({"best": {"name": "BestCheckpointer", "metric": "bbox/AP"}, "timer": "IterationTimer"},
+                        offered=offered)
     trainer = Trainer(model=model, data_loader=[], optimizer=opt, max_iter=1, hooks=hooks)
     trainer.hooks[1].best_value, trainer.hooks[1].best_iter = 40.0, 9
     state = trainer.state_dict()
     assert state["hooks"] == {"best": {"best_value": 40.0, "best_iter": 9}}  # stateless hooks omitted
 
-    fresh = Trainer(model=model, data_loader=[], optimizer=opt, max_iter=1, hooks=build_hooks({"best": "BestCheckpointer"}))
+    fresh = Trainer(model=model, data_loader=[], optimizer=opt, max_iter=1,
+                    hooks=build_hooks({"best": "BestCheckpointer"}, offered=offered))
     state["hooks"]["gone"] = {"x": 1}
     fresh.load_state_dict(state)
-    assert fresh.hooks[0].best_value == 40.0
+    assert fresh.hooks[0].best_value == 40.0 and fresh.start_iter == state["iteration"] + 1
     assert "'gone'" in caplog.text
 
 
@@ -422,14 +450,15 @@ def test_amp_fp16_on_cuda_with_grad_scaler(tmp_path):
         for batch in random_batches():
             yield [{k: v.cuda() for k, v in d.items()} for d in batch]
 
+    ckpt = Checkpointer(model, str(tmp_path))
     trainer = Trainer(
         model=model,
         data_loader=cuda_batches(),
         optimizer=build_optimizer(model, {"name": "SGD", "base_lr": 0.01}),
-        checkpointer=Checkpointer(model, str(tmp_path)),
+        checkpointer=ckpt,
         max_iter=3,
         amp="fp16",
-        hooks=[PeriodicCheckpointer(period=3)],
+        hooks=[PeriodicCheckpointer(ckpt, period=3)],
     )
     before = model.linear.weight.detach().clone()
     trainer.train()

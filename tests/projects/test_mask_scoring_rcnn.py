@@ -26,7 +26,7 @@ from projects.mask_scoring_rcnn.maskiou_targets import mask_iou_on_grid, maskiou
 from projects.mask_scoring_rcnn.roi_heads import MaskScoringROIHeads
 
 #: As tests/config/conftest.py SHORT_JOB: 2 iterations on small images, in-process data loading.
-SHORT_JOB = ["train.max_iter=2", "lr_scheduler.steps=[]", "lr_scheduler.warmup_iters=1", "hooks.visualizer=null",
+SHORT_JOB = ["train.max_iter=2", "lr_scheduler.steps=[]", "lr_scheduler.warmup_iters=1",
              "input.train.min_size=[128]", "input.test.min_size=[128]", "dataloader.train.num_workers=0",
              "dataloader.test.num_workers=0"]
 #: Cheaper evaluation of the 50 validation images (fewer proposals and detections, smaller images).

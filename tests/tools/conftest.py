@@ -34,7 +34,7 @@ def run_dir(tmp_path_factory) -> Path:
     """An untrained run laid out as tools/train_net.py leaves it: config.yaml, model_final.pth, last_checkpoint."""
     from framework.checkpoint import Checkpointer
     from framework.config.compose import compose
-    from framework.engine.run import build_model
+    from framework.engine.builders import build_model
 
     cfg, run = compose(["model=mask_rcnn_R_18_FPN_quick"]), tmp_path_factory.mktemp("run")
     (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

@@ -26,7 +26,7 @@ def test_synthetic_train_after_the_train_mapper(visualize_data, tmp_path):
 def test_synthetic_val_after_the_test_mapper(visualize_data, tmp_path):
     from framework.config.compose import compose
     from framework.data import get_dataset
-    from framework.engine.run import build_mapper
+    from framework.engine.builders import build_mapper
     from framework.utils.visualizer import to_rgb_uint8
 
     out = tmp_path / "vis"

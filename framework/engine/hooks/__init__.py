@@ -5,21 +5,24 @@ Built-in hooks and their default priorities (lower runs first)::
     IterationTimer        0  HIGHEST       time per step
     LRScheduler          30  HIGH          put lr, step the LR scheduler
     PeriodicCheckpointer 50  NORMAL        model_{iter:07d}.pth, model_final.pth
-    EvalHook             60  BELOW_NORMAL  trainer.test_fn() -> metrics
-    BestCheckpointer     70  LOW           model_best.pth when a metric improves
+    EvalHook             60  BELOW_NORMAL  evaluate() -> metrics, reported to every hook's after_eval
+    BestCheckpointer     70  LOW           model_best.pth when the metric improves (after_eval)
     VisualizationHook    75                gt | predictions images of fixed val images
     PeriodicWriter      100  LOWEST        flush the writers
+
+What a hook may rely on is documented once, in :mod:`framework.engine.hooks.base`.
 """
 
-from framework.engine.hooks.base import HOOKS, Hook, Priority, build_hooks, parse_priority
+from framework.engine.hooks.base import HOOKS, Hook, Priority, TrainLoop, build_hooks, parse_priority
 from framework.engine.hooks.checkpoint import BestCheckpointer, PeriodicCheckpointer
 from framework.engine.hooks.common import IterationTimer, LRScheduler, PeriodicWriter
-from framework.engine.hooks.evaluation import EvalHook, flatten_results_dict
+from framework.engine.hooks.evaluation import EvalHook
 from framework.engine.hooks.visualization import VisualizationData, VisualizationHook
 
 __all__ = [
     "HOOKS",
     "Hook",
+    "TrainLoop",
     "Priority",
     "build_hooks",
     "parse_priority",
@@ -29,7 +32,6 @@ __all__ = [
     "BestCheckpointer",
     "EvalHook",
     "PeriodicWriter",
-    "flatten_results_dict",
     "VisualizationHook",
     "VisualizationData",
 ]

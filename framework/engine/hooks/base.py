@@ -1,30 +1,45 @@
-"""The hook protocol, priorities, the HOOKS registry and building hooks from a config dict.
+"""The hook protocol, what a hook may rely on, priorities, and building hooks from a config dict.
 
-A hook is called by the trainer at fixed points of the loop::
+The trainer calls every hook at fixed points of the loop, in priority order::
 
-    before_train()
-    for iter in range(start_iter, max_iter):
-        before_step()
-        run_step():  data -> forward -> losses -> backward -> after_backward() -> clip -> optimizer.step
-        after_step()
-    after_train()          # also after an exception; trainer.iter == max_iter only on success
+    before_train(loop)
+    for loop.iter in range(start_iter, max_iter):
+        before_step(loop)
+        run_step():  data -> forward -> losses -> backward -> after_backward(loop) -> clip -> optimizer.step
+        after_step(loop)
+    after_train(loop)      # also after an exception; loop.iter == max_iter only on success
 
-Hooks run in increasing ``priority`` (ties keep their order). They reach the trainer, its model,
-optimizer, storage, checkpointer, writers and ``test_fn`` through ``self.trainer``.
+    after_eval(loop, iteration, metrics)   # on every hook, whenever a hook reports metrics
+
+What a hook may rely on, in full:
+
+* its **constructor arguments**. Parameters before the ``*`` are its dependencies, filled by name
+  by the run's builder (:func:`framework.engine.train_job.build_training`) from what it offers:
+  ``model`` (the plain module, not DDP's wrapper), ``optimizer``, ``scheduler``, ``checkpointer``,
+  ``writers``, ``evaluate`` (``() -> {"bbox/AP": ...}``, to be called on every process),
+  ``metric_names`` (what ``evaluate`` will return, or ``None`` when the evaluators cannot say
+  beforehand), ``vis_data`` (:class:`~framework.engine.hooks.visualization.VisualizationData`)
+  and ``output_dir``. Parameters after the ``*`` are its knobs (the config schema).
+* the :class:`TrainLoop` passed to each call: ``iter``, ``start_iter``, ``max_iter``, ``storage``
+  and :meth:`TrainLoop.report_metrics`.
+
+Nothing else: a hook never reads or writes the trainer, and the trainer knows hooks only through
+this class.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from framework.errors import ConfigError, did_you_mean
 from framework.registry import HOOKS
 
 if TYPE_CHECKING:
-    from framework.engine.trainer import Trainer
+    from framework.utils.events import EventStorage
 
-__all__ = ["HOOKS", "Hook", "Priority", "build_hooks", "parse_priority"]
+__all__ = ["HOOKS", "Hook", "TrainLoop", "Priority", "build_hooks", "parse_priority"]
+
 
 class Priority:
     """Named priority levels (lower runs first), as in mmengine."""
@@ -59,35 +74,68 @@ def parse_priority(value: Any, *, path: str = "priority") -> int:
     )
 
 
-class Hook:
-    """Base class of training hooks; override the points you need.
+class TrainLoop:
+    """The running training as hooks see it; the trainer advances it, hooks only read it.
 
     Attributes:
-        priority: lower runs first; a class default, overridable per instance (config key ``priority``).
-        trainer: the :class:`~framework.engine.trainer.Trainer` (a weak proxy), set on registration.
-        name: the key of the hook in the ``hooks`` config dict (or its class name); keys its state
-            in checkpoints.
+        iter: the iteration being run (in ``before_step`` / ``after_backward`` / ``after_step``:
+            the step's own, 0-based); ``max_iter`` after a training that completed.
+        start_iter: the first iteration of this ``train()`` call (> 0 when resumed).
+        max_iter: iterations of the whole training.
+        storage: the :class:`~framework.utils.events.EventStorage` of this ``train()`` call.
     """
 
-    priority: int = Priority.NORMAL
-    trainer: "Trainer"
-    name: str | None = None
+    def __init__(
+        self,
+        *,
+        start_iter: int,
+        max_iter: int,
+        storage: "EventStorage",
+        on_metrics: Callable[[int, dict[str, float]], None],
+    ) -> None:
+        self.iter = start_iter
+        self.start_iter = start_iter
+        self.max_iter = max_iter
+        self.storage = storage
+        self._on_metrics = on_metrics
 
-    def before_train(self) -> None:
+    def report_metrics(self, iteration: int, metrics: Mapping[str, float]) -> None:
+        """Announce the flat metrics of an evaluation (``{"segm/AP": 35.2, ...}``) of the model
+        after ``iteration``: every hook's :meth:`Hook.after_eval` runs now, in priority order, and
+        the last report is what ``Trainer.train()`` returns."""
+        self._on_metrics(int(iteration), {str(k): float(v) for k, v in metrics.items()})
+
+
+class Hook:
+    """Base class of training hooks; override the points you need (see the module docstring for
+    what a hook may rely on).
+
+    Attributes:
+        priority: lower runs first; the class default, which a config entry may override with its
+            ``priority`` key (the builder orders the hooks; a hook never changes it).
+    """
+
+    priority: ClassVar[int] = Priority.NORMAL
+
+    def before_train(self, loop: TrainLoop) -> None:
         """Called once before the first iteration."""
 
-    def after_train(self) -> None:
-        """Called once after the last iteration, also when training failed."""
+    def after_train(self, loop: TrainLoop) -> None:
+        """Called once after the last iteration, also when training failed (then ``loop.iter < max_iter``)."""
 
-    def before_step(self) -> None:
-        """Called before each ``run_step``."""
+    def before_step(self, loop: TrainLoop) -> None:
+        """Called before each step."""
 
-    def after_backward(self) -> None:
+    def after_backward(self, loop: TrainLoop) -> None:
         """Called after ``loss.backward()`` (gradients unscaled when using fp16) and before clipping
         and the optimizer step."""
 
-    def after_step(self) -> None:
-        """Called after each ``run_step`` (the optimizer has stepped; ``trainer.iter`` is the step done)."""
+    def after_step(self, loop: TrainLoop) -> None:
+        """Called after each step (the optimizer has stepped; ``loop.iter`` is the step done)."""
+
+    def after_eval(self, loop: TrainLoop, iteration: int, metrics: Mapping[str, float]) -> None:
+        """Called when a hook reported evaluation metrics (flat: ``{"bbox/AP": 38.1}``) of the
+        model after step ``iteration``; on processes other than the main one ``metrics`` is empty."""
 
     def state_dict(self) -> dict[str, Any]:
         """State to checkpoint (e.g. the best metric so far); empty for stateless hooks."""
@@ -100,20 +148,22 @@ class Hook:
         return f"{type(self).__name__}(priority={self.priority})"
 
 
-def build_hooks(hooks_cfg: Mapping[str, Any] | None) -> list[Hook]:
-    """Build the hooks of a config dict keyed by name, sorted by ``(priority, key)``.
+def build_hooks(hooks_cfg: Mapping[str, Any] | None, *, offered: Mapping[str, Any] | None = None) -> dict[str, Hook]:
+    """Build the hooks of a config dict keyed by name, in the order they run: by ``(priority, key)``.
 
     Args:
         hooks_cfg: ``{key: spec}``; a spec is a registered hook name, a mapping with ``name`` (default:
             the key) and knobs plus an optional ``priority`` (int or level name) overriding the hook's
             default, an already built :class:`Hook`, or ``None`` to leave the hook out (how a hook is
             removed from the command line: ``hooks.eval=null``).
+        offered: the dependencies hooks may take (see the module docstring); each hook gets those
+            its constructor names, and one it requires but is not offered is an error naming both.
 
     Returns:
-        the hooks, each with ``name`` set to its key.
+        ``{key: hook}`` in run order; the keys also key each hook's state in checkpoints.
     """
     if hooks_cfg is None:
-        return []
+        return {}
     from omegaconf import DictConfig, OmegaConf
 
     if isinstance(hooks_cfg, DictConfig):
@@ -130,13 +180,10 @@ def build_hooks(hooks_cfg: Mapping[str, Any] | None) -> list[Hook]:
             spec = dict(spec)
             priority = spec.pop("priority", None)
             spec.setdefault("name", key)
-        hook = HOOKS.build(spec, path=path)
+        hook = HOOKS.build(spec, path=path, offered=offered or {})
         if not isinstance(hook, Hook):
             raise ConfigError(f"config path '{path}': expected a Hook, got {type(hook).__name__}")
-        if priority is not None:
-            hook.priority = parse_priority(priority, path=f"{path}.priority")
-        hook.name = str(key)
-        built.append((hook.priority, str(key), hook))
+        rank = hook.priority if priority is None else parse_priority(priority, path=f"{path}.priority")
+        built.append((rank, str(key), hook))
     built.sort(key=lambda t: (t[0], t[1]))
-    return [h for _, _, h in built]
-
+    return {key: hook for _, key, hook in built}

@@ -130,6 +130,13 @@ class GeneralizedRCNN(nn.Module):
             ) from None
 
     @property
+    def output_fields(self) -> Optional[tuple[str, ...]]:
+        """The fields of each output ``Instances`` at inference (e.g. ``pred_masks`` only with a
+        mask head), as the RoI heads declare them; ``None`` when they do not."""
+        fields = getattr(self.roi_heads, "output_fields", None)
+        return tuple(fields) if fields is not None else None
+
+    @property
     def device(self) -> torch.device:
         return self.pixel_mean.device
 

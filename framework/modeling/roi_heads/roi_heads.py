@@ -114,6 +114,12 @@ class StandardROIHeads(nn.Module):
                 num_classes=num_classes,
             )
 
+    @property
+    def output_fields(self) -> tuple[str, ...]:
+        """The fields of the ``Instances`` this module predicts at inference (what evaluators and
+        exporters can expect): boxes, scores and classes, plus ``pred_masks`` with a mask head."""
+        return ("pred_boxes", "scores", "pred_classes", *(("pred_masks",) if self.mask_on else ()))
+
     @staticmethod
     def _channels(names: Sequence[str], input_shape: Mapping[str, ShapeSpec]) -> int:
         channels = {input_shape[f].channels for f in names}
