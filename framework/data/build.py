@@ -6,6 +6,10 @@ from the loader's ``seed`` and the item's position in the global stream, and see
 batches therefore depend only on ``seed`` (and ``start_iter``), not on ``num_workers`` nor on which
 worker mapped which item; a resumed run (``start_iter``) maps each later item exactly as the
 uninterrupted run did.
+
+Bad images (``bad_data="skip"``): the training loader's dataset returns
+:class:`~framework.data.skipping.LoadedItem` s, so the images it replaced travel beside the mapped
+dicts, never inside them (see :mod:`framework.data.skipping`).
 """
 
 from __future__ import annotations
@@ -27,8 +31,7 @@ from framework.registry import config_section
 from framework.utils import comm
 from framework.utils.seeding import derive_seed, seed_global_rngs
 
-from .detection_utils import ImageReadError, ImageSizeMismatchError, image_size
-
+from .detection_utils import image_size
 from .samplers import (
     InferenceSampler,
     RepeatFactorTrainingSampler,
@@ -36,8 +39,15 @@ from .samplers import (
     TrainingSampler,
     repeat_factors_from_category_frequency,
 )
+from .skipping import BAD_IMAGE_ERRORS, LoadedBatch, LoadedItem, SkippedImage, collate_loaded
 
-__all__ = ["MapDataset", "DatasetMappingError", "build_train_loader", "build_test_loader", "worker_init_fn"]
+__all__ = [
+    "MapDataset",
+    "DatasetMappingError",
+    "build_train_loader",
+    "build_test_loader",
+    "worker_init_fn",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -132,10 +142,6 @@ def worker_init_fn(worker_id: int, *, seed: int, rank: int = 0) -> None:
     seed_global_rngs(derive_seed(seed, rank, worker_id))
 
 
-#: Errors of one image file (missing, truncated, not an image, another size than its dict says):
-#: with ``bad_data="skip"`` the loader replaces such an image instead of stopping the run.
-_BAD_IMAGE_ERRORS = (ImageReadError, ImageSizeMismatchError)
-
 #: How many other images a skipping loader tries before it gives up on a sample.
 _MAX_REPLACEMENTS = 10
 
@@ -143,9 +149,9 @@ _MAX_REPLACEMENTS = 10
 class _SeededMapDataset(Dataset):
     """Maps item ``(position, index)`` with the global generators seeded from (seed, position).
 
-    With ``skip_bad_images``, an image that cannot be read is replaced by the next dataset index
-    (deterministically, so resuming stays exact); the mapped dict then lists what it replaced under
-    ``"_skipped"`` (``[(file_name, error message), ...]``), for the loader to count.
+    Returns a :class:`~framework.data.skipping.LoadedItem`. With ``skip_bad_images``, an image that
+    cannot be read is replaced by the next dataset index (deterministically, so resuming stays
+    exact) and listed in the item's ``skipped``, for the loader to count.
     """
 
     def __init__(self, dataset: MapDataset, seed: int, *, skip_bad_images: bool = False) -> None:
@@ -153,30 +159,29 @@ class _SeededMapDataset(Dataset):
         self.seed = seed
         self.skip_bad_images = skip_bad_images
 
-    def __getitem__(self, key: tuple[int, int]) -> Any:
+    def __getitem__(self, key: tuple[int, int]) -> LoadedItem:
         position, index = key
-        skipped: list[tuple[str, str]] = []
+        skipped: list[SkippedImage] = []
         with _seeded_global_rngs(derive_seed(self.seed, position)):
             for attempt in range(min(_MAX_REPLACEMENTS + 1, len(self.dataset))):
                 candidate = (index + attempt) % len(self.dataset)
                 try:
                     out = self.dataset[candidate]
-                except _BAD_IMAGE_ERRORS as e:
+                except BAD_IMAGE_ERRORS as e:
                     if not self.skip_bad_images:
                         raise
-                    skipped.append((str(self.dataset.raw(candidate).get("file_name")), str(e)))
+                    skipped.append(SkippedImage.from_error(self.dataset.raw(candidate), e))
                     continue
-                if skipped:
-                    out["_skipped"] = skipped
-                return out
+                return LoadedItem(mapped=out, skipped=tuple(skipped))
         raise DatasetMappingError(f"{len(skipped)} images in a row could not be read (bad_data=skip replaces an "
                                   f"unreadable image by the next one, trying up to {_MAX_REPLACEMENTS}); the first: "
-                                  f"{skipped[0][1]}")
+                                  f"{skipped[0].reason}")
 
 
 class _SkipCountingLoader:
-    """Iterates the DataLoader's batches; logs and counts images the workers replaced, and puts the
-    counts in the event storage (``data/skipped_images``; ``data/dropped/<reason>`` from loading)."""
+    """Iterates the DataLoader's :class:`~framework.data.skipping.LoadedBatch` es and yields their
+    ``inputs``; logs and counts the images the workers replaced, and puts the counts in the event
+    storage (``data/skipped_images``; ``data/dropped/<reason>`` from loading)."""
 
     def __init__(self, loader: DataLoader, dropped_at_load: dict[str, int]) -> None:
         self.loader = loader
@@ -188,15 +193,15 @@ class _SkipCountingLoader:
 
         put_scalars(**{f"data/dropped/{k}": float(v) for k, v in self.dropped_at_load.items()},
                     **{"data/skipped_images": float(self.num_skipped)}, smoothing_hint=False)
+        batch: LoadedBatch
         for batch in self.loader:
-            skipped = [item for d in batch for item in d.pop("_skipped", ())]
-            if skipped:
-                self.num_skipped += len(skipped)
-                for file_name, message in skipped:
+            if batch.skipped:
+                self.num_skipped += len(batch.skipped)
+                for image in batch.skipped:
                     logger.warning("bad_data=skip: replaced an unreadable training image (%d so far): %s",
-                                   self.num_skipped, message)
+                                   self.num_skipped, image.reason)
                 put_scalars(**{"data/skipped_images": float(self.num_skipped)}, smoothing_hint=False)
-            yield batch
+            yield batch.inputs
 
 
 def _list_collate(batch: list[Any]) -> list[Any]:
@@ -279,7 +284,7 @@ def build_train_loader(
     loader = DataLoader(
         _SeededMapDataset(MapDataset(dataset_dicts, mapper), seed, skip_bad_images=bad_data == "skip"),
         batch_sampler=batches,
-        collate_fn=_list_collate,
+        collate_fn=collate_loaded,
         num_workers=num_workers,
         worker_init_fn=functools.partial(worker_init_fn, seed=seed, rank=comm.get_rank()),
         # The loader draws its workers' base seed from this, not from the global torch generator.

@@ -2,7 +2,9 @@
 
 ``strict``: the exact problem, named (file, image id, annotation id, what is valid), before any
 training. ``skip``: the item is dropped and counted by reason (``DatasetDicts.dropped``, the log,
-TensorBoard ``data/*``), and nothing crashes later: not the loader, not COCOeval.
+TensorBoard ``data/*``), and nothing crashes later: not the loader, not COCOeval. An image file that
+fails only when read is replaced by the training loader, which reports it beside the batches
+(:mod:`framework.data.skipping`), never inside the model's inputs.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_util
 
+from bad_images import BAD_IMAGES as UNREADABLE, BadImage
 from framework.data.build import build_train_loader
 from framework.data.coco import DatasetError, check_images, coco_ground_truth, load_coco_json
-from framework.data.detection_utils import ImageReadError, ImageSizeMismatchError, read_image
+from framework.data.detection_utils import ImageReadError, read_image
 from framework.data.mapper import DatasetMapper
+from framework.data.skipping import LoadedBatch, LoadedItem, SkippedImage, collate_loaded
 from framework.evaluation.coco_evaluation import evaluate_coco_results, load_coco_gt
 from framework.utils.events import EventStorage
 
@@ -252,18 +256,17 @@ def _truncate(path):
     path.write_bytes(path.read_bytes()[:200])
 
 
+#: The three kinds every loader is tested on (tests/bad_images.py), and a JPEG cut short.
 BAD_IMAGES = {
-    "truncated": (_truncate, ImageReadError, "cannot read image"),
-    "not an image": (lambda p: p.write_text("this is a text file"), ImageReadError, "cannot identify image file"),
-    "another size than the json": (lambda p: Image.new("RGB", (41, 30)).save(p), ImageSizeMismatchError,
-                                   "decodes to height x width = 30x41, but its dataset dict says 30x40"),
+    **UNREADABLE,
+    "truncated JPEG": BadImage(lambda p, w, h: _truncate(p), ImageReadError, "cannot read image"),
 }
 
 
 def _dicts_with_a_bad_image(tmp_path, kind):
     path = _write(tmp_path, BASE)
     dicts, _ = load_coco_json(path, tmp_path)
-    BAD_IMAGES[kind][0](tmp_path / "b.jpg")
+    BAD_IMAGES[kind].write(tmp_path / "b.jpg", 40, 30)  # image id 2, 40x30 in the json
     return dicts
 
 
@@ -294,7 +297,19 @@ def test_skip_replaces_a_bad_image_and_counts_it(tmp_path, caplog, kind, num_wor
         del it
     ids = [d["image_id"] for b in batches for d in b]
     assert len(ids) == 12 and 2 not in ids
-    assert all("_skipped" not in d for b in batches for d in b)
+    # The model gets exactly what the mapper makes: nothing about the replaced image rides along.
+    keys = set(DatasetMapper(is_train=True, min_size=(32,), max_size=64)(dicts[0]))
+    assert all(set(d) == keys for b in batches for d in b)
     assert storage.history("data/skipped_images").latest() == 4
     assert "b.jpg" in caplog.text and "replaced an unreadable training image" in caplog.text
     assert not math.isnan(float(batches[0][0]["image"].float().mean()))
+
+
+def test_collate_keeps_the_skipped_images_beside_the_inputs():
+    a, b, c = ({"image_id": i} for i in (1, 2, 3))
+    gone = SkippedImage(file_name="x.png", image_id=9, reason="cannot read image x.png: truncated")
+    replaced = SkippedImage(file_name="y.png", image_id=8, reason="cannot read image y.png: not an image")
+    batch = collate_loaded([LoadedItem(a), LoadedItem(None, (gone,)), LoadedItem(b, (replaced,)), LoadedItem(c)])
+    assert batch == LoadedBatch(inputs=[a, b, c], skipped=[gone, replaced])
+    assert batch.inputs[0] is a and a == {"image_id": 1}  # the dicts are passed through untouched
+    assert collate_loaded([LoadedItem(None, (gone,))]) == LoadedBatch(inputs=[], skipped=[gone])
