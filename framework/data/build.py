@@ -7,9 +7,9 @@ batches therefore depend only on ``seed`` (and ``start_iter``), not on ``num_wor
 worker mapped which item; a resumed run (``start_iter``) maps each later item exactly as the
 uninterrupted run did.
 
-Bad images (``bad_data="skip"``): the training loader's dataset returns
-:class:`~framework.data.skipping.LoadedItem` s, so the images it replaced travel beside the mapped
-dicts, never inside them (see :mod:`framework.data.skipping`).
+Bad images (``bad_data="skip"``): both loaders' datasets return
+:class:`~framework.data.skipping.LoadedItem` s, so the images they replaced (training) or left out
+(test) travel beside the mapped dicts, never inside them (see :mod:`framework.data.skipping`).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from .skipping import BAD_IMAGE_ERRORS, LoadedBatch, LoadedItem, SkippedImage, c
 __all__ = [
     "MapDataset",
     "DatasetMappingError",
+    "InferenceLoader",
     "build_train_loader",
     "build_test_loader",
     "worker_init_fn",
@@ -204,9 +205,64 @@ class _SkipCountingLoader:
             yield batch.inputs
 
 
-def _list_collate(batch: list[Any]) -> list[Any]:
-    """Keep a batch as the list of per-image dicts (images differ in size: no stacking)."""
-    return list(batch)
+class _InferenceDataset(Dataset):
+    """Item ``i`` of ``dataset`` as a :class:`~framework.data.skipping.LoadedItem`; with
+    ``skip_bad_images``, an image that cannot be read gives an item without a mapped dict that
+    names it (a test set has no replacement for it: every image is evaluated once)."""
+
+    def __init__(self, dataset: MapDataset, *, skip_bad_images: bool) -> None:
+        self.dataset = dataset
+        self.skip_bad_images = skip_bad_images
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, idx: int) -> LoadedItem:
+        try:
+            return LoadedItem(mapped=self.dataset[idx])
+        except BAD_IMAGE_ERRORS as e:
+            if not self.skip_bad_images:
+                raise
+            return LoadedItem(mapped=None, skipped=(SkippedImage.from_error(self.dataset.raw(idx), e),))
+
+
+class InferenceLoader:
+    """One pass over this rank's shard of a test set, as lists of mapped dicts (what
+    :func:`build_test_loader` returns).
+
+    Under ``bad_data="skip"`` an image that cannot be read is left out of its batch (a batch left
+    empty is not yielded), logged with a warning that names the file, and listed by
+    :meth:`skipped_images` (this implements :class:`~framework.data.skipping.ReportsSkippedImages`).
+
+    Args:
+        loader: a DataLoader over an ``_InferenceDataset`` collated by
+            :func:`~framework.data.skipping.collate_loaded`.
+        skip_bad_images: whether the dataset leaves unreadable images out (else they raise).
+    """
+
+    def __init__(self, loader: DataLoader, *, skip_bad_images: bool) -> None:
+        self.loader = loader
+        self.skip_bad_images = skip_bad_images
+        self._skipped: list[SkippedImage] = []
+
+    def __len__(self) -> int:
+        """Batches of the pass; fewer are yielded when a whole batch is left out."""
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[list[dict[str, Any]]]:
+        self._skipped = []
+        batch: LoadedBatch
+        for batch in self.loader:
+            for image in batch.skipped:
+                self._skipped.append(image)
+                logger.warning("bad_data=skip: left an unreadable test image out of the evaluation (%d so far on "
+                               "this process): %s", len(self._skipped), image.reason)
+            if batch.inputs:
+                yield batch.inputs
+
+    def skipped_images(self) -> Optional[list[SkippedImage]]:
+        """The images the latest pass left out, in dataset order; ``None`` under ``bad_data="strict"``."""
+        return list(self._skipped) if self.skip_bad_images else None
 
 
 # ---------------------------------------------------------------------- loaders
@@ -313,16 +369,35 @@ def build_test_loader(
     *,
     batch_size: int = 1,
     num_workers: int = 2,
-) -> DataLoader:
+    bad_data: Literal["skip", "strict"] = "strict",
+) -> InferenceLoader:
     """One pass over this rank's contiguous shard of the dataset (see :class:`InferenceSampler`).
 
+    Args:
+        dataset_dicts: the test set (dataset dicts).
+        mapper: dict -> model input dict (e.g. ``DatasetMapper(is_train=False)``).
+        batch_size: images per batch on this rank.
+        num_workers: DataLoader worker processes (0: map in this process).
+        bad_data: ``"strict"``: an image that cannot be read (missing, truncated, not an image, or
+            of another size than its dict says) raises, naming the file; ``"skip"``: it is left
+            out, with a warning naming the file, and listed by the loader's
+            :meth:`InferenceLoader.skipped_images`, from which :func:`inference_on_dataset
+            <framework.evaluation.inference_on_dataset>` leaves its ground truth out of the
+            evaluation and counts it. The default is strict so that a metric computed from Python
+            covers every image unless the caller asks otherwise; the main job passes its
+            ``bad_data`` setting (``dataloader.test.bad_data``).
+
     Returns:
-        a DataLoader yielding lists of up to ``batch_size`` mapped dicts, in dataset order.
+        an :class:`InferenceLoader` yielding lists of up to ``batch_size`` mapped dicts, in dataset
+        order.
     """
     if batch_size <= 0:
         raise ConfigError(f"batch_size must be > 0, got {batch_size}")
     if num_workers < 0:
         raise ConfigError(f"num_workers must be >= 0, got {num_workers}")
-    dataset = MapDataset(dataset_dicts, mapper)
-    return DataLoader(dataset, sampler=InferenceSampler(len(dataset)), batch_size=batch_size, drop_last=False,
-                      num_workers=num_workers, collate_fn=_list_collate)
+    if bad_data not in ("skip", "strict"):
+        raise ConfigError(f"bad_data must be 'skip' or 'strict', got {bad_data!r}")
+    dataset = _InferenceDataset(MapDataset(dataset_dicts, mapper), skip_bad_images=bad_data == "skip")
+    loader = DataLoader(dataset, sampler=InferenceSampler(len(dataset)), batch_size=batch_size, drop_last=False,
+                        num_workers=num_workers, collate_fn=collate_loaded)
+    return InferenceLoader(loader, skip_bad_images=bad_data == "skip")
