@@ -6,6 +6,10 @@ from the loader's ``seed`` and the item's position in the global stream, and see
 batches therefore depend only on ``seed`` (and ``start_iter``), not on ``num_workers`` nor on which
 worker mapped which item; a resumed run (``start_iter``) maps each later item exactly as the
 uninterrupted run did.
+
+Bad images (``bad_data="skip"``): both loaders' datasets return
+:class:`~framework.data.skipping.LoadedItem` s, so the images they replaced (training) or left out
+(test) travel beside the mapped dicts, never inside them (see :mod:`framework.data.skipping`).
 """
 
 from __future__ import annotations
@@ -27,8 +31,7 @@ from framework.registry import config_section
 from framework.utils import comm
 from framework.utils.seeding import derive_seed, seed_global_rngs
 
-from .detection_utils import ImageReadError, ImageSizeMismatchError, image_size
-
+from .detection_utils import image_size
 from .samplers import (
     InferenceSampler,
     RepeatFactorTrainingSampler,
@@ -36,8 +39,16 @@ from .samplers import (
     TrainingSampler,
     repeat_factors_from_category_frequency,
 )
+from .skipping import BAD_IMAGE_ERRORS, LoadedBatch, LoadedItem, SkippedImage, collate_loaded
 
-__all__ = ["MapDataset", "DatasetMappingError", "build_train_loader", "build_test_loader", "worker_init_fn"]
+__all__ = [
+    "MapDataset",
+    "DatasetMappingError",
+    "InferenceLoader",
+    "build_train_loader",
+    "build_test_loader",
+    "worker_init_fn",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -132,10 +143,6 @@ def worker_init_fn(worker_id: int, *, seed: int, rank: int = 0) -> None:
     seed_global_rngs(derive_seed(seed, rank, worker_id))
 
 
-#: Errors of one image file (missing, truncated, not an image, another size than its dict says):
-#: with ``bad_data="skip"`` the loader replaces such an image instead of stopping the run.
-_BAD_IMAGE_ERRORS = (ImageReadError, ImageSizeMismatchError)
-
 #: How many other images a skipping loader tries before it gives up on a sample.
 _MAX_REPLACEMENTS = 10
 
@@ -143,9 +150,9 @@ _MAX_REPLACEMENTS = 10
 class _SeededMapDataset(Dataset):
     """Maps item ``(position, index)`` with the global generators seeded from (seed, position).
 
-    With ``skip_bad_images``, an image that cannot be read is replaced by the next dataset index
-    (deterministically, so resuming stays exact); the mapped dict then lists what it replaced under
-    ``"_skipped"`` (``[(file_name, error message), ...]``), for the loader to count.
+    Returns a :class:`~framework.data.skipping.LoadedItem`. With ``skip_bad_images``, an image that
+    cannot be read is replaced by the next dataset index (deterministically, so resuming stays
+    exact) and listed in the item's ``skipped``, for the loader to count.
     """
 
     def __init__(self, dataset: MapDataset, seed: int, *, skip_bad_images: bool = False) -> None:
@@ -153,30 +160,29 @@ class _SeededMapDataset(Dataset):
         self.seed = seed
         self.skip_bad_images = skip_bad_images
 
-    def __getitem__(self, key: tuple[int, int]) -> Any:
+    def __getitem__(self, key: tuple[int, int]) -> LoadedItem:
         position, index = key
-        skipped: list[tuple[str, str]] = []
+        skipped: list[SkippedImage] = []
         with _seeded_global_rngs(derive_seed(self.seed, position)):
             for attempt in range(min(_MAX_REPLACEMENTS + 1, len(self.dataset))):
                 candidate = (index + attempt) % len(self.dataset)
                 try:
                     out = self.dataset[candidate]
-                except _BAD_IMAGE_ERRORS as e:
+                except BAD_IMAGE_ERRORS as e:
                     if not self.skip_bad_images:
                         raise
-                    skipped.append((str(self.dataset.raw(candidate).get("file_name")), str(e)))
+                    skipped.append(SkippedImage.from_error(self.dataset.raw(candidate), e))
                     continue
-                if skipped:
-                    out["_skipped"] = skipped
-                return out
+                return LoadedItem(mapped=out, skipped=tuple(skipped))
         raise DatasetMappingError(f"{len(skipped)} images in a row could not be read (bad_data=skip replaces an "
                                   f"unreadable image by the next one, trying up to {_MAX_REPLACEMENTS}); the first: "
-                                  f"{skipped[0][1]}")
+                                  f"{skipped[0].reason}")
 
 
 class _SkipCountingLoader:
-    """Iterates the DataLoader's batches; logs and counts images the workers replaced, and puts the
-    counts in the event storage (``data/skipped_images``; ``data/dropped/<reason>`` from loading)."""
+    """Iterates the DataLoader's :class:`~framework.data.skipping.LoadedBatch` es and yields their
+    ``inputs``; logs and counts the images the workers replaced, and puts the counts in the event
+    storage (``data/skipped_images``; ``data/dropped/<reason>`` from loading)."""
 
     def __init__(self, loader: DataLoader, dropped_at_load: dict[str, int]) -> None:
         self.loader = loader
@@ -188,20 +194,75 @@ class _SkipCountingLoader:
 
         put_scalars(**{f"data/dropped/{k}": float(v) for k, v in self.dropped_at_load.items()},
                     **{"data/skipped_images": float(self.num_skipped)}, smoothing_hint=False)
+        batch: LoadedBatch
         for batch in self.loader:
-            skipped = [item for d in batch for item in d.pop("_skipped", ())]
-            if skipped:
-                self.num_skipped += len(skipped)
-                for file_name, message in skipped:
+            if batch.skipped:
+                self.num_skipped += len(batch.skipped)
+                for image in batch.skipped:
                     logger.warning("bad_data=skip: replaced an unreadable training image (%d so far): %s",
-                                   self.num_skipped, message)
+                                   self.num_skipped, image.reason)
                 put_scalars(**{"data/skipped_images": float(self.num_skipped)}, smoothing_hint=False)
-            yield batch
+            yield batch.inputs
 
 
-def _list_collate(batch: list[Any]) -> list[Any]:
-    """Keep a batch as the list of per-image dicts (images differ in size: no stacking)."""
-    return list(batch)
+class _InferenceDataset(Dataset):
+    """Item ``i`` of ``dataset`` as a :class:`~framework.data.skipping.LoadedItem`; with
+    ``skip_bad_images``, an image that cannot be read gives an item without a mapped dict that
+    names it (a test set has no replacement for it: every image is evaluated once)."""
+
+    def __init__(self, dataset: MapDataset, *, skip_bad_images: bool) -> None:
+        self.dataset = dataset
+        self.skip_bad_images = skip_bad_images
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, idx: int) -> LoadedItem:
+        try:
+            return LoadedItem(mapped=self.dataset[idx])
+        except BAD_IMAGE_ERRORS as e:
+            if not self.skip_bad_images:
+                raise
+            return LoadedItem(mapped=None, skipped=(SkippedImage.from_error(self.dataset.raw(idx), e),))
+
+
+class InferenceLoader:
+    """One pass over this rank's shard of a test set, as lists of mapped dicts (what
+    :func:`build_test_loader` returns).
+
+    Under ``bad_data="skip"`` an image that cannot be read is left out of its batch (a batch left
+    empty is not yielded), logged with a warning that names the file, and listed by
+    :meth:`skipped_images` (this implements :class:`~framework.data.skipping.ReportsSkippedImages`).
+
+    Args:
+        loader: a DataLoader over an ``_InferenceDataset`` collated by
+            :func:`~framework.data.skipping.collate_loaded`.
+        skip_bad_images: whether the dataset leaves unreadable images out (else they raise).
+    """
+
+    def __init__(self, loader: DataLoader, *, skip_bad_images: bool) -> None:
+        self.loader = loader
+        self.skip_bad_images = skip_bad_images
+        self._skipped: list[SkippedImage] = []
+
+    def __len__(self) -> int:
+        """Batches of the pass; fewer are yielded when a whole batch is left out."""
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[list[dict[str, Any]]]:
+        self._skipped = []
+        batch: LoadedBatch
+        for batch in self.loader:
+            for image in batch.skipped:
+                self._skipped.append(image)
+                logger.warning("bad_data=skip: left an unreadable test image out of the evaluation (%d so far on "
+                               "this process): %s", len(self._skipped), image.reason)
+            if batch.inputs:
+                yield batch.inputs
+
+    def skipped_images(self) -> Optional[list[SkippedImage]]:
+        """The images the latest pass left out, in dataset order; ``None`` under ``bad_data="strict"``."""
+        return list(self._skipped) if self.skip_bad_images else None
 
 
 # ---------------------------------------------------------------------- loaders
@@ -279,7 +340,7 @@ def build_train_loader(
     loader = DataLoader(
         _SeededMapDataset(MapDataset(dataset_dicts, mapper), seed, skip_bad_images=bad_data == "skip"),
         batch_sampler=batches,
-        collate_fn=_list_collate,
+        collate_fn=collate_loaded,
         num_workers=num_workers,
         worker_init_fn=functools.partial(worker_init_fn, seed=seed, rank=comm.get_rank()),
         # The loader draws its workers' base seed from this, not from the global torch generator.
@@ -308,16 +369,35 @@ def build_test_loader(
     *,
     batch_size: int = 1,
     num_workers: int = 2,
-) -> DataLoader:
+    bad_data: Literal["skip", "strict"] = "strict",
+) -> InferenceLoader:
     """One pass over this rank's contiguous shard of the dataset (see :class:`InferenceSampler`).
 
+    Args:
+        dataset_dicts: the test set (dataset dicts).
+        mapper: dict -> model input dict (e.g. ``DatasetMapper(is_train=False)``).
+        batch_size: images per batch on this rank.
+        num_workers: DataLoader worker processes (0: map in this process).
+        bad_data: ``"strict"``: an image that cannot be read (missing, truncated, not an image, or
+            of another size than its dict says) raises, naming the file; ``"skip"``: it is left
+            out, with a warning naming the file, and listed by the loader's
+            :meth:`InferenceLoader.skipped_images`, from which :func:`inference_on_dataset
+            <framework.evaluation.inference_on_dataset>` leaves its ground truth out of the
+            evaluation and counts it. The default is strict so that a metric computed from Python
+            covers every image unless the caller asks otherwise; the main job passes its
+            ``bad_data`` setting (``dataloader.test.bad_data``).
+
     Returns:
-        a DataLoader yielding lists of up to ``batch_size`` mapped dicts, in dataset order.
+        an :class:`InferenceLoader` yielding lists of up to ``batch_size`` mapped dicts, in dataset
+        order.
     """
     if batch_size <= 0:
         raise ConfigError(f"batch_size must be > 0, got {batch_size}")
     if num_workers < 0:
         raise ConfigError(f"num_workers must be >= 0, got {num_workers}")
-    dataset = MapDataset(dataset_dicts, mapper)
-    return DataLoader(dataset, sampler=InferenceSampler(len(dataset)), batch_size=batch_size, drop_last=False,
-                      num_workers=num_workers, collate_fn=_list_collate)
+    if bad_data not in ("skip", "strict"):
+        raise ConfigError(f"bad_data must be 'skip' or 'strict', got {bad_data!r}")
+    dataset = _InferenceDataset(MapDataset(dataset_dicts, mapper), skip_bad_images=bad_data == "skip")
+    loader = DataLoader(dataset, sampler=InferenceSampler(len(dataset)), batch_size=batch_size, drop_last=False,
+                        num_workers=num_workers, collate_fn=collate_loaded)
+    return InferenceLoader(loader, skip_bad_images=bad_data == "skip")

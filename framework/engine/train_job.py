@@ -124,7 +124,7 @@ def train(cfg: DictConfig, model: torch.nn.Module, data: Datasets, output_dir: P
 def _visualization_data(cfg: DictConfig, data: Datasets) -> VisualizationData:
     """The test set as the VisualizationHook draws it; under ``bad_data=skip`` an unreadable image
     is left out of the drawing, as it is of the evaluation."""
-    from framework.data.detection_utils import ImageReadError, ImageSizeMismatchError
+    from framework.data.skipping import BAD_IMAGE_ERRORS
 
     skip = bad_data_policy(cfg) == "skip"
     return VisualizationData(
@@ -133,7 +133,7 @@ def _visualization_data(cfg: DictConfig, data: Datasets) -> VisualizationData:
         class_names=list(data.metadata.thing_classes),
         colors=[tuple(c) for c in data.metadata.thing_colors],
         load_gt=_load_gt,
-        skip_errors=(ImageReadError, ImageSizeMismatchError) if skip else (),
+        skip_errors=BAD_IMAGE_ERRORS if skip else (),
     )
 
 

@@ -2,9 +2,10 @@
 
 Protocol (same as detectron2's, so numbers are comparable): predictions become COCO result dicts
 (``bbox`` in XYWH pixels, ``category_id`` the dataset's own id, ``segmentation`` as compressed RLE);
-``COCOeval`` runs once per task over every image of the ground-truth json; for ``segm`` the result
-boxes are dropped so that the small/medium/large split uses mask areas. Metrics are percentages, and
-NaN where COCOeval reports -1 (no ground truth in that area range / category).
+``COCOeval`` runs once per task over every image of the ground-truth json, except those the loader
+left out as unreadable under ``bad_data=skip`` (:meth:`COCOEvaluator.process_skipped`); for ``segm``
+the result boxes are dropped so that the small/medium/large split uses mask areas. Metrics are
+percentages, and NaN where COCOeval reports -1 (no ground truth in that area range / category).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import math
 import os
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -32,6 +33,9 @@ from framework.errors import ConfigError, did_you_mean
 from framework.evaluation.evaluator import DatasetEvaluator, EvalResults
 from framework.registry import EVALUATORS
 from framework.utils import comm
+
+if TYPE_CHECKING:
+    from framework.data.skipping import SkippedImage
 
 __all__ = [
     "COCOEvaluator",
@@ -243,6 +247,7 @@ def evaluate_coco_results(
     *,
     max_dets_per_image: int = 100,
     category_names: Optional[Mapping[int, str]] = None,
+    image_ids: Optional[Sequence[int]] = None,
 ) -> dict[str, float]:
     """Run COCOeval for one task and return AP metrics in percent (NaN where undefined).
 
@@ -255,12 +260,24 @@ def evaluate_coco_results(
             COCOeval's ``maxDets`` becomes ``[1, 10, max_dets_per_image]`` (entries above it dropped).
         category_names: dataset category id -> name for the per-category entries (default: the
             names in the ground-truth json).
+        image_ids: evaluate on these images of ``coco_gt`` only (COCOeval's ``params.imgIds``);
+            ``None``: all of them. The same metrics as a ground truth without the other images
+            (a category left without ground truth gets NaN). Must not be empty: COCOeval reads
+            an empty list as "every image".
 
     Returns:
         ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AP-<category name>"...}``.
     """
     if task not in TASKS:
         raise ValueError(f"unknown COCO task {task!r}; valid: {list(TASKS)}.{did_you_mean(task, TASKS)}")
+    if image_ids is not None:
+        image_ids = sorted({int(i) for i in image_ids})
+        if not image_ids:
+            raise ValueError("evaluate_coco_results: image_ids is empty (COCOeval would evaluate every image); "
+                             "pass None for all images, or at least one image id")
+        unknown = sorted(set(image_ids) - set(coco_gt.getImgIds()))
+        if unknown:
+            raise ValueError(f"evaluate_coco_results: image_ids {unknown[:10]} are not images of the ground truth")
     # loadRes adds top-level keys (id, area, ...) to the dicts it is given and nothing deeper mutates
     # them, so shallow copies keep the caller's results clean (a deepcopy of 10^5 RLEs takes seconds).
     results = [dict(r) for r in coco_results]
@@ -282,6 +299,8 @@ def evaluate_coco_results(
 
     coco_eval = COCOeval(coco_gt, coco_dt, task)
     coco_eval.params.maxDets = _max_dets_list(max_dets_per_image)
+    if image_ids is not None:
+        coco_eval.params.imgIds = image_ids
     summary = io.StringIO()
     with contextlib.redirect_stdout(summary):
         coco_eval.evaluate()
@@ -334,7 +353,9 @@ class COCOEvaluator(DatasetEvaluator):
 
     ``process`` converts each image's predictions to COCO result dicts on CPU; ``evaluate`` gathers
     them from all ranks, writes ``coco_instances_results.json`` into ``output_dir`` (if given), and
-    runs COCOeval per task over all images of ``gt_json`` (images never processed count as missed).
+    runs COCOeval per task over all images of ``gt_json`` (images never processed count as missed)
+    except those the loader left out as unreadable (:meth:`process_skipped`): their ground truth is
+    left out, so that an unreadable file does not lower AP by counting its objects as missed.
 
     Runtime args (a run offers them from the test set's metadata):
         gt_json: COCO instances json with the ground truth (``info`` / ``licenses`` may be absent),
@@ -401,6 +422,7 @@ class COCOEvaluator(DatasetEvaluator):
         self._category_names = {k: self.class_names[v] for k, v in mapping.items()}
         self._gt_image_ids = set(self._coco_gt.getImgIds())
         self._predictions: list[dict[str, Any]] = []
+        self._skipped_ids: list[int] = []  # images of this rank the loader left out (unreadable)
 
     @classmethod
     def from_metadata(cls, metadata: Any, **kwargs: Any) -> "COCOEvaluator":
@@ -427,6 +449,17 @@ class COCOEvaluator(DatasetEvaluator):
     def reset(self) -> None:
         self._predictions = []
         self._masks_seen = False
+        self._skipped_ids = []
+
+    def process_skipped(self, images: Sequence["SkippedImage"]) -> None:
+        """Leave these images (unreadable, left out by the loader) out of the ground truth COCOeval
+        uses. An image without an ``image_id`` cannot be matched: it is logged and still counts."""
+        for image in images:
+            if image.image_id is None:
+                logger.warning("COCOEvaluator: skipped image %s has no image_id: its ground truth (if any) still "
+                               "counts as missed", image.file_name)
+            else:
+                self._skipped_ids.append(int(image.image_id))
 
     def process(self, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> None:
         """Convert each image's ``outputs[i]["instances"]`` to COCO result dicts (kept on CPU).
@@ -475,11 +508,20 @@ class COCOEvaluator(DatasetEvaluator):
             comm.synchronize()
             predictions = list(itertools.chain.from_iterable(comm.gather(self._predictions, dst=0)))
             masks_seen = any(comm.gather(self._masks_seen, dst=0) or [False])
+            skipped_ids = set(itertools.chain.from_iterable(comm.gather(self._skipped_ids, dst=0)))
             if not comm.is_main_process():
                 return None
         else:
-            predictions, masks_seen = self._predictions, self._masks_seen
+            predictions, masks_seen, skipped_ids = self._predictions, self._masks_seen, set(self._skipped_ids)
         tasks = self.tasks if self.tasks is not None else (("bbox", "segm") if masks_seen else ("bbox",))
+        image_ids = self._evaluated_image_ids(skipped_ids)
+        if image_ids is not None and not image_ids:
+            logger.warning("COCOEvaluator: every image of %s was left out as unreadable: nothing to evaluate, "
+                           "every metric is NaN", self._gt_name)
+            # The keys evaluate_coco_results would give: one AP-<name> per category of the ground truth.
+            names = {**{c["id"]: c["name"] for c in self._coco_gt.dataset["categories"]}, **self._category_names}
+            keys = [*AP_METRICS, *(f"AP-{names[c]}" for c in self._coco_gt.getCatIds())]
+            return {task: dict.fromkeys(keys, float("nan")) for task in tasks}
 
         if not predictions:
             logger.warning("COCOEvaluator received no images: every image of %s counts as missed", self._gt_name)
@@ -503,6 +545,17 @@ class COCOEvaluator(DatasetEvaluator):
                 task,
                 max_dets_per_image=self.max_dets_per_image,
                 category_names=self._category_names,
+                image_ids=image_ids,
             )
             for task in tasks
         }
+
+    def _evaluated_image_ids(self, skipped_ids: set[int]) -> Optional[list[int]]:
+        """The ground-truth image ids COCOeval is to use: all but ``skipped_ids`` (``None``: all)."""
+        left_out = sorted(skipped_ids & self._gt_image_ids)
+        if not left_out:
+            return None
+        shown = left_out[:20] + (["..."] if len(left_out) > 20 else [])
+        logger.info("COCOEvaluator: %d unreadable image(s) left out of %s (their objects are not counted as missed): "
+                    "image ids %s", len(left_out), self._gt_name, shown)
+        return sorted(self._gt_image_ids - skipped_ids)

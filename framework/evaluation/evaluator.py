@@ -14,7 +14,7 @@ import math
 import sys
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Any, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
 
 import torch
 from tabulate import tabulate
@@ -22,6 +22,9 @@ from torch import nn
 from tqdm import tqdm
 
 from framework.utils import comm
+
+if TYPE_CHECKING:
+    from framework.data.skipping import SkippedImage
 
 __all__ = [
     "DatasetEvaluator",
@@ -40,11 +43,17 @@ logger = logging.getLogger(__name__)
 #: What ``evaluate`` returns: task name (e.g. "bbox") -> metric name (e.g. "AP50") -> value.
 EvalResults = dict[str, dict[str, float]]
 
+#: Where :func:`inference_on_dataset` puts the number of test images its loader left out
+#: (``results["data"]["skipped_test_images"]``; ``data/skipped_test_images`` in the flat metrics).
+#: Not ``skipped_images``: that is the training loader's count, in the same event storage.
+SKIPPED_TASK, SKIPPED_METRIC = "data", "skipped_test_images"
+
 
 class DatasetEvaluator:
     """Base class of evaluators: accumulate over a dataset with ``process``, then ``evaluate`` once.
 
-    The inference loop calls ``reset()`` once, ``process(inputs, outputs)`` for every batch, then
+    The inference loop calls ``reset()`` once, ``process(inputs, outputs)`` for every batch,
+    ``process_skipped(images)`` when its loader reports the images it left out (``bad_data=skip``), then
     ``evaluate()``. In distributed runs every rank processes its own shard; ``evaluate`` gathers the
     shards and returns the metrics on the main process and ``None`` elsewhere. An evaluator must not
     change global state (RNG, logging setup, default dtype...).
@@ -61,6 +70,21 @@ class DatasetEvaluator:
             outputs: the model's per-image outputs, e.g. ``{"instances": Instances}``, same order.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement process(inputs, outputs)")
+
+    def process_skipped(self, images: Sequence["SkippedImage"]) -> None:
+        """Be told which images of this rank's shard the loader left out, unread (possibly none).
+
+        Called once per pass, after the last ``process`` and before ``evaluate``, on every rank
+        with that rank's images, when the loader reports them
+        (:class:`framework.data.skipping.ReportsSkippedImages`, e.g. ``build_test_loader(...,
+        bad_data="skip")``). Each has ``file_name``, ``image_id`` and ``reason``.
+
+        The default does nothing, which is right for an evaluator whose metrics depend only on
+        the images it processed. One that compares with ground truth over the whole dataset must
+        leave these images out of it (as :class:`COCOEvaluator <framework.evaluation.COCOEvaluator>`
+        does), or their objects count as missed; in distributed runs it gathers them in
+        ``evaluate`` together with the rest.
+        """
 
     def evaluate(self) -> Optional[EvalResults]:
         """Metrics over everything processed: ``{task: {metric: value}}``; ``None`` on non-main ranks."""
@@ -96,6 +120,10 @@ class DatasetEvaluators(DatasetEvaluator):
     def process(self, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> None:
         for evaluator in self.evaluators:
             evaluator.process(inputs, outputs)
+
+    def process_skipped(self, images: Sequence["SkippedImage"]) -> None:
+        for evaluator in self.evaluators:
+            evaluator.process_skipped(images)
 
     def evaluate(self) -> Optional[EvalResults]:
         merged: EvalResults = {}
@@ -162,6 +190,12 @@ def inference_on_dataset(
     progress line is logged every ``log_period_s`` seconds. The first ``warmup_iters`` batches (cuDNN
     autotuning, allocator growth) are left out of the reported timings, which are per image.
 
+    Images the loader left out: a loader that implements
+    :class:`~framework.data.skipping.ReportsSkippedImages` (``build_test_loader(...,
+    bad_data="skip")``) is asked after the pass which images it left out (unreadable files); the
+    evaluator is told (:meth:`DatasetEvaluator.process_skipped`, each rank its own), and the
+    results get their number over all ranks (see Returns), with a warning on the main process.
+
     Args:
         model: a callable taking a batch (list of per-image dicts) and returning one output dict per image.
         data_loader: an iterable of batches; its ``len`` (when it has one) sizes the bar and the warmup.
@@ -173,7 +207,12 @@ def inference_on_dataset(
 
     Returns:
         ``evaluator.evaluate()``: ``{task: {metric: value}}`` on the main process, ``{}`` on the
-        others (an evaluator returns ``None`` there).
+        others (an evaluator returns ``None`` there). When the loader reports the images it left
+        out, the main process's results also hold ``{"data": {"skipped_test_images": n}}`` (``n``
+        over all ranks, ``0.0`` included), which a run's metrics show as ``data/skipped_test_images``.
+
+    Raises:
+        KeyError: an evaluator's results already hold ``data/skipped_test_images``.
     """
     if warmup_iters < 0:
         raise ValueError(f"warmup_iters must be >= 0, got {warmup_iters}")
@@ -247,9 +286,36 @@ def inference_on_dataset(
     else:
         logger.info("Inference finished: no batch after the %d warmup batches was timed", num_warmup)
 
+    skipped = _report_skipped(data_loader, evaluator)
     results = evaluator.evaluate()
     # Non-main ranks get {} rather than None so that callers can index/iterate unconditionally.
-    return results if results is not None else {}
+    results = dict(results) if results is not None else {}
+    if skipped is not None and main:
+        if skipped:
+            logger.warning("bad_data=skip: %d test image(s) could not be read and were left out of the evaluation "
+                           "(each is named in a warning above)", skipped)
+        task = dict(results.get(SKIPPED_TASK, {}))
+        if SKIPPED_METRIC in task:
+            raise KeyError(f"inference_on_dataset: the evaluator's results already hold "
+                           f"'{SKIPPED_TASK}/{SKIPPED_METRIC}', where the number of test images the loader left out "
+                           "goes; rename that metric")
+        results[SKIPPED_TASK] = {**task, SKIPPED_METRIC: float(skipped)}
+    return results
+
+
+def _report_skipped(data_loader: Any, evaluator: DatasetEvaluator) -> Optional[int]:
+    """Tell ``evaluator`` which images this rank's loader left out; their number over all ranks, or
+    ``None`` when the loader does not report any (not a :class:`ReportsSkippedImages`, or strict).
+
+    A collective when distributed: every rank calls it, whatever its loader.
+    """
+    from framework.data.skipping import ReportsSkippedImages
+
+    images = data_loader.skipped_images() if isinstance(data_loader, ReportsSkippedImages) else None
+    if images is not None:
+        evaluator.process_skipped(images)
+    counts = [n for n in comm.all_gather(None if images is None else len(images)) if n is not None]
+    return sum(counts) if counts else None
 
 
 def _important_metrics(metrics: Mapping[str, float]) -> dict[str, float]:

@@ -2,7 +2,9 @@
 
 ``strict``: the exact problem, named (file, image id, annotation id, what is valid), before any
 training. ``skip``: the item is dropped and counted by reason (``DatasetDicts.dropped``, the log,
-TensorBoard ``data/*``), and nothing crashes later: not the loader, not COCOeval.
+TensorBoard ``data/*``), and nothing crashes later: not the loader, not COCOeval. An image file that
+fails only when read is replaced by the training loader and left out by the test loader, each
+reporting it beside the batches (:mod:`framework.data.skipping`), never inside the model's inputs.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_util
 
-from framework.data.build import build_train_loader
+from bad_images import BAD_IMAGES as UNREADABLE, BadImage
+from framework.data.build import build_test_loader, build_train_loader
 from framework.data.coco import DatasetError, check_images, coco_ground_truth, load_coco_json
-from framework.data.detection_utils import ImageReadError, ImageSizeMismatchError, read_image
+from framework.data.detection_utils import ImageReadError, read_image
 from framework.data.mapper import DatasetMapper
+from framework.data.skipping import LoadedBatch, LoadedItem, SkippedImage, collate_loaded
 from framework.evaluation.coco_evaluation import evaluate_coco_results, load_coco_gt
 from framework.utils.events import EventStorage
 
@@ -252,18 +256,17 @@ def _truncate(path):
     path.write_bytes(path.read_bytes()[:200])
 
 
+#: The three kinds every loader is tested on (tests/bad_images.py), and a JPEG cut short.
 BAD_IMAGES = {
-    "truncated": (_truncate, ImageReadError, "cannot read image"),
-    "not an image": (lambda p: p.write_text("this is a text file"), ImageReadError, "cannot identify image file"),
-    "another size than the json": (lambda p: Image.new("RGB", (41, 30)).save(p), ImageSizeMismatchError,
-                                   "decodes to height x width = 30x41, but its dataset dict says 30x40"),
+    **UNREADABLE,
+    "truncated JPEG": BadImage(lambda p, w, h: _truncate(p), ImageReadError, "cannot read image"),
 }
 
 
 def _dicts_with_a_bad_image(tmp_path, kind):
     path = _write(tmp_path, BASE)
     dicts, _ = load_coco_json(path, tmp_path)
-    BAD_IMAGES[kind][0](tmp_path / "b.jpg")
+    BAD_IMAGES[kind].write(tmp_path / "b.jpg", 40, 30)  # image id 2, 40x30 in the json
     return dicts
 
 
@@ -294,7 +297,67 @@ def test_skip_replaces_a_bad_image_and_counts_it(tmp_path, caplog, kind, num_wor
         del it
     ids = [d["image_id"] for b in batches for d in b]
     assert len(ids) == 12 and 2 not in ids
-    assert all("_skipped" not in d for b in batches for d in b)
+    # The model gets exactly what the mapper makes: nothing about the replaced image rides along.
+    keys = set(DatasetMapper(is_train=True, min_size=(32,), max_size=64)(dicts[0]))
+    assert all(set(d) == keys for b in batches for d in b)
     assert storage.history("data/skipped_images").latest() == 4
     assert "b.jpg" in caplog.text and "replaced an unreadable training image" in caplog.text
     assert not math.isnan(float(batches[0][0]["image"].float().mean()))
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+@pytest.mark.parametrize("kind", list(BAD_IMAGES))
+def test_test_loader_under_skip_leaves_a_bad_image_out_and_reports_it(tmp_path, caplog, kind, num_workers):
+    dicts = _dicts_with_a_bad_image(tmp_path, kind)
+    mapper = DatasetMapper(is_train=False, min_size=(32,), max_size=64)
+    loader = build_test_loader(dicts, mapper, batch_size=2, num_workers=num_workers, bad_data="skip")
+    with caplog.at_level(logging.WARNING, logger="framework.data.build"):
+        batches = list(loader)
+    assert [[d["image_id"] for d in b] for b in batches] == [[1], [3]]  # image 2 left out of the first batch
+    keys = set(mapper(dicts[0]))
+    assert all(set(d) == keys for b in batches for d in b)
+    (skipped,) = loader.skipped_images()
+    assert (skipped.file_name, skipped.image_id) == (str(tmp_path / "b.jpg"), 2)
+    assert BAD_IMAGES[kind].message in skipped.reason and "b.jpg" in skipped.reason
+    assert caplog.text.count("left an unreadable test image out of the evaluation") == 1 and "b.jpg" in caplog.text
+    # A new pass reports its own images, not the sum of all passes.
+    assert [d["image_id"] for b in loader for d in b] == [1, 3] and len(loader.skipped_images()) == 1
+
+
+def test_test_loader_skips_whole_batches_and_reports_nothing_for_a_clean_set(tmp_path):
+    dicts = _dicts_with_a_bad_image(tmp_path, "not an image")
+    mapper = DatasetMapper(is_train=False, min_size=(32,), max_size=64)
+    loader = build_test_loader(dicts, mapper, batch_size=1, num_workers=0, bad_data="skip")
+    assert len(loader) == 3 and [[d["image_id"] for d in b] for b in loader] == [[1], [3]]  # no empty batch
+    clean = build_test_loader(dicts[:1], mapper, num_workers=0, bad_data="skip")
+    assert len(list(clean)) == 1 and clean.skipped_images() == []
+
+
+@pytest.mark.parametrize("kind", list(BAD_IMAGES))
+def test_test_loader_under_strict_fails_naming_the_file(tmp_path, kind):
+    _, error, message = BAD_IMAGES[kind]
+    dicts = _dicts_with_a_bad_image(tmp_path, kind)
+    mapper = DatasetMapper(is_train=False, min_size=(32,), max_size=64)
+    for loader in (build_test_loader(dicts, mapper, num_workers=0, bad_data="strict"),
+                   build_test_loader(dicts, mapper, num_workers=0)):  # strict is the default
+        with pytest.raises(error, match=message) as info:
+            list(loader)
+        assert "b.jpg" in str(info.value)
+        assert loader.skipped_images() is None  # a strict loader never leaves an image out
+
+
+def test_test_loader_rejects_an_unknown_policy(tmp_path):
+    from framework.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="bad_data must be 'skip' or 'strict', got 'ignore'"):
+        build_test_loader([{"file_name": "x.png"}], lambda d: d, bad_data="ignore")
+
+
+def test_collate_keeps_the_skipped_images_beside_the_inputs():
+    a, b, c = ({"image_id": i} for i in (1, 2, 3))
+    gone = SkippedImage(file_name="x.png", image_id=9, reason="cannot read image x.png: truncated")
+    replaced = SkippedImage(file_name="y.png", image_id=8, reason="cannot read image y.png: not an image")
+    batch = collate_loaded([LoadedItem(a), LoadedItem(None, (gone,)), LoadedItem(b, (replaced,)), LoadedItem(c)])
+    assert batch == LoadedBatch(inputs=[a, b, c], skipped=[gone, replaced])
+    assert batch.inputs[0] is a and a == {"image_id": 1}  # the dicts are passed through untouched
+    assert collate_loaded([LoadedItem(None, (gone,))]) == LoadedBatch(inputs=[], skipped=[gone])

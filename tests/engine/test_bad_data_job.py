@@ -2,8 +2,9 @@
 NaN box, an unknown category, a truncated image, a missing one; in the training and the test json).
 
 ``bad_data=skip`` trains and evaluates: what loading dropped is counted in the log and TensorBoard,
-the truncated image is replaced at training time, and COCOeval gets the validated ground truth
-(it used to crash after training on such annotations). ``bad_data=strict`` stops before training,
+the truncated image is replaced at training time and left out of the evaluation (counted as
+``data/skipped_test_images``; the evaluation used to die on it after the last iteration), and
+COCOeval gets the validated ground truth (it used to crash after training on such annotations). ``bad_data=strict`` stops before training,
 with one message (exit code 2, no traceback) that lists every bad item.
 """
 
@@ -54,7 +55,7 @@ def broken(tmp_path_factory) -> list[str]:
     train = generate_synthetic_coco(root, split="train", num_images=12, seed=1)
     val = generate_synthetic_coco(root, split="val", num_images=6, seed=1)
     _break(train, root / "train", truncate=True)
-    _break(val, root / "val", truncate=False)
+    _break(val, root / "val", truncate=True)
     return ["dataset=coco_json", f"dataset.train.json={train}", f"dataset.train.image_root={root / 'train'}",
             f"dataset.test.json={val}", f"dataset.test.image_root={root / 'val'}", "dataset.num_classes=4"]
 
@@ -76,6 +77,11 @@ def test_skip_trains_and_evaluates_counting_what_it_dropped(tmp_path, broken):
     # 4 steps of 4 images cover the first epoch (11 images): the truncated one was drawn and replaced.
     assert scalars["data/skipped_images"] >= 1
     assert "replaced an unreadable training image" in log and "000002.png" in log
+    # The truncated val image: left out of the final evaluation, named, counted, in the metrics.
+    left_out = [line for line in log.splitlines() if "left an unreadable test image out" in line]
+    assert len(left_out) == 1 and str(Path("val") / "000002.png") in left_out[0], left_out
+    assert "1 test image(s) could not be read" in log
+    assert metrics["data/skipped_test_images"] == 1 and scalars["data/skipped_test_images"] == 1
 
 
 def test_strict_stops_before_training_with_one_message(tmp_path, broken):

@@ -21,6 +21,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from framework.data.skipping import SkippedImage
 from framework.errors import ConfigError
 from framework.evaluation import COCOEvaluator, evaluate_predictions_json, inference_on_dataset, instances_to_coco_json
 from framework.structures.boxes import Boxes
@@ -303,6 +304,33 @@ def test_bad_arguments_are_named(gt_json, tmp_path):
         ev.evaluate()
 
 
+class _ShardLoader:
+    """One rank's test batches, and the images its loader left out as unreadable."""
+
+    def __init__(self, batches: list, skipped: list) -> None:
+        self.batches, self.skipped = batches, skipped
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def skipped_images(self) -> list:
+        return self.skipped
+
+
+class _Oracle(torch.nn.Module):
+    """Returns the given output of each input's image id."""
+
+    def __init__(self, pairs) -> None:
+        super().__init__()
+        self.by_id = {inp["image_id"]: out for inp, out in pairs}
+
+    def forward(self, batch):
+        return [self.by_id[inp["image_id"]] for inp in batch]
+
+
 def _distributed_worker(rank: int, init_file: str, gt_path: str, out_dir: str) -> None:
     import torch.distributed as dist
 
@@ -319,6 +347,12 @@ def _distributed_worker(rank: int, init_file: str, gt_path: str, out_dir: str) -
         inp, out = perfect_predictions()[rank]  # each rank sees one of the two images
         ev.process([inp], [out])
         report["results"] = ev.evaluate()
+        # bad_data=skip: rank 1's image (the only dog) could not be read. Rank 0 must leave its ground
+        # truth out although only rank 1 knows it, and count it.
+        pairs = perfect_predictions()
+        gone = SkippedImage(file_name="b.jpg", image_id=2, reason="cannot read image b.jpg: not an image")
+        loader = _ShardLoader([[pairs[0][0]]], []) if rank == 0 else _ShardLoader([], [gone])
+        report["skip_results"] = inference_on_dataset(_Oracle(pairs), loader, ev)
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(report))
     finally:
         dist.destroy_process_group()
@@ -338,6 +372,10 @@ def test_evaluator_gathers_predictions_across_two_processes(gt_json, tmp_path):
     assert rank0["seed_equal"] and rank1["seed_equal"]
     assert rank0["results"]["bbox"]["AP"] == pytest.approx(100.0)  # both images' predictions reached rank 0
     assert rank1["results"] is None
+    skip = rank0["skip_results"]
+    assert skip["data"] == {"skipped_test_images": 1.0} and rank1["skip_results"] == {}
+    # Only image 1 evaluated: the cat found, no dog to find (counted as missed, AP would be 50).
+    assert skip["bbox"]["AP"] == pytest.approx(100.0) and math.isnan(skip["bbox"]["AP-dog"])
 
 
 @pytest.mark.skipif(not COCO_TINY.is_dir(), reason="shared/data/coco_tiny not available")

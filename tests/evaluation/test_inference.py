@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from framework.data.skipping import ReportsSkippedImages, SkippedImage
 from framework.evaluation import (
     DatasetEvaluator,
     DatasetEvaluators,
@@ -67,6 +68,33 @@ class RecordingEvaluator(DatasetEvaluator):
 
     def evaluate(self):
         return {self.task: {"images": float(len(self.image_ids))}}
+
+
+class SkipRecordingEvaluator(RecordingEvaluator):
+    """Also records what ``process_skipped`` is given, and when."""
+
+    def reset(self) -> None:
+        super().reset()
+        self.skipped_calls: list[tuple[int, list]] = []  # (images processed by then, images)
+
+    def process_skipped(self, images):
+        self.skipped_calls.append((len(self.image_ids), list(images)))
+
+
+class SkippingLoader:
+    """LOADER's batches; reports ``skipped`` (the images a real loader would have left out) after a pass."""
+
+    def __init__(self, skipped) -> None:
+        self.skipped = skipped
+
+    def __iter__(self):
+        return iter(LOADER)
+
+    def __len__(self) -> int:
+        return len(LOADER)
+
+    def skipped_images(self):
+        return self.skipped
 
 
 LOADER = [[{"image_id": 1}, {"image_id": 2}], [{"image_id": 3}], [{"image_id": 4}]]
@@ -140,3 +168,47 @@ def test_print_csv_format_and_table(caplog):
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in same_keys[2:]]
     assert rows == [["bbox", "1.000"], ["segm", "2.000"]]  # one shared table
     assert results_table({}) == "(no results)"
+
+
+GONE = SkippedImage(file_name="5.png", image_id=5, reason="cannot read image 5.png: OSError: image file is truncated")
+
+
+def test_the_evaluator_is_told_what_the_loader_left_out_and_the_count_is_reported(caplog):
+    evaluator = SkipRecordingEvaluator()
+    loader = SkippingLoader([GONE])
+    assert isinstance(loader, ReportsSkippedImages)
+    with caplog.at_level(logging.WARNING, logger="framework.evaluation.evaluator"):
+        results = inference_on_dataset(FixedModel(), loader, evaluator)
+    assert evaluator.skipped_calls == [(4, [GONE])]  # once, after the last batch, before evaluate
+    assert results == {"count": {"images": 4.0}, "data": {"skipped_test_images": 1.0}}
+    assert "1 test image(s) could not be read and were left out of the evaluation" in caplog.text
+
+
+def test_nothing_left_out_is_reported_as_zero_and_a_strict_loader_as_nothing():
+    evaluator = SkipRecordingEvaluator()
+    assert inference_on_dataset(FixedModel(), SkippingLoader([]), evaluator)["data"] == {"skipped_test_images": 0.0}
+    assert evaluator.skipped_calls == [(4, [])]
+    # None: the loader never leaves images out (bad_data=strict); a plain iterable says nothing either.
+    for loader in (SkippingLoader(None), LOADER):
+        evaluator = SkipRecordingEvaluator()
+        assert inference_on_dataset(FixedModel(), loader, evaluator) == {"count": {"images": 4.0}}
+        assert evaluator.skipped_calls == []
+
+
+def test_dataset_evaluators_forward_skipped_images_and_the_base_ignores_them():
+    a, b = SkipRecordingEvaluator("a"), SkipRecordingEvaluator("b")
+    results = inference_on_dataset(FixedModel(), SkippingLoader([GONE]), [a, b, RecordingEvaluator("c")])
+    assert a.skipped_calls == b.skipped_calls == [(4, [GONE])]
+    assert results["c"] == {"images": 4.0} and results["data"] == {"skipped_test_images": 1.0}
+
+
+def test_the_count_joins_an_evaluators_data_task_but_never_overwrites_it():
+    assert inference_on_dataset(FixedModel(), SkippingLoader([GONE]), RecordingEvaluator("data")) == {
+        "data": {"images": 4.0, "skipped_test_images": 1.0}}
+
+    class Clash(RecordingEvaluator):
+        def evaluate(self):
+            return {"data": {"skipped_test_images": 7.0}}
+
+    with pytest.raises(KeyError, match="already hold 'data/skipped_test_images'"):
+        inference_on_dataset(FixedModel(), SkippingLoader([GONE]), Clash())

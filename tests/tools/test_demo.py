@@ -13,6 +13,7 @@ import pycocotools.mask as mask_util
 import pytest
 from PIL import Image
 
+from bad_images import BAD_IMAGES
 from framework.data.synthetic import synthetic_cache_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,12 +21,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def images(tmp_path, synthetic_cache) -> Path:
-    """Two synthetic val images, a corrupt "image" and a file that is not an image."""
+    """Two synthetic val images, two unreadable ones (not an image; a PNG cut to half its bytes) and a
+    text file (not an image extension: not an input)."""
     folder = tmp_path / "images"
     folder.mkdir()
     for p in sorted((synthetic_cache_dir(synthetic_cache) / "val").glob("*.png"))[:2]:
         shutil.copy(p, folder / p.name)
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    BAD_IMAGES["PNG truncated to half"].write(folder / "half.png", 64, 48)
     (folder / "notes.txt").write_text("not an image: ignored")
     return folder
 
@@ -38,7 +41,12 @@ def test_demo_on_a_folder(tmp_path, images, run_dir):
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)  # env: FRAMEWORK_CACHE set
     assert proc.returncode == 0, proc.stderr
     assert "Using the config of run" in proc.stderr
-    assert "Wrote 2 image(s)" in proc.stdout and "skipped 1 unreadable" in proc.stdout and "broken.jpg" in proc.stdout
+    assert "Wrote 2 image(s)" in proc.stdout and "skipped 2 unreadable" in proc.stdout
+    assert "broken.jpg" in proc.stdout and "half.png" in proc.stdout
+    # One warning per unreadable file, naming it, and the run goes on to the next.
+    warnings = [line for line in proc.stderr.splitlines() if "skipped: cannot read image" in line]
+    assert len(warnings) == 2 and "broken.jpg" in warnings[0] and "half.png" in warnings[1], proc.stderr
+    assert "image file is truncated" in warnings[1]
 
     assert sorted(p.name for p in out.glob("*.png")) == ["000001.png", "000002.png"]
     for name in ("000001.png", "000002.png"):
@@ -89,6 +97,6 @@ def test_only_unreadable_images(demo, run_dir, tmp_path, capsys):
 
 def test_inputs_and_output_names(demo, images):
     files = demo.expand_inputs([str(images), str(images / "*.png"), str(images / "broken.jpg")])
-    assert [p.name for p in files] == ["000001.png", "000002.png", "broken.jpg"]  # sorted, once each, no .txt
+    assert [p.name for p in files] == ["000001.png", "000002.png", "broken.jpg", "half.png"]  # sorted, once, no .txt
     assert demo.output_names([Path("a/x.jpg"), Path("b/x.png"), Path("y.jpg")]) == ["x.png", "x_2.png", "y.png"]
     assert demo.image_id_of(Path("000042.jpg"), 7) == 42 and demo.image_id_of(Path("cat.jpg"), 7) == 7
