@@ -20,7 +20,10 @@ largest value).
 
 from __future__ import annotations
 
+import re
 import warnings
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from torch import Tensor
@@ -28,6 +31,23 @@ from torch import Tensor
 from framework.layers.memory_format import is_channels_last
 
 __all__ = ["num_entries", "roi_align", "sampling_matrix"]
+
+#: The one warning this module hides: torch's notice, given once per process at the first sparse
+#: CSR tensor, that "Sparse CSR tensor support is in beta state". The CSR operations used here
+#: (building the matrix, ``addmm`` with it and its transpose) are covered by
+#: tests/layers/test_roi_align_sparse.py, so the notice tells a user nothing to act on.
+CSR_BETA_WARNING = r"Sparse CSR tensor support is in beta state"
+
+
+@contextmanager
+def _csr_beta_warning_hidden() -> Iterator[None]:
+    """Ignore :data:`CSR_BETA_WARNING` when torch raises it from this module's code; every other
+    warning (another message, category or module) still reaches the caller."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=CSR_BETA_WARNING, category=UserWarning, module=re.escape(__name__) + r"\Z"
+        )
+        yield
 
 
 class _SparseProduct(torch.autograd.Function):
@@ -48,8 +68,7 @@ class _SparseProduct(torch.autograd.Function):
     def forward(ctx, matrix: Tensor, dense: Tensor) -> Tensor:
         ctx.matrix = matrix
         out = torch.empty(matrix.shape[0], dense.shape[1], dtype=dense.dtype, device=dense.device)
-        with warnings.catch_warnings():  # "sparse CSR support is in beta": the product used here is not
-            warnings.simplefilter("ignore", UserWarning)
+        with _csr_beta_warning_hidden():
             return torch.addmm(out, matrix, dense, beta=0, out=out)
 
     @staticmethod
@@ -181,9 +200,12 @@ def sampling_matrix(
     k = rois.shape[0]
     crow = torch.zeros(k * bins + 1, dtype=torch.int32)
     torch.cumsum(torch.repeat_interleave(4 * per_bin, bins), 0, dtype=torch.int32, out=crow[1:])
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": the product used here is not
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, pixel, weight, (k * bins, n * height * width))
+    # Valid by construction (crow a cumulative sum, every column a pixel of the map, the neighbours
+    # being clamped into it), so torch's invariant checks are turned off explicitly: saying so is
+    # also what keeps torch from warning that they are off by default.
+    with _csr_beta_warning_hidden():
+        return torch.sparse_csr_tensor(crow, pixel, weight, (k * bins, n * height * width),
+                                       check_invariants=False)
 
 
 def roi_align(input: Tensor, rois: Tensor, output_size: tuple[int, int], spatial_scale: float,
