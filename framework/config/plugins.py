@@ -5,7 +5,7 @@ Two sources, both imported before Hydra composes (so their components are config
 * **entry points** in the group ``framework.plugins``: a pip-installed package declares
   ``[project.entry-points."framework.plugins"] my_plugin = "my_package.module"``;
 * **project folders**: every sub-folder with an ``__init__.py`` of the ``projects/`` directory of this
-  repository, and of each folder named by ``--projects DIR[:DIR...]`` on a command line
+  repository (in a clone), and of each folder named by ``--projects DIR[:DIR...]`` on a command line
   (:func:`add_project_dirs`) or listed in ``$FRAMEWORK_PROJECTS`` (``os.pathsep``-separated). A
   folder ``projects/foo`` is imported as the module ``projects.foo``. The ``projects/`` of the
   current directory is searched only when named that way: importing is running code, and a command
@@ -60,7 +60,9 @@ def project_dirs() -> list[Path]:
     """The ``projects/`` folders searched for plugins, first match of a name wins: the repository's
     own (it ships with a clone), then those of ``$FRAMEWORK_PROJECTS``, which ``--projects`` extends
     (:func:`add_project_dirs`). Never the current directory's unless it is named there."""
-    dirs = [REPO_ROOT / "projects"]
+    # An installed package has no repository around it: the folder above framework/ (site-packages,
+    # or a --target folder) holds nobody's projects/, so REPO_ROOT's is searched only in a clone.
+    dirs = [REPO_ROOT / "projects"] if (REPO_ROOT / "pyproject.toml").is_file() else []
     dirs += [Path(p).expanduser() for p in os.environ.get(PROJECTS_ENV, "").split(os.pathsep) if p]
     out: list[Path] = []
     for d in dirs:

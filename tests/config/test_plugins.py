@@ -115,6 +115,16 @@ def test_a_projects_folder_is_imported_when_named(how, tmp_path, monkeypatch, fo
     assert sys.modules[f"projects.{name}"].MARKER == "imported"
 
 
+def test_an_installed_package_searches_no_projects_folder_of_its_own(tmp_path, monkeypatch):
+    # pip puts framework/ into site-packages: REPO_ROOT is then site-packages, not a clone
+    (tmp_path / "projects").mkdir()
+    monkeypatch.setattr(plugins, "REPO_ROOT", tmp_path)
+    monkeypatch.setenv("FRAMEWORK_PROJECTS", "")
+    assert plugins.project_dirs() == []
+    (tmp_path / "pyproject.toml").write_text("")
+    assert plugins.project_dirs() == [tmp_path / "projects"]
+
+
 def test_projects_flag_values_and_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("FRAMEWORK_PROJECTS", f"{tmp_path}")
     rest, folders = plugins.split_projects_flag(["--projects", f"a{os.pathsep}b", "x=1", "--projects=c", "-m"])
