@@ -18,7 +18,7 @@ import argparse
 import sys
 from typing import Optional
 
-from framework.utils.cli import add_traceback_flag, run_tool
+from framework.utils.cli import add_projects_flag, add_traceback_flag, run_tool
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -27,6 +27,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--depth", type=int, default=3, help="module nesting depth of the tables")
     parser.add_argument("--num-images", type=int, default=1, help="test images the FLOPs are averaged over")
     add_traceback_flag(parser)
+    add_projects_flag(parser)
     parser.add_argument("overrides", nargs="*", help="Hydra-style overrides of configs/train.yaml")
     args = parser.parse_args(argv)
     if args.depth < 1 or args.num_images < 1:

@@ -31,6 +31,8 @@ from typing import Mapping, Optional
 
 import torch
 
+from framework.utils.cli import add_projects_flag, use_projects_flag
+
 __all__ = ["convert_file", "main"]
 
 
@@ -84,6 +86,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument(
         "--skip-mismatch", action="store_true", help="accept weights whose shape differs from the target model's"
     )
+    add_projects_flag(parser)
     parser.add_argument("overrides", nargs="*", help="config overrides of the target model, e.g. model=mask_rcnn_R_50_FPN")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -94,6 +97,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         if not os.path.isfile(args.input):
             raise FileNotFoundError(f"--input {args.input!r}: no such file")
+        use_projects_flag(args)
         model = _build_model(args.overrides) if args.overrides else None
         source = convert_file(args.input, args.output, fmt=args.format, model=model, skip_mismatch=args.skip_mismatch)
     except (ValueError, KeyError, FileNotFoundError, UnsafePickleError, IncompatibleCheckpointError, ConfigError) as e:

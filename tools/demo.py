@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from framework.utils.cli import ImageLoop, UsageError, add_traceback_flag, run_tool
+from framework.utils.cli import ImageLoop, UsageError, add_projects_flag, add_traceback_flag, run_tool
 
 logger = logging.getLogger("demo")
 
@@ -46,6 +46,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--no-run-config", action="store_true",
                         help="compose configs/train.yaml even when weights= lies in a run directory")
     add_traceback_flag(parser)
+    add_projects_flag(parser)
     parser.add_argument("overrides", nargs="*", help="weights=<file> and Hydra-style config overrides")
     return parser.parse_args(argv)
 

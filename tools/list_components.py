@@ -4,6 +4,7 @@
     python tools/list_components.py                     # all registries, as text
     python tools/list_components.py --registry MASK_HEADS
     python tools/list_components.py --format markdown   # the docs/components.md page
+    python tools/list_components.py --projects ~/my_repo/projects   # with the plugins of another folder
 """
 
 import sys

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from framework.utils.cli import ImageLoop, add_traceback_flag, run_tool
+from framework.utils.cli import ImageLoop, add_projects_flag, add_traceback_flag, run_tool
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -35,6 +35,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--output", required=True, help="folder for the PNGs")
     parser.add_argument("--num", type=int, default=16, help="number of images (0: all)")
     add_traceback_flag(parser)
+    add_projects_flag(parser)
     parser.add_argument("overrides", nargs="*", help="Hydra-style overrides of configs/train.yaml")
     args = parser.parse_args(argv)
     if args.json and not args.image_root:

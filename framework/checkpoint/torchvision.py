@@ -17,7 +17,8 @@ boxes / mask channel dropped) so that our class ``k`` is torchvision's label ``k
 COCO weights is the COCO category id. Into a model with 80 classes the 80 real COCO categories are
 selected from torchvision's 91-entry layout (whose 10 unused ids are dropped: their logits still
 took a little probability mass in torchvision's softmax, so scores differ slightly; build the model
-with 90 classes for torchvision's exact outputs). Any other class count is left as converted, for
+with 90 classes for torchvision's outputs: tests/checkpoint/test_torchvision_equivalence.py checks
+its detections to 1e-3 px and 1e-4 in score). Any other class count is left as converted, for
 the loader to report the shape mismatch (fine-tuning: ``weights_skip_mismatch=true``).
 """
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from framework.config.groups import iter_groups
 from framework.registry import ALL_REGISTRIES, Knob, knobs
+from framework.utils.cli import add_projects_flag, use_projects_flag
 
 __all__ = ["describe", "describe_plugin_configs", "render_text", "render_markdown", "main"]
 
@@ -143,9 +144,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--format", choices=("text", "markdown"), default="text")
     parser.add_argument("--registry", help="only this registry (e.g. MASK_HEADS)")
+    add_projects_flag(parser)
     args = parser.parse_args(argv)
     from framework.config.compose import setup
+    from framework.errors import ConfigError
 
+    try:
+        use_projects_flag(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     setup()
     info = describe()
     plugin_configs = describe_plugin_configs()

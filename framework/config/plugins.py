@@ -5,8 +5,11 @@ Two sources, both imported before Hydra composes (so their components are config
 * **entry points** in the group ``framework.plugins``: a pip-installed package declares
   ``[project.entry-points."framework.plugins"] my_plugin = "my_package.module"``;
 * **project folders**: every sub-folder with an ``__init__.py`` of the ``projects/`` directory of this
-  repository, of the current working directory, and of each path in ``$FRAMEWORK_PROJECTS``
-  (``os.pathsep``-separated). A folder ``projects/foo`` is imported as the module ``projects.foo``.
+  repository (in a clone), and of each folder named by ``--projects DIR[:DIR...]`` on a command line
+  (:func:`add_project_dirs`) or listed in ``$FRAMEWORK_PROJECTS`` (``os.pathsep``-separated). A
+  folder ``projects/foo`` is imported as the module ``projects.foo``. The ``projects/`` of the
+  current directory is searched only when named that way: importing is running code, and a command
+  must not run whatever lies in the directory it happens to be started from.
 
 Importing a plugin is all it takes: its ``@REGISTRY.register()`` decorators do the rest.
 A plugin that fails to import raises, naming the plugin: a silently missing component would
@@ -26,10 +29,27 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Sequence, Union
 
-__all__ = ["ENTRY_POINT_GROUP", "project_dirs", "discover_plugins", "plugin_folders"]
+from framework.errors import ConfigError
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "PROJECTS_FLAG",
+    "PROJECTS_ENV",
+    "project_dirs",
+    "add_project_dirs",
+    "split_projects_option",
+    "split_projects_flag",
+    "discover_plugins",
+    "plugin_folders",
+]
 
 ENTRY_POINT_GROUP = "framework.plugins"
+#: The command-line option of the tools that adds projects folders: ``--projects DIR[:DIR...]``.
+PROJECTS_FLAG = "--projects"
+#: The environment variable that lists projects folders; ``--projects`` adds to it.
+PROJECTS_ENV = "FRAMEWORK_PROJECTS"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 logger = logging.getLogger(__name__)
 _loaded: dict[str, str] = {}
@@ -37,15 +57,80 @@ _folders: dict[str, Path] = {}  # plugin name -> the folder of its package
 
 
 def project_dirs() -> list[Path]:
-    """The ``projects/`` folders searched for plugins, first match of a name wins."""
-    dirs = [REPO_ROOT / "projects", Path.cwd() / "projects"]
-    dirs += [Path(p) for p in os.environ.get("FRAMEWORK_PROJECTS", "").split(os.pathsep) if p]
+    """The ``projects/`` folders searched for plugins, first match of a name wins: the repository's
+    own (it ships with a clone), then those of ``$FRAMEWORK_PROJECTS``, which ``--projects`` extends
+    (:func:`add_project_dirs`). Never the current directory's unless it is named there."""
+    # An installed package has no repository around it: the folder above framework/ (site-packages,
+    # or a --target folder) holds nobody's projects/, so REPO_ROOT's is searched only in a clone.
+    dirs = [REPO_ROOT / "projects"] if (REPO_ROOT / "pyproject.toml").is_file() else []
+    dirs += [Path(p).expanduser() for p in os.environ.get(PROJECTS_ENV, "").split(os.pathsep) if p]
     out: list[Path] = []
     for d in dirs:
         d = d.resolve()
         if d.is_dir() and d not in out:
             out.append(d)
     return out
+
+
+def add_project_dirs(folders: Sequence[Union[str, os.PathLike]]) -> None:
+    """Search ``folders`` for plugins too, before those already in ``$FRAMEWORK_PROJECTS``: what
+    ``--projects`` does.
+
+    They are put at the front of this process's ``$FRAMEWORK_PROJECTS``, so that the processes it
+    starts (spawned ranks, the jobs of a Hydra launcher) search them too. Plugins are discovered once
+    per process, by the first ``setup()`` / ``compose()``: call this before.
+
+    Raises:
+        ConfigError: a path that is not an existing folder, naming it.
+    """
+    added = []
+    for folder in folders:
+        path = Path(folder).expanduser()
+        if not path.is_dir():
+            problem = "is not a folder" if path.exists() else "does not exist"
+            raise ConfigError(
+                f"{PROJECTS_FLAG} {os.fspath(folder)}: {path.resolve()} {problem}; expected a folder of plugin "
+                f"packages (sub-folders with an __init__.py), e.g. {PROJECTS_FLAG} ./projects"
+            )
+        added.append(str(path.resolve()))
+    if added:
+        existing = [p for p in os.environ.get(PROJECTS_ENV, "").split(os.pathsep) if p]
+        os.environ[PROJECTS_ENV] = os.pathsep.join(added + existing)
+
+
+def split_projects_option(value: str) -> list[str]:
+    """The folders of one ``--projects`` value, ``DIR[:DIR...]`` (``os.pathsep``-separated)."""
+    return [p for p in value.split(os.pathsep) if p]
+
+
+def split_projects_flag(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``argv`` without its ``--projects DIR[:DIR...]`` / ``--projects=DIR[:DIR...]`` options, and
+    the folders they name, in order: for a command line that goes on to Hydra, which refuses options
+    it does not know.
+
+    Raises:
+        ConfigError: ``--projects`` without a value.
+    """
+    rest: list[str] = []
+    folders: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == PROJECTS_FLAG:
+            if i + 1 == len(argv) or not argv[i + 1] or argv[i + 1].startswith("-"):
+                raise ConfigError(f"{PROJECTS_FLAG} needs a value: {PROJECTS_FLAG} DIR[{os.pathsep}DIR...]")
+            folders += split_projects_option(argv[i + 1])
+            i += 2
+            continue
+        if arg.startswith(PROJECTS_FLAG + "="):
+            value = arg[len(PROJECTS_FLAG) + 1:]
+            if not value:
+                raise ConfigError(f"{PROJECTS_FLAG}= needs a value: {PROJECTS_FLAG} DIR[{os.pathsep}DIR...]")
+            folders += split_projects_option(value)
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, folders
 
 
 def _import_project(folder: Path) -> None:

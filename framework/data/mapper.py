@@ -152,9 +152,11 @@ class DatasetMapper:
         resize_style: ``"detectron2"``: sides rounded half up, PIL bilinear resize of the uint8
             image (what detectron2 and its model zoo see); ``"torchvision"``: sides floored, float
             bilinear resize without rounding, as torchvision's detection models resize internally
-            (:func:`framework.layers.resize.resize_shortest_edge_torchvision`; the image is then
-            float, and matches torchvision's to float rounding: for bit-identical inputs resize in
-            the model instead, GeneralizedRCNN's ``test_resize``).
+            (:func:`framework.layers.resize.resize_shortest_edge_torchvision`, bit for bit
+            torchvision's resize; the image is then float). torchvision normalises before resizing
+            and the model after, so the model's input matches torchvision's to float rounding
+            (tests/checkpoint/test_torchvision_equivalence.py checks the detections to 2e-2 px):
+            for bit-identical inputs resize in the model instead, GeneralizedRCNN's ``test_resize``.
         random_flip: ``"horizontal"``: mirror with probability 0.5 in training (never at test).
         image_format: channel order of the output image (must match the model's ``input_format``).
         mask_format: ``"polygon"`` keeps polygon masks as polygons (images with RLE masks get

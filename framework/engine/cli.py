@@ -4,6 +4,7 @@
     framework-train --cfg job model=faster_rcnn_R_50_FPN model.rpn.nms_thresh=0.6
     framework-train -m solver.base_lr=0.01,0.02 model/roi_pooler=ROIAlign,ROIAlignV2
     framework-train --config-dir my_configs model=my_preset   # your own config folder, searched first
+    framework-train --projects ~/my_repo/projects model/roi_heads/mask_head=MyHead   # plugins of another folder
 
 Before Hydra runs anything, the command line is composed once per choice it makes (every value of
 every sweep), so a typo'd key, group option or component name fails at once with a
@@ -16,6 +17,11 @@ traceback. In a sweep the job fails as Hydra reports it.
 The configs are the repository's ``configs/`` in a clone and the copy shipped inside the package
 when installed with ``pip install .`` (:data:`framework.config.compose.CONFIG_DIR`), so the
 command runs from any directory; outputs go under the current one.
+
+Plugins come from the repository's ``projects/``, installed packages (entry points) and the folders
+of ``--projects DIR[:DIR...]`` (any number of times) and ``$FRAMEWORK_PROJECTS``; the current
+directory's ``projects/`` only when named so (``--projects projects``). ``--projects`` is taken out
+of the command line before Hydra reads it (see :mod:`framework.config.plugins`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import hydra
 from omegaconf import DictConfig
 
 from framework.config.compose import CONFIG_DIR, check_command_line, setup
+from framework.config.plugins import add_project_dirs, split_projects_flag
 from framework.errors import ConfigError, InputError
 
 __all__ = ["main"]
@@ -76,10 +83,18 @@ def preflight(argv: list[str]) -> None:
 
 
 def main() -> None:
-    """Entry point: register components and plugins, check the command line, hand over to Hydra."""
+    """Entry point: add the ``--projects`` folders, register components and plugins, check the
+    command line, hand over to Hydra."""
+    try:
+        argv, folders = split_projects_flag(sys.argv[1:])
+        add_project_dirs(folders)
+    except ConfigError as e:
+        print(f"Config error: {e}", file=sys.stderr)
+        sys.exit(2)
+    sys.argv[1:] = argv  # Hydra parses sys.argv itself, and refuses options it does not know
     setup()
     try:
-        preflight(sys.argv[1:])
+        preflight(argv)
     except ConfigError as e:
         print(f"Config error: {e}", file=sys.stderr)
         sys.exit(2)

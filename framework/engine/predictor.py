@@ -77,7 +77,8 @@ def _apply_overrides(cfg: DictConfig, overrides: Sequence[str], *, source: str) 
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except OverrideParseException as e:
-        raise ConfigError(f"cannot parse overrides {list(overrides)}: {e}") from None
+        raise ConfigError(f"cannot parse overrides {list(overrides)} of {source} (each must be key=value, "
+                          f"e.g. model.roi_heads.test_score_thresh=0.3): {e}") from None
     missing = object()
     for o in parsed:
         key = o.key_or_group
@@ -120,7 +121,8 @@ def find_checkpoint(run_dir: Union[str, os.PathLike], checkpoint: Union[str, os.
     if pointer.is_file():
         target = run_dir / pointer.read_text().strip()
         if not target.is_file():
-            raise FileNotFoundError(f"{pointer} points to {target.name}, which does not exist in {run_dir}")
+            raise FileNotFoundError(f"{pointer} points to {target.name}, which does not exist in {run_dir}; "
+                                    f"use checkpoint='best' or the path of an existing .pth file")
         return target
     if (run_dir / FINAL_CHECKPOINT).is_file():
         return run_dir / FINAL_CHECKPOINT
@@ -226,7 +228,8 @@ class Predictor:
             raise ConfigError("Predictor.from_config needs weights=<checkpoint file> (a .pth of a run, or a model-zoo .pkl)")
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"weights file {path} not found")
+            raise FileNotFoundError(f"weights file {path} not found (Predictor.from_config weights={str(weights)!r}); "
+                                    f"expected a .pth of a run or a model-zoo .pkl")
         return cls._load(cfg, path, device)
 
     @classmethod
@@ -269,8 +272,9 @@ class Predictor:
         """
         from framework.evaluation.evaluator import inference_context
 
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"Predictor(...)(images, batch_size=...): batch_size must be a positive int (images "
+                             f"per forward pass), got {batch_size!r} ({type(batch_size).__name__})")
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
         results: list[Instances] = []

@@ -7,6 +7,7 @@ from typing import Literal, Sequence, Union
 
 import torch
 
+from framework.errors import did_you_mean
 from framework.layers.losses import ciou_loss, diou_loss, giou_loss, smooth_l1_loss
 from framework.structures.boxes import Boxes
 
@@ -31,7 +32,9 @@ class Box2BoxTransform:
 
     def __init__(self, weights: tuple[float, float, float, float], scale_clamp: float = _DEFAULT_SCALE_CLAMP):
         if len(weights) != 4:
-            raise ValueError(f"Box2BoxTransform needs 4 weights (wx, wy, ww, wh), got {tuple(weights)}")
+            raise ValueError(
+                f"Box2BoxTransform(weights={tuple(weights)}): needs 4 weights (wx, wy, ww, wh), got {len(weights)}"
+            )
         self.weights = tuple(float(w) for w in weights)
         self.scale_clamp = scale_clamp
 
@@ -39,10 +42,21 @@ class Box2BoxTransform:
         """Deltas (N, 4) that turn ``src_boxes`` (N, 4) into ``target_boxes`` (N, 4).
 
         ``apply_deltas(get_deltas(src, tgt), src) == tgt`` up to rounding, unless dw/dh are clamped.
+
+        Raises:
+            TypeError: an argument is not a tensor (e.g. a ``Boxes``: pass ``boxes.tensor``).
+            ValueError: the shapes are not both (N, 4), or a source box has no positive width and height.
         """
         if not isinstance(src_boxes, torch.Tensor) or not isinstance(target_boxes, torch.Tensor):
             raise TypeError(
-                f"get_deltas takes tensors, got {type(src_boxes).__name__} and {type(target_boxes).__name__}"
+                f"Box2BoxTransform.get_deltas(src_boxes, target_boxes) takes two (N, 4) tensors, got "
+                f"src_boxes: {type(src_boxes).__name__}, target_boxes: {type(target_boxes).__name__} "
+                f"(for a Boxes pass boxes.tensor)"
+            )
+        if src_boxes.dim() != 2 or src_boxes.shape[1] != 4 or target_boxes.shape != src_boxes.shape:
+            raise ValueError(
+                f"Box2BoxTransform.get_deltas: src_boxes and target_boxes must both be (N, 4), one target per "
+                f"source box, got {tuple(src_boxes.shape)} and {tuple(target_boxes.shape)}"
             )
         src_w = src_boxes[:, 2] - src_boxes[:, 0]
         src_h = src_boxes[:, 3] - src_boxes[:, 1]
@@ -60,8 +74,15 @@ class Box2BoxTransform:
         dw = ww * torch.log(tgt_w / src_w)
         dh = wh * torch.log(tgt_h / src_h)
         deltas = torch.stack((dx, dy, dw, dh), dim=1)
-        if not bool((src_w > 0).all()):
-            raise ValueError("Box2BoxTransform.get_deltas: source boxes must have positive width (x1 > x0)")
+        # deltas are relative to the source box's size: a side <= 0 gives inf/NaN deltas (or flipped ones)
+        empty = ~((src_w > 0) & (src_h > 0))
+        if bool(empty.any()):
+            i = int(torch.nonzero(empty)[0, 0])
+            raise ValueError(
+                f"Box2BoxTransform.get_deltas: {int(empty.sum())} of {len(src_boxes)} src_boxes have a "
+                f"non-positive width or height, e.g. row {i}: {src_boxes[i].tolist()}; every source box needs "
+                f"x1 > x0 and y1 > y0"
+            )
         return deltas
 
     def apply_deltas(self, deltas: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
@@ -135,7 +156,8 @@ def dense_box_regression_loss(
     iou_losses = {"giou": giou_loss, "diou": diou_loss, "ciou": ciou_loss}
     if box_reg_loss_type not in iou_losses:
         raise ValueError(
-            f"unknown box_reg_loss_type {box_reg_loss_type!r}; valid: 'smooth_l1', 'giou', 'diou', 'ciou'"
+            f"dense_box_regression_loss: unknown box_reg_loss_type {box_reg_loss_type!r}; valid: 'smooth_l1', "
+            f"'giou', 'diou', 'ciou'.{did_you_mean(str(box_reg_loss_type), ['smooth_l1', *iou_losses])}"
         )
     pred_boxes = torch.stack([box2box_transform.apply_deltas(d, anchors_t) for d in pred])  # (N, R, 4)
     return iou_losses[box_reg_loss_type](pred_boxes[fg_mask], torch.stack(list(gt_boxes))[fg_mask], reduction="sum")

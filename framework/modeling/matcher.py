@@ -27,16 +27,30 @@ class Matcher:
     def __init__(self, thresholds: Sequence[float], labels: Sequence[int], allow_low_quality_matches: bool = False):
         thresholds = list(thresholds)
         labels = list(labels)
-        if not thresholds or thresholds[0] <= 0:
-            raise ValueError(f"Matcher thresholds must be a non-empty list starting above 0, got {thresholds}")
-        if any(lo > hi for lo, hi in zip(thresholds[:-1], thresholds[1:])):
-            raise ValueError(f"Matcher thresholds must be non-decreasing, got {thresholds}")
-        if any(label not in (-1, 0, 1) for label in labels):
-            raise ValueError(f"Matcher labels must each be -1 (ignore), 0 (background) or 1 (foreground), got {labels}")
+        if not thresholds:
+            raise ValueError("Matcher(thresholds=[]): needs at least one threshold, e.g. [0.3, 0.7]")
+        if thresholds[0] <= 0:
+            raise ValueError(
+                f"Matcher(thresholds={thresholds}): thresholds[0] = {thresholds[0]} must be above 0, so that "
+                f"quality 0 (a prediction overlapping no ground truth) falls in the first interval, labels[0]"
+            )
+        for i, (lo, hi) in enumerate(zip(thresholds[:-1], thresholds[1:])):
+            if lo > hi:
+                raise ValueError(
+                    f"Matcher(thresholds={thresholds}): must be non-decreasing, but thresholds[{i + 1}] = {hi} "
+                    f"is below thresholds[{i}] = {lo}"
+                )
+        for i, label in enumerate(labels):
+            if label not in (-1, 0, 1):
+                raise ValueError(
+                    f"Matcher(labels={labels}): labels[{i}] = {label!r}; each label must be -1 (ignore), "
+                    f"0 (background) or 1 (foreground)"
+                )
         if len(labels) != len(thresholds) + 1:
             raise ValueError(
-                f"Matcher needs one more label than thresholds: got {len(thresholds)} thresholds "
-                f"{thresholds} and {len(labels)} labels {labels}"
+                f"Matcher(thresholds={thresholds}, labels={labels}): needs one more label than thresholds "
+                f"(one per interval [-inf, t1), [t1, t2), ..., [tK, inf)), got {len(thresholds)} thresholds and "
+                f"{len(labels)} labels"
             )
         # Pad with -inf / +inf so that every quality value falls in exactly one [low, high) interval.
         self.thresholds = [-float("inf"), *thresholds, float("inf")]
@@ -57,7 +71,8 @@ class Matcher:
         """
         if match_quality_matrix.dim() != 2:
             raise ValueError(
-                f"Matcher expects an (M gt, N predictions) matrix, got shape {tuple(match_quality_matrix.shape)}"
+                f"Matcher: match_quality_matrix must be 2-d, (M ground truths, N predictions), got shape "
+                f"{tuple(match_quality_matrix.shape)}"
             )
         num_preds = match_quality_matrix.size(1)
         if match_quality_matrix.numel() == 0:
@@ -65,8 +80,14 @@ class Matcher:
             match_labels = match_quality_matrix.new_full((num_preds,), self.labels[0], dtype=torch.int8)
             return matches, match_labels
 
-        if not bool((match_quality_matrix >= 0).all()):
-            raise ValueError("Matcher: match_quality_matrix must be >= 0 everywhere")
+        bad = ~(match_quality_matrix >= 0)  # NaN compares False, so it is caught too
+        if bool(bad.any()):
+            gt, pred = torch.nonzero(bad)[0].tolist()
+            raise ValueError(
+                f"Matcher: match_quality_matrix ({tuple(match_quality_matrix.shape)}: ground truths x predictions) "
+                f"must be >= 0 everywhere (a quality such as IoU), but {int(bad.sum())} values are negative or "
+                f"NaN, e.g. {match_quality_matrix[gt, pred].item()} at ground truth {gt}, prediction {pred}"
+            )
 
         matched_vals, matches = match_quality_matrix.max(dim=0)  # best gt per prediction
         match_labels = matches.new_full(matches.size(), 1, dtype=torch.int8)

@@ -17,12 +17,26 @@ class Boxes:
     """
 
     def __init__(self, tensor: torch.Tensor | Sequence) -> None:
+        """
+        Args:
+            tensor: (N, 4) XYXY boxes, a tensor (any float or int dtype, kept on its device) or a
+                nested sequence of numbers; an empty one of any shape gives N = 0.
+        """
         device = tensor.device if isinstance(tensor, torch.Tensor) else torch.device("cpu")
-        tensor = torch.as_tensor(tensor, dtype=torch.float32, device=device)
+        try:
+            tensor = torch.as_tensor(tensor, dtype=torch.float32, device=device)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(
+                f"Boxes(tensor): expected an (N, 4) tensor or nested sequence of numbers, got "
+                f"{type(tensor).__name__} that torch cannot convert: {e}"
+            ) from None
         if tensor.numel() == 0:
             tensor = tensor.reshape(-1, 4)
         if tensor.dim() != 2 or tensor.size(-1) != 4:
-            raise ValueError(f"Boxes expects an (N, 4) tensor, got shape {tuple(tensor.shape)}")
+            raise ValueError(
+                f"Boxes(tensor): expected an (N, 4) tensor of XYXY boxes (or an empty one), got shape "
+                f"{tuple(tensor.shape)}"
+            )
         self.tensor = tensor
 
     # -- container protocol ------------------------------------------------------------------
@@ -34,7 +48,11 @@ class Boxes:
             return Boxes(self.tensor[item].view(1, -1))
         b = self.tensor[item]
         if b.dim() != 2:
-            raise IndexError(f"indexing Boxes with {item!r} did not give a 2-d tensor")
+            raise IndexError(
+                f"Boxes[{item!r}] on {len(self)} boxes gave a tensor of shape {tuple(b.shape)}, not rows of "
+                f"boxes: index with an int, a slice, an (N,) bool mask or a 1-d index tensor (use "
+                f"boxes.tensor[...] for single coordinates)"
+            )
         return Boxes(b)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
@@ -76,9 +94,19 @@ class Boxes:
         return self.tensor[:, 3] - self.tensor[:, 1]
 
     def clip(self, image_size: tuple[int, int]) -> None:
-        """Clip in place to an image of ``(height, width)``: x into [0, w], y into [0, h]."""
-        if not torch.isfinite(self.tensor).all():
-            raise FloatingPointError("Boxes.clip: box tensor contains inf or nan")
+        """Clip in place to an image of ``(height, width)``: x into [0, w], y into [0, h].
+
+        Raises:
+            FloatingPointError: a box has a NaN or infinite coordinate (clamping would hide it).
+        """
+        finite = torch.isfinite(self.tensor).all(dim=1)
+        if not bool(finite.all()):
+            rows = torch.nonzero(~finite)[:, 0].tolist()
+            shown = ", ".join(map(str, rows[:5])) + (", ..." if len(rows) > 5 else "")
+            raise FloatingPointError(
+                f"Boxes.clip: {len(rows)} of {len(self)} boxes have NaN or infinite coordinates (rows {shown}; "
+                f"row {rows[0]} is {self.tensor[rows[0]].tolist()}); clip needs finite boxes, drop or fix them first"
+            )
         h, w = image_size
         x0 = self.tensor[:, 0].clamp(min=0, max=w)
         y0 = self.tensor[:, 1].clamp(min=0, max=h)

@@ -2,7 +2,9 @@
 
 Both offer ``crop_and_resize(boxes, mask_size)``, which turns each ground-truth mask into the
 ``mask_size x mask_size`` target of the Mask R-CNN mask head for its matched proposal box.
-The sampling follows detectron2 exactly, so training targets are bit-identical to it.
+The sampling follows detectron2's (the same operations, in the same order), so training targets
+should be detectron2's; detectron2 is not a dependency, so no test compares with it:
+tests/structures/test_masks.py checks hand-computed crops.
 """
 
 from __future__ import annotations
@@ -208,7 +210,7 @@ class BitMasks:
         """Crop mask i to ``boxes[i]`` and resample it to (M, M): the Mask R-CNN training target.
 
         Bilinear RoIAlign (aligned=True, adaptive sampling) of the float mask, thresholded at 0.5,
-        exactly as detectron2.
+        as detectron2 computes it.
 
         Args:
             boxes: (N, 4) XYXY boxes in image pixels, one per mask.

@@ -11,7 +11,7 @@ from typing import Any, Generic, TypeVar
 
 from framework.errors import InputError
 
-__all__ = ["UsageError", "ImageLoop", "add_traceback_flag", "run_tool"]
+__all__ = ["UsageError", "ImageLoop", "add_traceback_flag", "add_projects_flag", "use_projects_flag", "run_tool"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,11 +27,31 @@ def add_traceback_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
 
 
+def add_projects_flag(parser: argparse.ArgumentParser) -> None:
+    """``--projects DIR[:DIR...]`` (repeatable): plugins of other projects folders, for a tool that
+    composes configs (see :func:`use_projects_flag`, which :func:`run_tool` calls)."""
+    parser.add_argument(
+        "--projects", action="append", default=[], metavar="DIR[:DIR...]",
+        help="also import the plugins in these projects folders (as $FRAMEWORK_PROJECTS does); the current "
+             "directory's projects/ is searched only when named here",
+    )
+
+
+def use_projects_flag(args: argparse.Namespace) -> None:
+    """Add the folders of ``args.projects`` (see :func:`add_projects_flag`) to the plugin search,
+    before anything is composed; a path that is not a folder raises ConfigError naming it."""
+    from framework.config.plugins import add_project_dirs, split_projects_option
+
+    add_project_dirs([f for value in getattr(args, "projects", None) or [] for f in split_projects_option(value)])
+
+
 def run_tool(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """``run(args)`` with INFO logging; a user error (bad input, config, dataset, missing file) is
-    printed as ``error: ...`` and gives exit code 2, with the traceback only under ``--traceback``."""
+    """``run(args)`` with INFO logging, after adding the ``--projects`` folders if the tool has the
+    flag; a user error (bad input, config, dataset, missing file) is printed as ``error: ...`` and
+    gives exit code 2, with the traceback only under ``--traceback``."""
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
     try:
+        use_projects_flag(args)
         return run(args)
     except (InputError, FileNotFoundError) as e:
         if getattr(args, "traceback", False):

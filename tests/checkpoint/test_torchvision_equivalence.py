@@ -6,8 +6,9 @@ on the test images and the classification / objectness layers re-drawn with a la
 that activations are finite and rankings are not near-ties. The state dict is saved as a plain
 ``.pth`` and loaded with the loader behind ``weights=`` into ``experiment=torchvision_R_50_FPN_coco``
 with 90 classes (torchvision's 91-entry layout). With the resize inside the model (the preset's
-choice at test time) the inputs are torchvision's bit for bit, and so are the detections; with the
-resize in the mapper they agree up to float rounding.
+choice at test time) the inputs are torchvision's bit for bit, and the detections are compared to
+1e-3 px and 1e-4 in score (mask IoU > 0.99); with the resize in the mapper they agree up to float
+rounding, checked to 2e-2 px and 1e-3 in score.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def _compare(
     weights = tmp_path / f"{kind}rcnn_resnet50_fpn.pth"
     torch.save(tv_model.state_dict(), weights)  # a plain state dict, as torchvision publishes them
     # Our convolutions fold their frozen norms in (as torch's conv-BN fuser does); fused the same way,
-    # torchvision computes the same numbers, and its detections are the reference bit for bit.
+    # torchvision computes the same numbers, and its detections are the reference.
     fuse_resnet_batchnorms(tv_model.backbone.body)
     with torch.inference_mode():  # one image at a time: a batch would pad them to a common size
         expected = [tv_model([image])[0] for image in images]

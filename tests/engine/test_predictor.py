@@ -161,7 +161,8 @@ def test_run_errors_name_the_path(run_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no checkpoint in .*model_best\.pth.*last_checkpoint.*model_final\.pth"):
         find_checkpoint(tmp_path)
     (tmp_path / "last_checkpoint").write_text("model_0000199.pth")
-    with pytest.raises(FileNotFoundError, match=r"last_checkpoint points to model_0000199\.pth, which does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"last_checkpoint points to model_0000199\.pth, which does not exist "
+                                                r"in .*; use checkpoint='best' or the path of an existing \.pth file"):
         find_checkpoint(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"checkpoint 'other\.pth' not found"):
         find_checkpoint(tmp_path, "other.pth")
@@ -174,12 +175,17 @@ def test_override_errors(run_dir):
         load_run_config(run_dir, ["model=mask_rcnn_R_50_FPN"])
     with pytest.raises(ConfigError, match=r"only plain key=value"):
         load_run_config(run_dir, ["seed=1,2"])
+    with pytest.raises(ConfigError, match=r"cannot parse overrides \['seed=\[1'\] of .*config\.yaml \(each must be "
+                                          r"key=value, e\.g\. model\.roi_heads\.test_score_thresh=0\.3\): "):
+        load_run_config(run_dir, ["seed=[1"])
 
 
 def test_from_config_needs_weights(tmp_path):
     with pytest.raises(ConfigError, match=r"needs weights=<checkpoint file>"):
         Predictor.from_config([])
-    with pytest.raises(FileNotFoundError, match=rf"weights file {tmp_path / 'w.pth'} not found"):
+    with pytest.raises(FileNotFoundError, match=rf"weights file {tmp_path / 'w.pth'} not found \(Predictor.from_config "
+                                                rf"weights='{tmp_path / 'w.pth'}'\); expected a .pth of a run or a "
+                                                rf"model-zoo .pkl"):
         Predictor.from_config([], weights=tmp_path / "w.pth")
 
 
@@ -195,8 +201,13 @@ def test_input_errors(predictor, tmp_path):
         predictor(torch.zeros(3, 20, 30, dtype=torch.uint8))
     with pytest.raises(ImageReadError, match=rf"{tmp_path / 'missing.jpg'}: file not found"):
         predictor(tmp_path / "missing.jpg")
-    with pytest.raises(ValueError, match=r"batch_size must be a positive int"):
+    with pytest.raises(ValueError, match=r"batch_size=...\): batch_size must be a positive int \(images per forward "
+                                         r"pass\), got 0 \(int\)"):
         predictor(image, batch_size=0)
+    with pytest.raises(ValueError, match=r"got 2.0 \(float\)"):
+        predictor(image, batch_size=2.0)
+    with pytest.raises(ValueError, match=r"got True \(bool\)"):
+        predictor(image, batch_size=True)
 
 
 def test_class_names_of_model_zoo_configs_without_coco_files(tmp_path, monkeypatch):

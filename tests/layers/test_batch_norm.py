@@ -157,6 +157,22 @@ def test_fixed_norms_fold_into_the_convolution(make_norm, conv_bias):
     assert set(conv.state_dict()) >= {"weight", "norm.running_mean", "norm.running_var"}
 
 
+@pytest.mark.parametrize("make_norm", [lambda c: FrozenBatchNorm2d(c, eps=1e-3), lambda c: nn.BatchNorm2d(c).eval()])
+@pytest.mark.parametrize("conv_bias", [False, True])
+def test_folded_values_are_torchs_conv_bn_fuser_bit_for_bit(make_norm, conv_bias):
+    # fold_into_conv's docstring (and docs/benchmarks.md) promise fuse_conv_bn_weights' values exactly.
+    from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+    torch.manual_seed(1)
+    norm = _random_norm(make_norm(6))
+    weight = torch.randn(6, 5, 3, 3)
+    bias = torch.randn(6) if conv_bias else None
+    folded_w, folded_b = fold_into_conv(norm, weight, bias)
+    fused_w, fused_b = fuse_conv_bn_weights(weight, bias, norm.running_mean, norm.running_var, norm.eps,
+                                            norm.weight, norm.bias)
+    assert torch.equal(folded_w, fused_w) and torch.equal(folded_b, fused_b)
+
+
 def test_folded_weight_keeps_the_memory_format():
     norm = _random_norm(FrozenBatchNorm2d(4))
     weight = torch.randn(4, 3, 3, 3).contiguous(memory_format=torch.channels_last)

@@ -148,3 +148,70 @@ def test_gradgradcheck_in_float64():
     x = torch.randn(1, 2, 6, 7, dtype=torch.float64, requires_grad=True)
     rois = _rois(5, 1, (24, 28), seed=6).double()
     assert torch.autograd.gradgradcheck(lambda t: roi_align(t, rois, (2, 2), 0.25, 0, True), (x,))
+
+
+def _warning_texts(record) -> list[str]:
+    return [str(w.message) for w in record]
+
+
+def test_only_torchs_csr_beta_warning_is_hidden_and_other_warnings_reach_the_caller(monkeypatch):
+    """torch's "in beta" notice raised from this module's CSR calls is hidden; another UserWarning
+    raised meanwhile, or the same notice attributed to another module, is not."""
+    import warnings
+
+    from framework.layers import roi_align_sparse
+
+    beta = "Sparse CSR tensor support is in beta state. If you miss a functionality ..."
+
+    def warning(real, other):
+        """``real``, warning the beta notice and ``other`` as if from torch's C++ code."""
+
+        def call(*args, **kwargs):
+            # stacklevel=2: attributed to the caller, as torch attributes its C++ code's warnings
+            warnings.warn(beta, UserWarning, stacklevel=2)
+            warnings.warn(other, UserWarning, stacklevel=2)
+            with warnings.catch_warnings():  # torch's own notices would be attributed to this wrapper
+                warnings.simplefilter("ignore")
+                return real(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(torch, "sparse_csr_tensor", warning(torch.sparse_csr_tensor, "another warning while building"))
+    monkeypatch.setattr(torch, "addmm", warning(torch.addmm, "another warning in the product"))
+
+    x = torch.randn(1, 4, 8, 8, requires_grad=True)
+    rois = torch.tensor([[0.0, 1.0, 1.0, 20.0, 20.0]])
+    with pytest.warns(UserWarning) as record:
+        out = roi_align(x, rois, (2, 2), 0.25, 0, True)
+        out.sum().backward()  # the backward's product (with the transposed matrix) goes through addmm too
+    assert sorted(_warning_texts(record)) == ["another warning in the product", "another warning in the product",
+                                              "another warning while building"]
+    assert all(w.filename == roi_align_sparse.__file__ for w in record)
+
+    # The same notice attributed to another module (here, this test) is not the module's to hide.
+    with pytest.warns(UserWarning, match="in beta state"):
+        with roi_align_sparse._csr_beta_warning_hidden():
+            warnings.warn(beta, UserWarning)
+
+
+def test_torchs_own_sparse_warnings_do_not_reach_the_caller(tmp_path):
+    """In a fresh process (torch warns once per process), with every warning an error: the real
+    notices torch gives for a sparse CSR tensor are the ones hidden (or avoided), forward and backward."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import warnings, torch\n"
+        "from framework.layers.roi_align_sparse import roi_align\n"
+        "warnings.simplefilter('error')\n"
+        "x = torch.randn(1, 4, 8, 8, requires_grad=True)\n"
+        "out = roi_align(x, torch.tensor([[0.0, 1.0, 1.0, 20.0, 20.0]]), (2, 2), 0.25, 0, True)\n"
+        "out.sum().backward()\n"
+    )
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]

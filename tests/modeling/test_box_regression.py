@@ -66,11 +66,23 @@ def test_apply_deltas_decodes_in_float32():
 
 
 def test_invalid_inputs():
-    with pytest.raises(ValueError, match="4 weights"):
+    with pytest.raises(ValueError, match=r"Box2BoxTransform\(weights=\(1.0, 1.0, 1.0\)\): needs 4 weights "
+                                         r"\(wx, wy, ww, wh\), got 3"):
         Box2BoxTransform(weights=(1.0, 1.0, 1.0))
     t = Box2BoxTransform(weights=(1.0, 1.0, 1.0, 1.0))
-    with pytest.raises(ValueError, match="positive width"):
-        t.get_deltas(torch.tensor([[5.0, 0.0, 5.0, 10.0]]), torch.tensor([[0.0, 0.0, 10.0, 10.0]]))
+    good = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0]])
+    with pytest.raises(ValueError, match=r"1 of 2 src_boxes have a non-positive width or height, e.g. row 1: "
+                                         r"\[5.0, 0.0, 5.0, 10.0\]; every source box needs x1 > x0 and y1 > y0"):
+        t.get_deltas(torch.tensor([[0.0, 0.0, 1.0, 1.0], [5.0, 0.0, 5.0, 10.0]]), good)
+    # a zero height gave infinite deltas before; it is refused like a zero width
+    with pytest.raises(ValueError, match=r"2 of 2 src_boxes .* row 0: \[0.0, 3.0, 5.0, 3.0\]"):
+        t.get_deltas(torch.tensor([[0.0, 3.0, 5.0, 3.0], [0.0, 0.0, 5.0, -1.0]]), good)
+    with pytest.raises(TypeError, match=r"get_deltas\(src_boxes, target_boxes\) takes two \(N, 4\) tensors, got "
+                                        r"src_boxes: Boxes, target_boxes: Tensor \(for a Boxes pass boxes.tensor\)"):
+        t.get_deltas(Boxes(good), good)
+    with pytest.raises(ValueError, match=r"src_boxes and target_boxes must both be \(N, 4\), one target per source "
+                                         r"box, got \(2, 4\) and \(1, 4\)"):
+        t.get_deltas(good, good[:1])
 
 
 # ---------------------------------------------------------------- dense loss
@@ -117,5 +129,8 @@ def test_dense_iou_losses_on_decoded_boxes():
 
 
 def test_dense_unknown_loss_type():
-    with pytest.raises(ValueError, match="'smooth_l1', 'giou'"):
+    with pytest.raises(ValueError, match=r"dense_box_regression_loss: unknown box_reg_loss_type 'l2'; valid: "
+                                         r"'smooth_l1', 'giou', 'diou', 'ciou'"):
         _dense_box_regression_loss([Boxes(_ANCHORS)], _T, [_PRED], _GT, torch.tensor([[True, True]]), "l2")
+    with pytest.raises(ValueError, match=r"unknown box_reg_loss_type 'gio'.*Did you mean 'giou'"):
+        _dense_box_regression_loss([Boxes(_ANCHORS)], _T, [_PRED], _GT, torch.tensor([[True, True]]), "gio")

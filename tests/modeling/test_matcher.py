@@ -63,10 +63,14 @@ def test_single_threshold_roi_heads_style():
 @pytest.mark.parametrize(
     "thresholds, labels, msg",
     [
-        ([0.7, 0.3], [0, -1, 1], "non-decreasing"),
-        ([0.3, 0.7], [0, 1], "one more label"),
-        ([0.0, 0.7], [0, -1, 1], "above 0"),
-        ([0.5], [0, 2], "-1 \\(ignore\\)"),
+        ([0.7, 0.3], [0, -1, 1], r"Matcher\(thresholds=\[0.7, 0.3\]\): must be non-decreasing, but "
+                                 r"thresholds\[1\] = 0.3 is below thresholds\[0\] = 0.7"),
+        ([0.3, 0.7], [0, 1], r"Matcher\(thresholds=\[0.3, 0.7\], labels=\[0, 1\]\): needs one more label than "
+                             r"thresholds .* got 2 thresholds and 2 labels"),
+        ([0.0, 0.7], [0, -1, 1], r"Matcher\(thresholds=\[0.0, 0.7\]\): thresholds\[0\] = 0.0 must be above 0"),
+        ([], [0], r"Matcher\(thresholds=\[\]\): needs at least one threshold"),
+        ([0.5], [0, 2], r"Matcher\(labels=\[0, 2\]\): labels\[1\] = 2; each label must be -1 \(ignore\), "
+                        r"0 \(background\) or 1 \(foreground\)"),
     ],
 )
 def test_bad_construction(thresholds, labels, msg):
@@ -74,6 +78,16 @@ def test_bad_construction(thresholds, labels, msg):
         Matcher(thresholds, labels)
 
 
-def test_negative_quality_rejected():
-    with pytest.raises(ValueError, match=">= 0"):
-        Matcher([0.5], [0, 1])(torch.tensor([[-0.1, 0.5]]))
+def test_negative_or_nan_quality_rejected_naming_where():
+    with pytest.raises(ValueError, match=r"match_quality_matrix \(\(1, 2\): ground truths x predictions\) must be "
+                                         r">= 0 everywhere .* 1 values are negative or NaN, e.g. -0.5 at ground "
+                                         r"truth 0, prediction 0"):
+        Matcher([0.5], [0, 1])(torch.tensor([[-0.5, 0.5]]))
+    with pytest.raises(ValueError, match=r"2 values are negative or NaN, e.g. nan at ground truth 1, prediction 0"):
+        Matcher([0.5], [0, 1])(torch.tensor([[0.1, 0.5], [float("nan"), -1.0]]))
+
+
+def test_quality_matrix_must_be_2d():
+    with pytest.raises(ValueError, match=r"match_quality_matrix must be 2-d, \(M ground truths, N predictions\), "
+                                         r"got shape \(3,\)"):
+        Matcher([0.5], [0, 1])(torch.tensor([0.1, 0.5, 0.9]))

@@ -1,5 +1,6 @@
 """find_top_rpn_proposals and add_ground_truth_to_proposals on tiny hand-made inputs."""
 
+import logging
 import math
 
 import pytest
@@ -10,6 +11,7 @@ from framework.modeling.proposal_generator.proposal_utils import (
     find_top_rpn_proposals,
 )
 from framework.structures import Boxes, Instances
+from framework.utils.events import EventStorage
 
 
 def _top(proposals, logits, image_sizes=((100, 100),), *, nms=0.7, pre=1000, post=1000, min_size=0.0, training=False):
@@ -97,18 +99,49 @@ def test_images_are_independent():
 
 
 @pytest.mark.parametrize("bad", ["box", "score"])
-def test_non_finite_raises_in_training_and_is_dropped_at_test(bad):
+def test_non_finite_raises_in_training_and_is_dropped_at_test(bad, caplog):
     boxes = [_box(0), _box(1), _box(2)]
     logits = [3.0, 2.0, 1.0]
     if bad == "box":
         boxes[1] = [float("nan"), 0.0, 10.0, 10.0]
     else:
         logits[1] = float("inf")
-    with pytest.raises(FloatingPointError):
+    with pytest.raises(FloatingPointError, match=r"in training.*image 0 \(100x100\): 1 of 3 \(level 0: 1 of 3\)"):
         _top([boxes], [logits], training=True)
-    (res,) = _top([boxes], [logits], training=False)
+    with caplog.at_level(logging.WARNING, logger="framework.modeling.proposal_generator.proposal_utils"):
+        (res,) = _top([boxes], [logits], training=False)
     torch.testing.assert_close(res.proposal_boxes.tensor, torch.tensor([_box(0), _box(2)]))
     torch.testing.assert_close(res.objectness_logits, torch.tensor([3.0, 1.0]))
+    assert "left out 1 proposal candidates with NaN or infinite boxes or scores" in caplog.text
+
+
+def test_non_finite_candidates_are_counted_per_image_and_level_and_put_in_the_storage(caplog):
+    # 2 images, levels "p2" (3 candidates, pre_nms_topk keeps all) and "p3" (2 candidates).
+    # Image 0: one NaN box on p2, one -inf score on p3; image 1: all finite; image 2: a NaN score on p3.
+    nan, inf = float("nan"), float("inf")
+    p2 = torch.tensor([[_box(0), [nan, 0.0, 1.0, 1.0], _box(2)], [_box(0), _box(1), _box(2)], [_box(0), _box(1), _box(2)]])
+    p3 = torch.tensor([[_box(3), _box(4)], [_box(3), _box(4)], [_box(3), _box(4)]])
+    s2 = torch.tensor([[3.0, 2.5, 1.0], [3.0, 2.0, 1.0], [3.0, 2.0, 1.0]])
+    s3 = torch.tensor([[0.5, -inf], [0.5, 0.4], [nan, 0.4]])
+    with EventStorage() as storage, caplog.at_level(logging.WARNING):
+        results = find_top_rpn_proposals(
+            [p2, p3], [s2, s3], [(100, 100), (100, 100), (80, 120)], nms_thresh=0.7, pre_nms_topk=10,
+            post_nms_topk=10, min_box_size=0.0, training=False, level_names=["p2", "p3"],
+        )
+        assert storage.latest()["rpn/nonfinite_proposals"] == (3.0, 0)
+    assert [len(r) for r in results] == [3, 5, 4]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "RPN: left out 3 proposal candidates with NaN or infinite boxes or scores, in 2 of 3 images: "
+        "image 0 (100x100): 2 of 5 (p2: 1 of 3, p3: 1 of 2); image 2 (80x120): 1 of 5 (p3: 1 of 2)"
+    ]
+
+
+def test_finite_candidates_log_and_put_nothing(caplog):
+    with EventStorage() as storage, caplog.at_level(logging.WARNING):
+        _top([[_box(0), _box(1)]], [[2.0, 1.0]])
+        assert "rpn/nonfinite_proposals" not in storage.latest()
+    assert caplog.records == []
 
 
 # ---------------------------------------------------------------------------- add_ground_truth_to_proposals

@@ -159,7 +159,8 @@ def test_msra_init():
 
 @pytest.mark.parametrize("depth, tv_builder", [(18, torchvision.models.resnet18), (50, torchvision.models.resnet50)])
 def test_matches_torchvision_with_copied_weights(depth, tv_builder):
-    """Same architecture as torchvision (stride in the 3x3 conv): identical res5 features."""
+    """Same architecture as torchvision (stride in the 3x3 conv): the same res5 features, within 1e-5
+    of their largest value."""
     torch.manual_seed(0)
     tv = tv_builder(weights=None).eval()
     # Non-trivial norm statistics, so that a misplaced norm would show.

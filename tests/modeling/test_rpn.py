@@ -226,3 +226,19 @@ def test_training_needs_gt_and_returns_proposals_with_topk():
     (props,), _ = rpn(images, {"p2": torch.randn(1, 4, 2, 2)}, [_gt([0.0, 0, 32, 32])])
     assert len(props) == 2 and not props.objectness_logits.requires_grad
     assert props.image_size == (32, 32)
+
+
+def test_non_finite_proposals_are_named_by_feature_at_inference_and_raise_in_training(caplog):
+    # 2x2 map, one anchor per location: the logit of anchor (y=0, x=1) is NaN.
+    logits = torch.tensor([[[[2.0, float("nan")], [1.0, 0.5]]]])
+    rpn = _rpn(nms_thresh=1.0)
+    rpn.rpn_head = _FixedHead(logits, torch.zeros(1, 4, 2, 2))
+    images, features = ImageList(torch.zeros(1, 3, 32, 32), [(32, 32)]), {"p2": torch.zeros(1, 4, 2, 2)}
+    rpn.eval()
+    with caplog.at_level("WARNING"):
+        (props,), _ = rpn(images, features)
+    assert len(props) == 3
+    assert "image 0 (32x32): 1 of 4 (p2: 1 of 4)" in caplog.text
+    rpn.train()
+    with pytest.raises(FloatingPointError, match=r"image 0 \(32x32\): 1 of 4 \(p2: 1 of 4\)"):
+        rpn(images, features, [_gt([0.0, 0, 32, 32])])

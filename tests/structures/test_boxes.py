@@ -10,8 +10,13 @@ def test_construction_and_bad_shape():
     b = Boxes([[0, 0, 2, 2], [1, 1, 3, 3]])
     assert b.tensor.dtype == torch.float32 and len(b) == 2
     assert Boxes(torch.zeros(0)).tensor.shape == (0, 4)
-    with pytest.raises(ValueError, match=r"\(N, 4\).*\(2, 3\)"):
+    with pytest.raises(ValueError, match=r"Boxes\(tensor\): expected an \(N, 4\) tensor .* got shape \(2, 3\)"):
         Boxes(torch.zeros(2, 3))
+    with pytest.raises(TypeError, match=r"Boxes\(tensor\): expected an \(N, 4\) tensor or nested sequence of "
+                                        r"numbers, got list that torch cannot convert"):
+        Boxes([[0, 0, 1, 1], [0, 0, 1]])
+    with pytest.raises(TypeError, match=r"got str that torch cannot convert"):
+        Boxes("0 0 1 1")
 
 
 def test_area_centers_sides():
@@ -27,6 +32,12 @@ def test_indexing_and_cat():
     assert b[1].tensor.tolist() == [[1, 1, 2, 2]]
     assert b[torch.tensor([True, False, True])].tensor[:, 0].tolist() == [0.0, 2.0]
     assert b[torch.tensor([2, 0])].tensor[:, 0].tolist() == [2.0, 0.0]
+    with pytest.raises(IndexError, match=r"Boxes\[tensor\(1\)\] on 3 boxes gave a tensor of shape \(4,\), not rows "
+                                         r"of boxes: index with an int, a slice, an \(N,\) bool mask"):
+        b[torch.tensor(1)]
+    with pytest.raises(IndexError, match=r"Boxes\[\(slice\(None, None, None\), 0\)\] on 3 boxes gave a tensor of "
+                                         r"shape \(3,\).*use boxes.tensor\[...\] for single coordinates"):
+        b[:, 0]
     c = Boxes.cat([b[:1], b[2:]])
     assert c.tensor[:, 0].tolist() == [0.0, 2.0]
     assert len(Boxes.cat([])) == 0
@@ -47,9 +58,15 @@ def test_clip_nonempty_inside_scale():
     assert s.tensor.tolist() == [[2, 3, 4, 6]]
 
 
-def test_clip_rejects_nan():
-    with pytest.raises(FloatingPointError):
+def test_clip_rejects_nan_and_inf_naming_the_rows():
+    with pytest.raises(FloatingPointError, match=r"Boxes.clip: 1 of 1 boxes have NaN or infinite coordinates "
+                                                 r"\(rows 0; row 0 is \[0.0, 0.0, nan, 1.0\]\)"):
         Boxes([[0, 0, float("nan"), 1]]).clip((5, 5))
+    boxes = torch.zeros(8, 4)
+    boxes[[1, 3, 4, 5, 6, 7], 2] = float("inf")
+    with pytest.raises(FloatingPointError, match=r"6 of 8 boxes .* \(rows 1, 3, 4, 5, 6, \.\.\.; row 1 is "
+                                                 r"\[0.0, 0.0, inf, 0.0\]\); clip needs finite boxes"):
+        Boxes(boxes).clip((5, 5))
 
 
 def test_pairwise_iou():

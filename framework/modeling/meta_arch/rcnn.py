@@ -58,7 +58,10 @@ class GeneralizedRCNN(nn.Module):
             :func:`framework.layers.memory_format.channels_last_trains_faster` (a CPU with AVX-512:
             R50-FPN training step about 15%, the main job's step about 11% faster), else
             "inference" (on an AVX2 CPU the backward convolutions are slower in NHWC; CUDA is not
-            measured). The same losses, gradients and detections up to float rounding.
+            measured). The same losses, gradients and detections up to float rounding
+            (tests/modeling/test_rcnn_configs.py checks the losses to rtol 1e-4 and every gradient
+            to 1e-4 of its largest value; tests/checkpoint/test_regression_pin.py the detections
+            at the pin's tolerances).
         inference_amp: mixed precision at inference, as ``train.amp`` is for training: "bf16"
             (CPU or CUDA; fast on CPUs with AVX512_BF16 / AMX, emulated and slow on others) or
             "fp16" (CUDA) runs the backbone, RPN and RoI heads under ``torch.autocast``; scores,

@@ -209,4 +209,5 @@ class RPN(nn.Module):
             post_nms_topk=self.post_nms_topk[self.training],
             min_box_size=self.min_box_size,
             training=self.training,
+            level_names=self.in_features,
         )
