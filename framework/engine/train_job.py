@@ -139,9 +139,10 @@ def _visualization_data(cfg: DictConfig, data: Datasets) -> VisualizationData:
 
 def _load_gt(d: dict) -> tuple[torch.Tensor, Any]:
     """A dataset dict's image (RGB uint8) and its non-crowd ground truth at the original size."""
-    from framework.data.detection_utils import annotations_to_instances, read_image
+    from framework.data.detection_utils import annotations_to_instances, check_image_size, read_image
 
     image = read_image(d["file_name"], "RGB")
+    check_image_size(d, image)  # as the mapper does: a file of another size than its dict is a bad image
     annos = [a for a in d.get("annotations", []) if not a.get("iscrowd", 0)]
     return image, annotations_to_instances(annos, (image.shape[1], image.shape[2]))
 

@@ -48,3 +48,18 @@ def test_eval_only_needs_only_the_test_split(tmp_path):
     Checkpointer(build_model(cfg, resolve_device("cpu")), str(tmp_path)).save("w")
     run(compose(overrides + ["eval_only=true", f"weights={weights}"]), output_dir=tmp_path / "eval")
     assert "bbox/AP" in (tmp_path / "eval" / "metrics.json").read_text()
+
+
+@pytest.mark.parametrize("overrides, metric, available", [
+    (["model.roi_heads.mask_head=null", "hooks.best_checkpointer.metric=segm/AP"], "'segm/AP'", "bbox/AP, bbox/AP50"),
+    (["evaluators.coco.tasks=[bbox]", "hooks.best_checkpointer.metric=segm/AP"], "'segm/AP'", "bbox/AP, bbox/AP50"),
+    (["hooks.best_checkpointer.metric=segm/APx"], "'segm/APx'", "segm/AP, segm/AP50"),
+])
+def test_a_best_metric_no_evaluator_produces_fails_before_training(tmp_path, overrides, metric, available):
+    from framework.engine.run import run
+
+    with pytest.raises(ConfigError, match=rf"hooks\.best_checkpointer\.metric.*{metric} is not among the metrics the "
+                                          rf"configured evaluators produce.*Available: .*{available}"):
+        run(compose(["train.max_iter=2", "dataloader.train.num_workers=0", *overrides]), output_dir=tmp_path)
+    assert "Starting training" not in (tmp_path / "log.txt").read_text()
+    assert not list(tmp_path.glob("*.pth"))
