@@ -77,3 +77,18 @@ def test_strict_stops_before_training_naming_it(kind, tmp_path):
     assert len(named) == 2 and all(reason in line for line in named)  # the training and the test split
     assert not (run_dir / "last_checkpoint").exists()
     assert "Starting training" not in (run_dir / "log.txt").read_text()
+
+
+def test_eval_only_leaves_it_out_too(tmp_path):
+    from framework.checkpoint import Checkpointer
+    from framework.config.compose import compose
+    from framework.engine.builders import build_model, resolve_device
+    from framework.engine.run import run
+
+    data, victim = _set_with_one_bad_image(tmp_path / "data", "PNG truncated to half")
+    overrides = [*tiny_job(1), *data]
+    Checkpointer(build_model(compose(overrides), resolve_device("cpu")), str(tmp_path)).save("w")
+    metric = run(compose([*overrides, "eval_only=true", f"weights={tmp_path / 'w.pth'}"]), output_dir=tmp_path / "eval")
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metric == metrics["segm/AP"] and metrics["data/skipped_test_images"] == 1
+    assert victim in (tmp_path / "eval" / "log.txt").read_text()
