@@ -48,6 +48,7 @@ __all__ = [
     "RPN_HEADS",
     "ROI_HEADS",
     "BOX_HEADS",
+    "BOX_PREDICTORS",
     "MASK_HEADS",
     "ROI_POOLERS",
     "META_ARCHITECTURES",
@@ -256,6 +257,9 @@ RPN_HEADS = Registry("RPN_HEADS", "per-level objectness logits and anchor deltas
 PROPOSAL_GENERATORS = Registry("PROPOSAL_GENERATORS", "features -> proposals (+ losses in training)")
 ROI_POOLERS = Registry("ROI_POOLERS", "multi-level RoI feature pooling")
 BOX_HEADS = Registry("BOX_HEADS", "pooled RoI features -> box feature vector")
+BOX_PREDICTORS = Registry(
+    "BOX_PREDICTORS", "box feature -> class scores + box deltas, their losses and inference (Fast R-CNN outputs)"
+)
 MASK_HEADS = Registry("MASK_HEADS", "pooled RoI features -> per-class mask logits")
 ROI_HEADS = Registry("ROI_HEADS", "proposals + features -> detections (+ losses in training)")
 OPTIMIZERS = Registry("OPTIMIZERS", "model -> torch optimizer over its parameter groups", config_key="solver")
@@ -290,6 +294,7 @@ ALL_REGISTRIES: dict[str, Registry] = {
         ROI_HEADS,
         ROI_POOLERS,
         BOX_HEADS,
+        BOX_PREDICTORS,
         MASK_HEADS,
         OPTIMIZERS,
         LR_SCHEDULERS,

@@ -11,7 +11,7 @@ SMALL_IMAGES = ["input.train.min_size=[128]", "input.train.max_size=192",
                 "input.test.min_size=[128]", "input.test.max_size=192"]
 #: An untrained model keeps 100 near-random detections per image; 20 halve the evaluation's time
 #: (mask head, pasting, COCOeval) and still exercise all of it.
-FEW_DETECTIONS = ["model.roi_heads.test_detections_per_img=20"]
+FEW_DETECTIONS = ["model.roi_heads.box_predictor.test_detections_per_img=20"]
 
 
 def tiny_job(max_iter: int, *, warmup: int | None = None, lr_step: int | None = None, workers: int = 0) -> list[str]:

@@ -45,7 +45,7 @@ def load_run_config(run_dir: Union[str, os.PathLike], overrides: Sequence[str] =
     """The resolved ``config.yaml`` of a run directory, with ``key=value`` overrides applied.
 
     A run's config is already composed and resolved, so an override can only change a key it has
-    (e.g. ``model.roi_heads.test_score_thresh=0.3``, ``input.test.min_size=[320]``); a config
+    (e.g. ``model.roi_heads.box_predictor.test_score_thresh=0.3``, ``input.test.min_size=[320]``); a config
     group choice (``model=...``) needs a new composition (:meth:`Predictor.from_config`).
 
     Raises:
@@ -78,7 +78,7 @@ def _apply_overrides(cfg: DictConfig, overrides: Sequence[str], *, source: str) 
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except OverrideParseException as e:
         raise ConfigError(f"cannot parse overrides {list(overrides)} of {source} (each must be key=value, "
-                          f"e.g. model.roi_heads.test_score_thresh=0.3): {e}") from None
+                          f"e.g. model.roi_heads.box_predictor.test_score_thresh=0.3): {e}") from None
     missing = object()
     for o in parsed:
         key = o.key_or_group

@@ -13,7 +13,7 @@ from ckpt_helpers import build, caffe2_name
 
 from framework.checkpoint import Checkpointer, load_weights
 
-QUICK = ("model=mask_rcnn_R_18_FPN_quick", "model.roi_heads.test_score_thresh=0.0")
+QUICK = ("model=mask_rcnn_R_18_FPN_quick", "model.roi_heads.box_predictor.test_score_thresh=0.0")
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "convert_checkpoint.py"
 
 

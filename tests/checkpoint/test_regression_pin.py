@@ -34,8 +34,8 @@ IMAGES = ("000000005001.jpg", "000000025603.jpg")
 OVERRIDES = [
     "model=mask_rcnn_R_50_FPN",
     "dataset=coco",
-    "model.roi_heads.test_score_thresh=0.01",
-    "model.roi_heads.test_detections_per_img=40",
+    "model.roi_heads.box_predictor.test_score_thresh=0.01",
+    "model.roi_heads.box_predictor.test_detections_per_img=40",
     "model.rpn.post_nms_topk_test=500",
 ]
 MIN_SIZE = 512

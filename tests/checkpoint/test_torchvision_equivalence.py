@@ -76,7 +76,7 @@ def _our_model(name: str, weights: Path, *, resize_in_model: bool):
         f"model={name}",
         "dataset.num_classes=90",
         "model.backbone.bottom_up.norm_eps=1e-5",  # torchvision's eps for models built without COCO weights
-        "model.roi_heads.test_score_thresh=0.0",
+        "model.roi_heads.box_predictor.test_score_thresh=0.0",
         "model.channels_last=never",  # NCHW as torchvision: the same convolution algorithms
     ]
     if resize_in_model:

@@ -20,8 +20,8 @@ def test_schema_has_signature_defaults_and_hydra_defaults_list():
     cfg = OmegaConf.structured(schema_for(StandardROIHeads, "StandardROIHeads"))
     assert cfg.name == "StandardROIHeads"
     assert cfg.batch_size_per_image == 512 and cfg.positive_fraction == 0.25
-    assert list(cfg.bbox_reg_weights) == [10.0, 10.0, 5.0, 5.0]
-    assert cfg.mask_head is None
+    assert cfg.mask_head is None and "bbox_reg_weights" not in cfg  # the box predictor's knob, not its parent's
     # nested components are chosen by config groups, named after the knob
     assert {"box_head": "FastRCNNConvFCHead"} in list(cfg.defaults)
+    assert {"box_predictor": "FastRCNNOutputLayers"} in list(cfg.defaults)
     assert {"mask_head": None} in list(cfg.defaults)

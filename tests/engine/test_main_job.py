@@ -129,7 +129,7 @@ def test_coco_tiny_trains_and_evaluates_like_cocoeval(tmp_path, coco_tiny):
         "dataset.num_classes=80",
         "train.max_iter=3",
         "lr_scheduler.steps=[]",
-        "model.roi_heads.test_score_thresh=0.0",  # an untrained model still gives detections to score
+        "model.roi_heads.box_predictor.test_score_thresh=0.0",  # an untrained model still gives detections to score
     ])
     run(cfg, output_dir=tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())

@@ -147,8 +147,8 @@ def test_checkpoint_choice(run_dir, tmp_path, dataset_dicts):
 
 
 def test_overrides_change_the_run_config(run_dir):
-    cfg = load_run_config(run_dir, ["input.test.min_size=[160]", "model.roi_heads.test_score_thresh=0.3"])
-    assert list(cfg.input.test.min_size) == [160] and cfg.model.roi_heads.test_score_thresh == 0.3
+    cfg = load_run_config(run_dir, ["input.test.min_size=[160]", "model.roi_heads.box_predictor.test_score_thresh=0.3"])
+    assert list(cfg.input.test.min_size) == [160] and cfg.model.roi_heads.box_predictor.test_score_thresh == 0.3
     assert cfg.input.test.max_size == 400  # the rest is the run's
 
 
@@ -176,7 +176,7 @@ def test_override_errors(run_dir):
     with pytest.raises(ConfigError, match=r"only plain key=value"):
         load_run_config(run_dir, ["seed=1,2"])
     with pytest.raises(ConfigError, match=r"cannot parse overrides \['seed=\[1'\] of .*config\.yaml \(each must be "
-                                          r"key=value, e\.g\. model\.roi_heads\.test_score_thresh=0\.3\): "):
+                                          r"key=value, e\.g\. model\.roi_heads\.box_predictor\.test_score_thresh=0\.3\): "):
         load_run_config(run_dir, ["seed=[1"])
 
 

@@ -6,16 +6,12 @@ import pytest
 import torch
 
 from framework.layers import ShapeSpec
-from framework.modeling.box_regression import Box2BoxTransform
 from framework.modeling.roi_heads import FastRCNNOutputLayers, fast_rcnn_inference
 from framework.structures import Boxes, Instances
 
-B2B = Box2BoxTransform(weights=(10.0, 10.0, 5.0, 5.0))
-
-
 def _predictor(num_classes=2, agnostic=False, **kw):
     shape = ShapeSpec(channels=8, height=2, width=2)
-    return FastRCNNOutputLayers(shape, num_classes, box2box_transform=B2B, cls_agnostic_bbox_reg=agnostic, **kw)
+    return FastRCNNOutputLayers(shape, num_classes, cls_agnostic_bbox_reg=agnostic, **kw)
 
 
 def test_layer_shapes_and_forward_flattens():
@@ -198,7 +194,7 @@ def test_inference_drops_non_finite_rows_and_handles_several_images():
 
 
 def test_predictor_inference_end_to_end():
-    p = _predictor(test_score_thresh=0.35, test_topk_per_image=5)
+    p = _predictor(test_score_thresh=0.35, test_detections_per_img=5)
     props = [Instances((40, 40), proposal_boxes=Boxes(torch.tensor([[0.0, 0, 10, 10]])))]
     scores = torch.tensor([[math.log(6.0), math.log(3.0), 0.0]])  # softmax = [0.6, 0.3, 0.1]
     deltas = torch.zeros(1, 8)
@@ -229,3 +225,42 @@ def test_box_head_fc_outputs_seen_by_forward_hooks_are_not_overwritten_by_the_re
     for name, (given, copy) in seen.items():
         assert torch.equal(given, copy) and (copy < 0).any(), name
     assert torch.equal(out, seen["fc2"][1].relu())
+
+
+def test_every_knob_is_reachable_from_the_config():
+    from framework.config.compose import compose
+    from framework.registry import META_ARCHITECTURES
+
+    cfg = compose(["model.roi_heads.box_predictor.loss_weight_cls=2.0", "model.roi_heads.box_predictor.loss_weight_box_reg=0.5",
+                   "model.roi_heads.box_predictor.bbox_reg_weights=[20,20,10,10]",
+                   "model.roi_heads.box_predictor.test_detections_per_img=7"])
+    with torch.device("meta"):
+        predictor = META_ARCHITECTURES.build(cfg.model, path="model").roi_heads.box_predictor
+    assert predictor.loss_weight == {"loss_cls": 2.0, "loss_box_reg": 0.5}
+    assert predictor.box2box_transform.weights == (20, 20, 10, 10) and predictor.test_detections_per_img == 7
+    default = _predictor()
+    assert default.box2box_transform.weights == (10.0, 10.0, 5.0, 5.0) and default.loss_weight == {
+        "loss_cls": 1.0, "loss_box_reg": 1.0}
+    torchvision = compose(["model=mask_rcnn_R_50_FPN_torchvision"]).model.roi_heads.box_predictor
+    assert (torchvision.smooth_l1_beta, torchvision.test_min_box_size) == (1 / 9, 0.01)
+
+
+def test_a_registered_box_predictor_replaces_the_default():
+    from framework.config.compose import compose
+    from framework.registry import BOX_PREDICTORS, META_ARCHITECTURES
+
+    @BOX_PREDICTORS.register("HalfClsLossOutputLayers_test")
+    class HalfClsLoss(FastRCNNOutputLayers):
+        def losses(self, predictions, proposals):
+            out = super().losses(predictions, proposals)
+            return {**out, "loss_cls": out["loss_cls"] * 0.5}
+
+    try:
+        model_cfg = compose([]).model
+        model_cfg.roi_heads.box_predictor = {"name": "HalfClsLossOutputLayers_test", "test_score_thresh": 0.2}
+        with torch.device("meta"):
+            predictor = META_ARCHITECTURES.build(model_cfg, path="model").roi_heads.box_predictor
+        assert type(predictor) is HalfClsLoss and predictor.test_score_thresh == 0.2
+        assert predictor.cls_score.weight.shape[0] == 5  # the RoI heads gave it num_classes (4) and the head's shape
+    finally:
+        BOX_PREDICTORS._obj_map.pop("HalfClsLossOutputLayers_test")

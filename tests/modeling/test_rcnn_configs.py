@@ -43,7 +43,7 @@ def test_r50_fpn_presets_train_step_and_inference(preset, masks):
     torch.manual_seed(0)
     # Without pretrained weights a FrozenBN ResNet's activations explode and saturate the softmax;
     # GroupNorm keeps a randomly initialised model's scores informative enough to give detections.
-    cfg = compose([f"model={preset}", "model.roi_heads.num_classes=3", "model.roi_heads.test_score_thresh=0.0",
+    cfg = compose([f"model={preset}", "model.roi_heads.num_classes=3", "model.roi_heads.box_predictor.test_score_thresh=0.0",
                    "model.backbone.bottom_up.norm=GN"])
     model = META_ARCHITECTURES.build(cfg.model, path="model")
     assert model.roi_heads.mask_on == masks
@@ -75,7 +75,7 @@ def test_r50_fpn_presets_train_step_and_inference(preset, masks):
 def test_r50_fpn_mask_rcnn_inference_on_a_full_size_image():
     torch.manual_seed(0)
     cfg = compose(["model=mask_rcnn_R_50_FPN", "dataset=coco", "model.backbone.bottom_up.norm=GN",
-                   "model.roi_heads.test_score_thresh=0.0"])
+                   "model.roi_heads.box_predictor.test_score_thresh=0.0"])
     model = META_ARCHITECTURES.build(cfg.model, path="model")
     model.eval()
     with torch.no_grad():
@@ -91,7 +91,7 @@ def test_r50_fpn_mask_rcnn_inference_on_a_full_size_image():
 def test_test_resize_runs_inside_the_model_and_maps_outputs_back():
     torch.manual_seed(0)
     cfg = compose(["model=mask_rcnn_R_50_FPN_torchvision", "model.roi_heads.num_classes=3", "model.test_resize=[64,100]",
-                   "model.roi_heads.test_score_thresh=0.0", "model.backbone.bottom_up.norm=GN"])
+                   "model.roi_heads.box_predictor.test_score_thresh=0.0", "model.backbone.bottom_up.norm=GN"])
     model = META_ARCHITECTURES.build(cfg.model, path="model").eval()
     x = {"image": (torch.rand(3, 96, 128) * 255).to(torch.uint8)}  # no height/width: outputs at the given size
     images = model.preprocess_image([x])
@@ -110,7 +110,7 @@ def test_test_resize_runs_inside_the_model_and_maps_outputs_back():
 def test_bf16_inference_amp_gives_float32_detections_close_to_fp32():
     torch.manual_seed(0)
     cfg = compose(["model=mask_rcnn_R_18_FPN_quick", "model.roi_heads.num_classes=3",
-                   "model.roi_heads.test_score_thresh=0.0", "model.roi_heads.test_detections_per_img=20"])
+                   "model.roi_heads.box_predictor.test_score_thresh=0.0", "model.roi_heads.box_predictor.test_detections_per_img=20"])
     model = META_ARCHITECTURES.build(cfg.model, path="model").eval()
     x = _inputs(128, 160, train=False)
     with torch.no_grad():

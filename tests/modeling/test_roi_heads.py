@@ -166,8 +166,7 @@ def test_training_forward_returns_box_and_mask_losses():
 def test_inference_forward_detections_with_masks():
     heads = _heads(
         mask_head={"name": "MaskRCNNConvUpsampleHead", "num_conv": 1, "conv_dim": 4},
-        test_score_thresh=0.0,
-        test_detections_per_img=4,
+        box_predictor={"name": "FastRCNNOutputLayers", "test_score_thresh": 0.0, "test_detections_per_img": 4},
     )
     heads.eval()
     images = ImageList(torch.zeros(2, 3, 100, 100), [(100, 100), (100, 90)])
@@ -189,7 +188,8 @@ def test_inference_forward_detections_with_masks():
 
 def test_channels_last_features_pool_in_nchw_and_run_the_mask_head_in_channels_last():
     heads = _heads(mask_head={"name": "MaskRCNNConvUpsampleHead", "num_conv": 1, "conv_dim": 4},
-                   test_score_thresh=0.0, test_detections_per_img=4).eval()
+                   box_predictor={"name": "FastRCNNOutputLayers", "test_score_thresh": 0.0,
+                                  "test_detections_per_img": 4}).eval()
     images = ImageList(torch.zeros(1, 3, 100, 100), [(100, 100)])
     seen = []
     heads.mask_head.register_forward_pre_hook(lambda m, args: seen.append(args[0]))

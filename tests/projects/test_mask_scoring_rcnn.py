@@ -31,7 +31,7 @@ SHORT_JOB = ["train.max_iter=2", "lr_scheduler.steps=[]", "lr_scheduler.warmup_i
              "dataloader.test.num_workers=0"]
 #: Cheaper evaluation of the 50 validation images (fewer proposals and detections, smaller images).
 SMALL_EVAL = ["input.train.max_size=192", "input.test.max_size=192", "model.rpn.post_nms_topk_test=50",
-              "model.roi_heads.test_detections_per_img=20"]
+              "model.roi_heads.box_predictor.test_detections_per_img=20"]
 
 
 # ---------------------------------------------------------------------------- targets

@@ -22,7 +22,7 @@ from projects.torchvision_backbone.stages import map_stride
 SHORT_JOB = ["train.max_iter=2", "lr_scheduler.steps=[]", "lr_scheduler.warmup_iters=1",
              "input.train.min_size=[128]", "input.test.min_size=[128]", "dataloader.train.num_workers=0",
              "dataloader.test.num_workers=0", "model.rpn.post_nms_topk_test=50",
-             "model.roi_heads.test_detections_per_img=20"]
+             "model.roi_heads.box_predictor.test_detections_per_img=20"]
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,7 @@ from framework.layers import ShapeSpec
 from framework.layers.parallel_ops import batched_nms
 from framework.modeling.box_regression import Box2BoxTransform, dense_box_regression_loss
 from framework.structures import Boxes, Instances
+from framework.registry import BOX_PREDICTORS
 from framework.utils.events import put_scalars
 
 __all__ = ["FastRCNNOutputLayers", "fast_rcnn_inference"]
@@ -71,10 +72,21 @@ def _inference_single_image(boxes, scores, image_shape, score_thresh, nms_thresh
     return result, inds[keep, 0]
 
 
+@BOX_PREDICTORS.register()
 class FastRCNNOutputLayers(nn.Module):
-    """Two linear layers on the box-head feature: ``cls_score`` (K+1) and ``bbox_pred`` (K*4 or 4).
+    """Two linear layers on the box-head feature: ``cls_score`` (K+1) and ``bbox_pred`` (K*4 or 4);
+    their losses (softmax cross-entropy, box regression) and inference (decode, score threshold,
+    per-class NMS, top detections). Input (R, D) -> scores (R, K+1), deltas (R, K*4).
 
-    Built by the RoI heads (its knobs are theirs). Input (R, D) -> scores (R, K+1), deltas (R, K*4).
+    Runtime args (from the RoI heads): input_shape: the box head's output; num_classes: K.
+    Knobs (defaults: detectron2's):
+        bbox_reg_weights: (wx, wy, ww, wh) of the box coding (:class:`Box2BoxTransform`).
+        cls_agnostic_bbox_reg: one box per RoI instead of one per class.
+        smooth_l1_beta, box_reg_loss_type: the regression loss ("smooth_l1" with beta 0 is L1).
+        loss_weight_cls, loss_weight_box_reg: multipliers of ``loss_cls`` and ``loss_box_reg``.
+        test_score_thresh, test_nms_thresh, test_detections_per_img: inference filtering.
+        test_min_box_size: drop detections with a side shorter than this (pixels) before NMS
+            (0 = keep all, detectron2; torchvision uses 0.01).
     """
 
     def __init__(
@@ -82,16 +94,16 @@ class FastRCNNOutputLayers(nn.Module):
         input_shape: ShapeSpec,
         num_classes: int,
         *,
-        box2box_transform: Box2BoxTransform,
+        bbox_reg_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
         cls_agnostic_bbox_reg: bool = False,
         smooth_l1_beta: float = 0.0,
         box_reg_loss_type: Literal["smooth_l1", "giou", "diou", "ciou"] = "smooth_l1",
-        test_score_thresh: float = 0.05,
-        test_nms_thresh: float = 0.5,
-        test_topk_per_image: int = 100,
-        test_min_box_size: float = 0.0,
         loss_weight_cls: float = 1.0,
         loss_weight_box_reg: float = 1.0,
+        test_score_thresh: float = 0.05,
+        test_nms_thresh: float = 0.5,
+        test_detections_per_img: int = 100,
+        test_min_box_size: float = 0.0,
     ):
         super().__init__()
         input_size = input_shape.channels * (input_shape.height or 1) * (input_shape.width or 1)
@@ -102,12 +114,12 @@ class FastRCNNOutputLayers(nn.Module):
         nn.init.normal_(self.bbox_pred.weight, std=0.001)
         for layer in (self.cls_score, self.bbox_pred):
             nn.init.constant_(layer.bias, 0)
-        self.box2box_transform = box2box_transform
+        self.box2box_transform = Box2BoxTransform(weights=tuple(bbox_reg_weights))
         self.smooth_l1_beta = smooth_l1_beta
         self.box_reg_loss_type = box_reg_loss_type
         self.test_score_thresh = test_score_thresh
         self.test_nms_thresh = test_nms_thresh
-        self.test_topk_per_image = test_topk_per_image
+        self.test_detections_per_img = test_detections_per_img
         self.test_min_box_size = test_min_box_size
         self.loss_weight = {"loss_cls": loss_weight_cls, "loss_box_reg": loss_weight_box_reg}
 
@@ -186,6 +198,6 @@ class FastRCNNOutputLayers(nn.Module):
             [p.image_size for p in proposals],
             score_thresh=self.test_score_thresh,
             nms_thresh=self.test_nms_thresh,
-            topk_per_image=self.test_topk_per_image,
+            topk_per_image=self.test_detections_per_img,
             min_box_size=self.test_min_box_size,
         )

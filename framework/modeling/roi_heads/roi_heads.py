@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import torch
 from torch import nn
 
 from framework.layers import ShapeSpec, check_feature_names
-from framework.modeling.box_regression import Box2BoxTransform
 from framework.modeling.matcher import Matcher
 from framework.modeling.proposal_generator.proposal_utils import add_ground_truth_to_proposals
-from framework.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 from framework.modeling.sampling import subsample_labels
-from framework.registry import BOX_HEADS, MASK_HEADS, ROI_HEADS, ROI_POOLERS, Spec
+from framework.registry import BOX_HEADS, BOX_PREDICTORS, MASK_HEADS, ROI_HEADS, ROI_POOLERS, Spec
 from framework.structures import ImageList, Instances, pairwise_iou
 from framework.utils.events import put_scalars
 
@@ -38,10 +36,9 @@ class StandardROIHeads(nn.Module):
         iou_thresholds, iou_labels: proposal/gt matching (IoU >= 0.5 foreground).
         proposal_append_gt: add gt boxes to the proposals in training.
         box_pooler, box_pooler_resolution, box_head: the box branch's pooler and head.
-        bbox_reg_weights, cls_agnostic_bbox_reg, smooth_l1_beta, box_reg_loss_type: box regression.
-        test_score_thresh, test_nms_thresh, test_detections_per_img: inference filtering.
-        test_min_box_size: drop detections with a side shorter than this (pixels) before NMS
-            (0 = keep all, detectron2; torchvision uses 0.01).
+        box_predictor: class scores and box deltas from the box head's feature, their losses and
+            inference (a BOX_PREDICTORS component with its own knobs: box coding, regression loss,
+            loss weights, test-time thresholds; ``model.roi_heads.box_predictor.test_score_thresh``).
         mask_head, mask_pooler, mask_pooler_resolution, mask_in_features: the mask branch
             (``mask_head: null`` gives Faster R-CNN).
     """
@@ -60,14 +57,7 @@ class StandardROIHeads(nn.Module):
         box_pooler: Spec[ROI_POOLERS] = "ROIAlignV2",
         box_pooler_resolution: int = 7,
         box_head: Spec[BOX_HEADS] = "FastRCNNConvFCHead",
-        bbox_reg_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
-        cls_agnostic_bbox_reg: bool = False,
-        smooth_l1_beta: float = 0.0,
-        box_reg_loss_type: Literal["smooth_l1", "giou", "diou", "ciou"] = "smooth_l1",
-        test_score_thresh: float = 0.05,
-        test_nms_thresh: float = 0.5,
-        test_detections_per_img: int = 100,
-        test_min_box_size: float = 0.0,
+        box_predictor: Spec[BOX_PREDICTORS] = "FastRCNNOutputLayers",
         mask_head: Optional[Spec[MASK_HEADS]] = None,
         mask_pooler: Spec[ROI_POOLERS] = "ROIAlignV2",
         mask_pooler_resolution: int = 14,
@@ -87,17 +77,8 @@ class StandardROIHeads(nn.Module):
         self.box_head = BOX_HEADS.build(
             box_head, input_shape=ShapeSpec(channels=channels, height=box_pooler_resolution, width=box_pooler_resolution)
         )
-        self.box_predictor = FastRCNNOutputLayers(
-            self.box_head.output_shape,
-            num_classes,
-            box2box_transform=Box2BoxTransform(weights=tuple(bbox_reg_weights)),
-            cls_agnostic_bbox_reg=cls_agnostic_bbox_reg,
-            smooth_l1_beta=smooth_l1_beta,
-            box_reg_loss_type=box_reg_loss_type,
-            test_score_thresh=test_score_thresh,
-            test_nms_thresh=test_nms_thresh,
-            test_topk_per_image=test_detections_per_img,
-            test_min_box_size=test_min_box_size,
+        self.box_predictor = BOX_PREDICTORS.build(
+            box_predictor, input_shape=self.box_head.output_shape, num_classes=num_classes
         )
 
         self.mask_on = mask_head is not None
