@@ -103,7 +103,8 @@ class Trainer:
             the batch of the first iteration this trainer runs (see :meth:`load_state_dict`).
         optimizer: e.g. from :func:`framework.engine.optim.build_optimizer`.
         checkpointer: a :class:`framework.checkpoint.Checkpointer`; the trainer adds its own state
-            to it as ``trainer`` (iteration, seed, hook states), so every checkpoint can resume.
+            to it as ``trainer`` (iteration, seed, hook states), and the optimizer when it lacks one,
+            so every checkpoint can resume (give it the LR scheduler, which the trainer does not know).
         max_iter: number of steps of the full training.
         hooks: ``{key: hook}`` run in the mapping's order (what :func:`framework.engine.hooks.build_hooks`
             returns: sorted by priority, config overrides included), or a sequence of hooks, run by
@@ -167,7 +168,9 @@ class Trainer:
         self._data_iter: Any = None
 
         if checkpointer is not None:
-            checkpointer.add_checkpointable("trainer", self)
+            for key, obj in (("optimizer", optimizer), ("trainer", self)):
+                if key not in checkpointer.checkpointables:
+                    checkpointer.add_checkpointable(key, obj)
 
     # ------------------------------------------------------------------ hooks
     @property

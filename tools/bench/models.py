@@ -66,7 +66,7 @@ def our_mask_rcnn(torchvision_model, folder: Path, device, test_size: tuple[int,
         "experiment=torchvision_R_50_FPN_coco",
         "dataset.num_classes=90",
         "model.backbone.bottom_up.norm_eps=1e-5",  # torchvision's BatchNorm eps when built without COCO weights
-        "model.roi_heads.test_score_thresh=0.0",
+        "model.roi_heads.box_predictor.test_score_thresh=0.0",
         f"model.test_resize=[{test_size[0]},{test_size[1]}]",
     ])
     path = folder / "maskrcnn_resnet50_fpn_seed0.pth"
