@@ -9,9 +9,9 @@ One step (:meth:`Trainer.run_step`)::
     hooks.after_backward()
     clip gradients (optional); optimizer.step()
 
-Hooks run around each step (:mod:`framework.engine.hooks.base` says what they may rely on); one
-of them reporting evaluation metrics makes every hook's ``after_eval`` run, and ``train()``
-returns the last metrics reported.
+Hooks run around each step (:mod:`framework.engine.hooks.base` says what they may rely on); a
+hook that evaluates does it through ``loop.evaluate``, which frames it with every hook's
+``before_eval`` / ``after_eval``, and ``train()`` returns the last metrics.
 
 The trainer does not know about the model: any ``nn.Module`` that, in train mode, takes a list of
 per-image dicts and returns a dict of scalar loss tensors (named ``loss_*``) works.
@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, Optional
+from typing import Any, Callable, Literal, Optional
 
 import numpy as np
 import torch
@@ -182,10 +182,21 @@ class Trainer:
         for h in self._hooks.values():
             getattr(h, method)(self._loop, *args)
 
-    def _metrics_reported(self, iteration: int, metrics: dict[str, float]) -> None:
+    def _run_evaluation(self, iteration: int, evaluate: Callable[[], Mapping[str, float]]) -> dict[str, float]:
+        self._call_hooks("before_eval", iteration)
+        results = evaluate()
+        if not isinstance(results, Mapping):
+            raise TypeError(f"an evaluation must return a flat dict of metrics, got {type(results).__name__}")
+        metrics: dict[str, float] = {}
+        for k, v in results.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise TypeError(f"an evaluation must return a flat dict of numbers; got {k!r}: {v!r}")
+            metrics[str(k)] = float(v)
         if metrics:
             self._metrics = dict(metrics)
-        self._call_hooks("after_eval", iteration, metrics)
+        for h in reversed(self._hooks.values()):
+            h.after_eval(self._loop, iteration, metrics)
+        return metrics
 
     # ------------------------------------------------------------------ loop
     def train(self, start_iter: Optional[int] = None, max_iter: Optional[int] = None) -> dict[str, float]:
@@ -203,7 +214,7 @@ class Trainer:
         self.model.train()
         with EventStorage(start_iter) as self.storage:
             self._loop = loop = TrainLoop(start_iter=start_iter, max_iter=self.max_iter, storage=self.storage,
-                                          on_metrics=self._metrics_reported)
+                                          run_evaluation=self._run_evaluation)
             try:
                 self._call_hooks("before_train")
                 for self.iter in range(start_iter, self.max_iter):

@@ -116,22 +116,29 @@ def test_after_train_runs_after_an_exception():
     assert log[-1] == ("R", "after_train", 1)
 
 
-def test_reported_metrics_reach_every_hook_and_train_returns_the_last():
+def test_an_evaluation_is_framed_by_every_hook_and_train_returns_the_last():
     log: list = []
 
-    class Reporter(Hook):
+    class Evaluator(Hook):
         priority = Priority.BELOW_NORMAL
 
         def after_step(self, loop):
-            loop.report_metrics(loop.iter, {"bbox/AP": float(loop.iter)})
+            assert loop.evaluate(loop.iter, lambda: {"bbox/AP": float(loop.iter)}) == {"bbox/AP": float(loop.iter)}
 
-    trainer = make_trainer(hooks=[Recorder("early", log, 0), Reporter(), Recorder("late", log, 90)], max_iter=2)
+    class Framing(Recorder):
+        def before_eval(self, loop, iteration):
+            self.log.append((self.tag, "before_eval", iteration))
+
+    trainer = make_trainer(hooks=[Framing("early", log, 0), Evaluator(), Framing("late", log, 90)], max_iter=2)
     assert trainer.train() == {"bbox/AP": 1.0}
-    evals = [e for e in log if e[1] == "after_eval"]
-    # both listeners, in priority order, while the reporting hook runs (before "late"'s after_step)
-    assert evals == [("early", "after_eval", 0, {"bbox/AP": 0.0}), ("late", "after_eval", 0, {"bbox/AP": 0.0}),
-                     ("early", "after_eval", 1, {"bbox/AP": 1.0}), ("late", "after_eval", 1, {"bbox/AP": 1.0})]
-    assert log.index(("late", "after_eval", 0, {"bbox/AP": 0.0})) < log.index(("late", "after_step", 0))
+    evals = [e for e in log if "eval" in e[1]]
+    # before_eval in priority order, after_eval in reverse (the first to prepare is the last to see
+    # the result), all while the evaluating hook runs (before "late"'s after_step)
+    assert evals[:4] == [("early", "before_eval", 0), ("late", "before_eval", 0),
+                         ("late", "after_eval", 0, {"bbox/AP": 0.0}), ("early", "after_eval", 0, {"bbox/AP": 0.0})]
+    assert evals[4:] == [("early", "before_eval", 1), ("late", "before_eval", 1),
+                         ("late", "after_eval", 1, {"bbox/AP": 1.0}), ("early", "after_eval", 1, {"bbox/AP": 1.0})]
+    assert log.index(("early", "after_eval", 0, {"bbox/AP": 0.0})) < log.index(("late", "after_step", 0))
     assert make_trainer(max_iter=1).train() == {}  # no evaluation: nothing to return
 
 
@@ -285,8 +292,10 @@ def test_eval_hook_only_at_end_and_not_after_failure():
 def test_eval_hook_errors():
     with pytest.raises(TypeError, match="'bbox/AP': 'high'"):
         make_trainer(hooks=[EvalHook(lambda: {"bbox/AP": "high"})]).train()
-    with pytest.raises(TypeError, match="flat dict"):
+    with pytest.raises(TypeError, match="flat dict of numbers; got 'bbox'"):
         make_trainer(hooks=[EvalHook(lambda: {"bbox": {"AP": 1.0}})]).train()
+    with pytest.raises(TypeError, match="flat dict of metrics, got list"):
+        make_trainer(hooks=[EvalHook(lambda: [1.0])]).train()
 
 
 def test_best_checkpointer_max(tmp_path):

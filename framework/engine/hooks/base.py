@@ -9,7 +9,10 @@ The trainer calls every hook at fixed points of the loop, in priority order::
         after_step(loop)
     after_train(loop)      # also after an exception; loop.iter == max_iter only on success
 
-    after_eval(loop, iteration, metrics)   # on every hook, whenever a hook reports metrics
+    loop.evaluate(iteration, evaluate) -> metrics      # a hook evaluates (EvalHook):
+        before_eval(loop, iteration)                   #   every hook, in priority order
+        metrics = evaluate()
+        after_eval(loop, iteration, metrics)           #   every hook, in reverse priority order
 
 What a hook may rely on, in full:
 
@@ -21,7 +24,7 @@ What a hook may rely on, in full:
   beforehand), ``vis_data`` (:class:`~framework.engine.hooks.visualization.VisualizationData`)
   and ``output_dir``. Parameters after the ``*`` are its knobs (the config schema).
 * the :class:`TrainLoop` passed to each call: ``iter``, ``start_iter``, ``max_iter``, ``storage``
-  and :meth:`TrainLoop.report_metrics`.
+  and :meth:`TrainLoop.evaluate`.
 
 Nothing else: a hook never reads or writes the trainer, and the trainer knows hooks only through
 this class.
@@ -91,19 +94,22 @@ class TrainLoop:
         start_iter: int,
         max_iter: int,
         storage: "EventStorage",
-        on_metrics: Callable[[int, dict[str, float]], None],
+        run_evaluation: Callable[[int, Callable[[], Mapping[str, float]]], dict[str, float]],
     ) -> None:
         self.iter = start_iter
         self.start_iter = start_iter
         self.max_iter = max_iter
         self.storage = storage
-        self._on_metrics = on_metrics
+        self._run_evaluation = run_evaluation
 
-    def report_metrics(self, iteration: int, metrics: Mapping[str, float]) -> None:
-        """Announce the flat metrics of an evaluation (``{"segm/AP": 35.2, ...}``) of the model
-        after ``iteration``: every hook's :meth:`Hook.after_eval` runs now, in priority order, and
-        the last report is what ``Trainer.train()`` returns."""
-        self._on_metrics(int(iteration), {str(k): float(v) for k, v in metrics.items()})
+    def evaluate(self, iteration: int, evaluate: Callable[[], Mapping[str, float]]) -> dict[str, float]:
+        """Evaluate the model after step ``iteration`` with ``evaluate`` (``() -> {"segm/AP": ...}``,
+        flat metrics; ``{}`` on processes other than the main one), framed by every hook's
+        :meth:`Hook.before_eval` (in priority order) and :meth:`Hook.after_eval` (in reverse order,
+        so that a hook that changes the model for the evaluation, as ModelEMA does, restores it
+        after every other hook saw the result). The last metrics are what ``Trainer.train()``
+        returns. Returns the metrics."""
+        return self._run_evaluation(int(iteration), evaluate)
 
 
 class Hook:
@@ -133,9 +139,12 @@ class Hook:
     def after_step(self, loop: TrainLoop) -> None:
         """Called after each step (the optimizer has stepped; ``loop.iter`` is the step done)."""
 
+    def before_eval(self, loop: TrainLoop, iteration: int) -> None:
+        """Called before an evaluation of the model after step ``iteration`` (see :meth:`TrainLoop.evaluate`)."""
+
     def after_eval(self, loop: TrainLoop, iteration: int, metrics: Mapping[str, float]) -> None:
-        """Called when a hook reported evaluation metrics (flat: ``{"bbox/AP": 38.1}``) of the
-        model after step ``iteration``; on processes other than the main one ``metrics`` is empty."""
+        """Called after an evaluation of the model after step ``iteration``, with its flat metrics
+        (``{"bbox/AP": 38.1}``; empty on processes other than the main one), in reverse priority order."""
 
     def state_dict(self) -> dict[str, Any]:
         """State to checkpoint (e.g. the best metric so far); empty for stateless hooks."""

@@ -17,10 +17,11 @@ logger = logging.getLogger(__name__)
 
 @HOOKS.register()
 class EvalHook(Hook):
-    """Evaluate every ``period`` steps and after the last one; report the metrics to the loop.
+    """Evaluate every ``period`` steps and after the last one, through the loop.
 
-    The flat metrics (``"bbox/AP"``) go into the event storage as unsmoothed scalars and to every
-    hook's ``after_eval`` (:meth:`TrainLoop.report_metrics`), e.g. :class:`BestCheckpointer`'s.
+    :meth:`TrainLoop.evaluate` frames each evaluation with every hook's ``before_eval`` /
+    ``after_eval`` (:class:`BestCheckpointer` listens there); the flat metrics (``"bbox/AP"``) also
+    go into the event storage as unsmoothed scalars.
 
     Args:
         evaluate: ``() -> {"bbox/AP": 38.0, ...}`` (flat metrics on the main process, ``{}`` on the
@@ -37,17 +38,11 @@ class EvalHook(Hook):
         self.period = period
 
     def _evaluate(self, loop: TrainLoop, iteration: int) -> None:
-        metrics = self.evaluate()
-        if not isinstance(metrics, Mapping):
-            raise TypeError(f"EvalHook: evaluate() must return a flat dict of metrics, got {type(metrics).__name__}")
-        for k, v in metrics.items():
-            if isinstance(v, Mapping) or not isinstance(v, (int, float)):
-                raise TypeError(f"EvalHook: evaluate() must return a flat dict of numbers; got {k!r}: {v!r}")
+        metrics = loop.evaluate(iteration, self.evaluate)
         if metrics:
             loop.storage.put_scalars(**metrics, smoothing_hint=False, cur_iter=iteration)
             shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if not math.isnan(v))
             logger.info(f"Evaluation at iteration {iteration}: {shown}")
-        loop.report_metrics(iteration, metrics)
         # Other ranks may still be evaluating; keep them in step before training goes on.
         comm.synchronize()
 
