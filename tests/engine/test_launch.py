@@ -72,6 +72,21 @@ def _one_step(total_batch_size: int) -> dict:
             "wrapped": type(trainer.model).__name__, "loss": trainer.storage.history("loss_mse").latest()}
 
 
+def _ema_steps(total_batch_size: int) -> dict:
+    """Four steps of the toy model with a ModelEMA hook, through the loader, DDP wrapper and trainer."""
+    from framework.engine import ModelEMA
+
+    torch.manual_seed(0)
+    model = Toy()
+    dicts = [{"file_name": f"{i}.jpg", "image_id": i, "width": 4, "height": 3} for i in range(16)]
+    loader = build_train_loader(dicts, _toy_mapper, total_batch_size=total_batch_size, num_workers=0, seed=5,
+                                aspect_ratio_grouping=False)
+    ema = ModelEMA(model, decay=0.5)
+    Trainer(model=create_ddp_model(model), data_loader=loader, max_iter=4, hooks=[ema], seed=1,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1)).train()
+    return {"average": comm.all_gather({k: v.clone() for k, v in ema.average.items()})}
+
+
 # --------------------------------------------------------------- tests
 def test_one_process_calls_directly():
     assert launch(_who_am_i, ("x",))[:3] == ("x", 0, 1)
@@ -172,3 +187,12 @@ def test_a_non_finite_step_on_one_rank_is_skipped_on_all():
 
 def _sync_bn_cpu() -> None:
     create_ddp_model(nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)), sync_bn=True)
+
+
+def test_ema_under_ddp_is_the_one_process_average_on_every_rank():
+    single = _ema_steps(4)["average"][0]
+    per_rank = launch(_ema_steps, (4,), "cpu", num_procs=2, timeout_s=60)["average"]
+    for rank_average in per_rank:
+        for k, v in single.items():
+            torch.testing.assert_close(rank_average[k], v, rtol=1e-5, atol=1e-6, msg=k)
+    assert all(torch.equal(per_rank[0][k], per_rank[1][k]) for k in single)  # bit-equal across ranks

@@ -44,8 +44,10 @@ class ModelEMA(Hook):
     ``after_eval``, which runs last (after-eval hooks run in reverse priority order), so that the
     best checkpoint (``model_best.pth``) holds the averaged weights. Periodic checkpoints keep the
     trained weights under ``model`` and the average in the trainer state (``hooks.<key>``), so a
-    resumed run continues the same average. Under DDP every process keeps its own copy, equal on
-    all of them (the weights are after the gradient all-reduce).
+    resumed run continues the same average. Under DDP every process keeps its own copy: the
+    parameters' averages are equal on all of them (the weights are, after the gradient
+    all-reduce); trainable BatchNorm statistics differ per process as the model's own do, and an
+    evaluation uses rank 0's (it broadcasts the buffers first).
 
     Args:
         model: the model being trained.
