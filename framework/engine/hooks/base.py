@@ -27,7 +27,7 @@ What a hook may rely on, in full:
   and :meth:`TrainLoop.evaluate`.
 
 Nothing else: a hook never reads or writes the trainer, and the trainer knows hooks only through
-this class.
+this module (``Hook``, ``TrainLoop``).
 """
 
 from __future__ import annotations
