@@ -30,6 +30,7 @@ from pycocotools.cocoeval import COCOeval
 from tabulate import tabulate
 
 from framework.errors import ConfigError, did_you_mean
+from framework.evaluation.coco_backend import BACKENDS, Backend, coco_api
 from framework.evaluation.evaluator import DatasetEvaluator, EvalResults
 from framework.registry import EVALUATORS
 from framework.utils import comm
@@ -137,27 +138,30 @@ def _encode_masks(masks: Any, image_id: int) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------ COCOeval
-def load_coco_gt(gt_json: Union[str, Path, Mapping[str, Any]]) -> COCO:
+def load_coco_gt(gt_json: Union[str, Path, Mapping[str, Any]], *, backend: Backend = "pycocotools") -> COCO:
     """Load a COCO ground truth quietly, adding the optional top-level keys some exports lack.
 
     Args:
         gt_json: a COCO instances json file, or such a json already read (a dict, e.g. the
             validated ground truth of :func:`framework.data.coco.coco_ground_truth`).
+        backend: whose ``COCO`` class holds it (:mod:`framework.evaluation.coco_backend`);
+            :func:`evaluate_coco_results` evaluates with the same backend.
 
     Raises:
         FileNotFoundError: naming the path, if it does not exist.
     """
+    coco_class, _ = coco_api(backend)
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress to stdout
         if isinstance(gt_json, Mapping):
             path = "<ground truth given as a dict>"
-            coco = COCO()
+            coco = coco_class()
             coco.dataset = dict(gt_json)  # COCO only reads it
             coco.createIndex()
         else:
             path = Path(gt_json)
             if not path.is_file():
                 raise FileNotFoundError(f"COCO ground-truth json not found: '{path}'")
-            coco = COCO(str(path))
+            coco = coco_class(str(path))
     missing = [k for k in ("images", "annotations", "categories") if k not in coco.dataset]
     if missing:
         raise ValueError(f"'{path}' is not a COCO instances json: it has no {missing} key(s)")
@@ -167,9 +171,21 @@ def load_coco_gt(gt_json: Union[str, Path, Mapping[str, Any]]) -> COCO:
     return coco
 
 
+def _cocoeval_class(coco_gt: Any) -> Any:
+    """The COCOeval of the backend ``coco_gt`` was loaded with."""
+    for backend in BACKENDS:
+        try:
+            coco_class, cocoeval_class = coco_api(backend)
+        except ConfigError:  # faster-coco-eval not installed: then coco_gt is not one of its
+            continue
+        if type(coco_gt) is coco_class:
+            return cocoeval_class
+    return COCOeval  # a subclass or look-alike of pycocotools' COCO
+
+
 def _empty_results(coco_gt: COCO) -> COCO:
     """A result COCO with no detections (``loadRes`` rejects an empty list)."""
-    coco_dt = COCO()
+    coco_dt = type(coco_gt)()
     coco_dt.dataset = {
         "info": {},
         "images": list(coco_gt.dataset["images"]),
@@ -252,8 +268,9 @@ def evaluate_coco_results(
     """Run COCOeval for one task and return AP metrics in percent (NaN where undefined).
 
     Args:
-        coco_gt: the ground truth (see :func:`load_coco_gt`). COCOeval caches RLEs of its annotations
-            in place, which does not change any result.
+        coco_gt: the ground truth (see :func:`load_coco_gt`); its backend (pycocotools' or
+            faster-coco-eval's ``COCO``) evaluates. COCOeval caches RLEs of its annotations in
+            place, which does not change any result.
         coco_results: COCO result dicts (dataset category ids). Not modified.
         task: "bbox" or "segm" (the latter needs a ``segmentation`` in every result).
         max_dets_per_image: detections per image (and category) kept, highest scores first;
@@ -297,7 +314,7 @@ def evaluate_coco_results(
         logger.warning("No predictions to evaluate for task %r: every AP is 0 (or NaN without ground truth)", task)
         coco_dt = _empty_results(coco_gt)
 
-    coco_eval = COCOeval(coco_gt, coco_dt, task)
+    coco_eval = _cocoeval_class(coco_gt)(coco_gt, coco_dt, task)
     coco_eval.params.maxDets = _max_dets_list(max_dets_per_image)
     if image_ids is not None:
         coco_eval.params.imgIds = image_ids
@@ -329,7 +346,8 @@ def evaluate_coco_results(
 
 
 def evaluate_predictions_json(
-    gt_json: Union[str, Path], results_json: Union[str, Path], task: Task, *, max_dets_per_image: int = 100
+    gt_json: Union[str, Path], results_json: Union[str, Path], task: Task, *, max_dets_per_image: int = 100,
+    backend: Backend = "pycocotools",
 ) -> dict[str, float]:
     """COCO AP of a result json (e.g. ``coco_instances_results.json``) against a ground-truth json.
 
@@ -343,7 +361,8 @@ def evaluate_predictions_json(
         results = json.load(f)
     if not isinstance(results, list):
         raise ValueError(f"'{path}' must hold a json list of COCO result dicts, got {type(results).__name__}")
-    return evaluate_coco_results(load_coco_gt(gt_json), results, task, max_dets_per_image=max_dets_per_image)
+    return evaluate_coco_results(load_coco_gt(gt_json, backend=backend), results, task,
+                                 max_dets_per_image=max_dets_per_image)
 
 
 # ------------------------------------------------------------------------------------ evaluator
@@ -370,6 +389,8 @@ class COCOEvaluator(DatasetEvaluator):
         tasks: which of "bbox" (box AP) and "segm" (mask AP, needs ``pred_masks``) to compute;
             ``None``: "bbox", plus "segm" when the predictions carry masks (as detectron2 infers it).
         max_dets_per_image: detections per image kept by COCOeval (``maxDets`` = [1, 10, this]).
+        backend: "pycocotools" (the reference) or "faster_coco_eval" (the same metrics, faster on
+            large sets; ``pip install 'framework[fast-eval]'``); see :mod:`framework.evaluation.coco_backend`.
 
     ``evaluate()`` returns ``{"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl", "AP-<class>"...},
     "segm": {...}}`` in percent with NaN where undefined, on the main process; ``None`` elsewhere.
@@ -384,6 +405,7 @@ class COCOEvaluator(DatasetEvaluator):
         *,
         tasks: Optional[Sequence[Task]] = None,
         max_dets_per_image: int = 100,
+        backend: Backend = "pycocotools",
     ) -> None:
         if isinstance(tasks, str):
             tasks = (tasks,)
@@ -402,7 +424,7 @@ class COCOEvaluator(DatasetEvaluator):
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.gt_json = gt_json if isinstance(gt_json, Mapping) else Path(gt_json)
         self._gt_name = "the validated ground truth" if isinstance(gt_json, Mapping) else f"'{self.gt_json}'"
-        self._coco_gt = load_coco_gt(self.gt_json)
+        self._coco_gt = load_coco_gt(self.gt_json, backend=backend)
 
         # json / OmegaConf may hand the mapping over with str keys.
         mapping = {int(k): int(v) for k, v in dict(dataset_id_to_contiguous_id).items()}
