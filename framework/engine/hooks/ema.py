@@ -88,10 +88,10 @@ class ModelEMA(Hook):
     def after_step(self, loop: TrainLoop) -> None:
         self.updates += 1
         decay = ema_decay(self.updates, **self.schedule)
-        floating = [(a, w) for a, w in zip(self.average.values(), self.model.state_dict().values())
-                    if a.is_floating_point()]
+        pairs = list(zip(self.average.values(), self.model.state_dict().values()))
+        floating = [(a, w) for a, w in pairs if a.is_floating_point()]
         torch._foreach_lerp_([a for a, _ in floating], [w.detach() for _, w in floating], 1.0 - decay)
-        for a, w in zip(self.average.values(), self.model.state_dict().values()):
+        for a, w in pairs:
             if not a.is_floating_point():
                 a.copy_(w)
         loop.storage.put_scalar("ema/decay", decay, smoothing_hint=False)
