@@ -1,12 +1,7 @@
 """Evaluation: the DatasetEvaluator protocol, the COCO evaluator, and the inference loop."""
 
-from framework.evaluation.coco_evaluation import (
-    COCOEvaluator,
-    evaluate_coco_results,
-    evaluate_predictions_json,
-    instances_to_coco_json,
-    load_coco_gt,
-)
+from framework.evaluation.coco_evaluation import COCOEvaluator, instances_to_coco_json
+from framework.evaluation.coco_metrics import evaluate_coco_results, evaluate_predictions_json, load_coco_gt
 from framework.evaluation.evaluator import (
     DatasetEvaluator,
     DatasetEvaluators,

@@ -26,7 +26,7 @@ from framework.data.coco import DatasetError, check_images, coco_ground_truth, l
 from framework.data.detection_utils import ImageReadError, read_image
 from framework.data.mapper import DatasetMapper
 from framework.data.skipping import LoadedBatch, LoadedItem, SkippedImage, collate_loaded
-from framework.evaluation.coco_evaluation import evaluate_coco_results, load_coco_gt
+from framework.evaluation.coco_metrics import evaluate_coco_results, load_coco_gt
 from framework.utils.events import EventStorage
 
 # Two 40x30 images with two annotations each, one 30x30 image with one: a clean base to break.

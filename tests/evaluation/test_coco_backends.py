@@ -15,7 +15,7 @@ from framework.data.builtin import ensure_builtin_synthetic
 from framework.errors import ConfigError
 from framework.evaluation import COCOEvaluator
 from framework.evaluation.coco_backend import coco_api
-from framework.evaluation.coco_evaluation import evaluate_coco_results, load_coco_gt
+from framework.evaluation.coco_metrics import evaluate_coco_results, load_coco_gt
 
 pytest.importorskip("faster_coco_eval", reason="the fast-eval extra is not installed")
 

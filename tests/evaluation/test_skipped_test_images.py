@@ -25,7 +25,8 @@ from framework.data.build import build_test_loader
 from framework.data.coco import coco_ground_truth, load_coco_json
 from framework.data.mapper import DatasetMapper
 from framework.evaluation import COCOEvaluator, evaluate_coco_results, inference_on_dataset
-from framework.evaluation.coco_evaluation import RESULTS_FILE_NAME, load_coco_gt
+from framework.evaluation.coco_evaluation import RESULTS_FILE_NAME
+from framework.evaluation.coco_metrics import load_coco_gt
 from framework.structures import Boxes, Instances
 
 GT = {

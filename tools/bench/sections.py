@@ -255,7 +255,7 @@ def section_eval(args, device, workdir: Path) -> dict[str, Any]:
 
     import numpy as np
 
-    from framework.evaluation.coco_evaluation import evaluate_coco_results, load_coco_gt
+    from framework.evaluation.coco_metrics import evaluate_coco_results, load_coco_gt
 
     if (COCO_TINY / "annotations" / "instances_val2017.json").is_file():
         gt_json = COCO_TINY / "annotations" / "instances_val2017.json"
