@@ -333,8 +333,7 @@ def build_train_loader(
     else:
         raise ConfigError(f"unknown training sampler {sampler!r}.{did_you_mean(str(sampler), TRAIN_SAMPLERS)} "
                           f"Valid: {list(TRAIN_SAMPLERS)}")
-    if bad_data not in ("skip", "strict"):
-        raise ConfigError(f"bad_data must be 'skip' or 'strict', got {bad_data!r}")
+    _check_bad_data(bad_data)
     batches = TrainingBatchSampler(index_sampler, batch_size, start_batch=start_iter,
                                    landscape=_landscape_flags(dataset_dicts) if aspect_ratio_grouping else None)
     loader = DataLoader(
@@ -347,6 +346,11 @@ def build_train_loader(
         generator=torch.Generator().manual_seed(seed),
     )
     return _SkipCountingLoader(loader, dict(getattr(dataset_dicts, "dropped", {})))
+
+
+def _check_bad_data(bad_data: str) -> None:
+    if bad_data not in ("skip", "strict"):
+        raise ConfigError(f"bad_data must be 'skip' or 'strict', got {bad_data!r}")
 
 
 def _landscape_flags(dataset_dicts: Sequence[dict[str, Any]]) -> list[bool]:
@@ -395,8 +399,7 @@ def build_test_loader(
         raise ConfigError(f"batch_size must be > 0, got {batch_size}")
     if num_workers < 0:
         raise ConfigError(f"num_workers must be >= 0, got {num_workers}")
-    if bad_data not in ("skip", "strict"):
-        raise ConfigError(f"bad_data must be 'skip' or 'strict', got {bad_data!r}")
+    _check_bad_data(bad_data)
     dataset = _InferenceDataset(MapDataset(dataset_dicts, mapper), skip_bad_images=bad_data == "skip")
     loader = DataLoader(dataset, sampler=InferenceSampler(len(dataset)), batch_size=batch_size, drop_last=False,
                         num_workers=num_workers, collate_fn=collate_loaded)
