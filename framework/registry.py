@@ -140,6 +140,17 @@ class Registry(_FvcoreRegistry, RegistryBase):
             f"Registered: {', '.join(self.names()) or '(none)'}."
         )
 
+    def class_of(self, spec: Any, *, path: str | None = None) -> type:
+        """The class ``spec`` would build (a name, a mapping with ``name``, or a built object), without
+        building it: for a parent that adapts to what kind of child it gets."""
+        if isinstance(spec, str):
+            return self.get(spec, path=path)
+        if isinstance(spec, Mapping) or _is_dictconfig(spec):
+            if "name" not in spec:
+                raise ConfigError(f"config path '{path or self._name.lower()}' has no 'name' ({self._name} component)")
+            return self.get(spec["name"], path=path)
+        return type(spec)
+
     def __iter__(self) -> Iterator[tuple[str, Any]]:  # type: ignore[override]
         return iter(sorted(self._obj_map.items()))
 
@@ -260,7 +271,9 @@ BOX_HEADS = Registry("BOX_HEADS", "pooled RoI features -> box feature vector")
 BOX_PREDICTORS = Registry(
     "BOX_PREDICTORS", "box feature -> class scores + box deltas, their losses and inference (Fast R-CNN outputs)"
 )
-MASK_HEADS = Registry("MASK_HEADS", "pooled RoI features -> per-class mask logits")
+MASK_HEADS = Registry(
+    "MASK_HEADS", "RoI features (pooled, or the feature maps with mask_pooler=null) -> masks, their loss and inference"
+)
 ROI_HEADS = Registry("ROI_HEADS", "proposals + features -> detections (+ losses in training)")
 OPTIMIZERS = Registry("OPTIMIZERS", "model -> torch optimizer over its parameter groups", config_key="solver")
 LR_SCHEDULERS = Registry(

@@ -14,10 +14,8 @@ from framework.modeling.roi_heads.mask_head import (
     mask_rcnn_inference,
     mask_rcnn_loss,
 )
-from framework.modeling.roi_heads.roi_heads import (
-    StandardROIHeads,
-    select_foreground_proposals,
-)
+from framework.modeling.roi_heads.proposal_labeling import select_foreground_proposals
+from framework.modeling.roi_heads.roi_heads import StandardROIHeads
 from framework.registry import ROI_HEADS
 from framework.structures import Instances
 from framework.utils.events import put_scalars
@@ -82,8 +80,12 @@ class MaskScoringROIHeads(StandardROIHeads):
                 f"model.roi_heads.mask_head: MaskScoringROIHeads needs a mask head derived from BaseMaskRCNNHead "
                 f"(it calls its layers() for the mask logits), got {type(self.mask_head).__name__}"
             )
+        if self.mask_pooler is None:
+            raise ConfigError(
+                "model.roi_heads.mask_pooler: MaskScoringROIHeads scores masks from pooled RoI features; it cannot be null"
+            )
         height, width = self.mask_pooler.output_size
-        feature = ShapeSpec(channels=self._channels(self.mask_in_features, input_shape), height=height, width=width)
+        feature = ShapeSpec(channels=input_shape[self.mask_in_features[0]].channels, height=height, width=width)
         self.maskiou_head = MaskIoUHead(
             feature,
             self.num_classes,

@@ -1,4 +1,9 @@
-"""StandardROIHeads: sample proposals, pool RoI features, run the box and (optional) mask branch."""
+"""StandardROIHeads: label and sample proposals, then the box branch and an optional mask branch.
+
+Composed of parts a variant reuses (Cascade R-CNN in projects/cascade_rcnn does): the training
+targets (:mod:`.proposal_labeling`), a branch's pooler (:mod:`.roi_pooling`) and the mask branch
+(:mod:`.mask_branch`); the box branch is the pooler, the box head and the box predictor.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +12,18 @@ from typing import Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from framework.layers import ShapeSpec, check_feature_names
+from framework.layers import ShapeSpec
 from framework.modeling.matcher import Matcher
 from framework.modeling.proposal_generator.proposal_utils import add_ground_truth_to_proposals
-from framework.modeling.sampling import subsample_labels
 from framework.registry import BOX_HEADS, BOX_PREDICTORS, MASK_HEADS, ROI_HEADS, ROI_POOLERS, Spec
-from framework.structures import ImageList, Instances, pairwise_iou
+from framework.structures import ImageList, Instances
 from framework.utils.events import put_scalars
 
+from .mask_branch import build_mask_branch, forward_mask_branch
+from .proposal_labeling import label_proposals, select_foreground_proposals
+from .roi_pooling import build_branch_pooler
+
 __all__ = ["StandardROIHeads", "select_foreground_proposals"]
-
-
-def select_foreground_proposals(proposals: Sequence[Instances], bg_label: int) -> list[Instances]:
-    """Per image, the proposals whose ``gt_classes`` is a real class (not background, not ignored)."""
-    return [p[(p.gt_classes != -1) & (p.gt_classes != bg_label)] for p in proposals]
 
 
 @ROI_HEADS.register()
@@ -40,7 +43,8 @@ class StandardROIHeads(nn.Module):
             inference (a BOX_PREDICTORS component with its own knobs: box coding, regression loss,
             loss weights, test-time thresholds; ``model.roi_heads.box_predictor.test_score_thresh``).
         mask_head, mask_pooler, mask_pooler_resolution, mask_in_features: the mask branch
-            (``mask_head: null`` gives Faster R-CNN).
+            (``mask_head: null`` gives Faster R-CNN; ``mask_pooler: null`` hands the head the
+            feature maps instead of pooled features, see :mod:`.mask_branch`).
     """
 
     def __init__(
@@ -59,7 +63,7 @@ class StandardROIHeads(nn.Module):
         box_head: Spec[BOX_HEADS] = "FastRCNNConvFCHead",
         box_predictor: Spec[BOX_PREDICTORS] = "FastRCNNOutputLayers",
         mask_head: Optional[Spec[MASK_HEADS]] = None,
-        mask_pooler: Spec[ROI_POOLERS] = "ROIAlignV2",
+        mask_pooler: Optional[Spec[ROI_POOLERS]] = "ROIAlignV2",
         mask_pooler_resolution: int = 14,
         mask_in_features: Optional[Sequence[str]] = None,
     ):
@@ -70,29 +74,23 @@ class StandardROIHeads(nn.Module):
         self.proposal_append_gt = proposal_append_gt
         self.proposal_matcher = Matcher(list(iou_thresholds), list(iou_labels), allow_low_quality_matches=False)
 
-        self.box_in_features = check_feature_names(in_features, input_shape, knob="StandardROIHeads.in_features")
-        channels = self._channels(self.box_in_features, input_shape)
-        scales = [1.0 / input_shape[f].stride for f in self.box_in_features]
-        self.box_pooler = ROI_POOLERS.build(box_pooler, output_size=box_pooler_resolution, scales=scales)
-        self.box_head = BOX_HEADS.build(
-            box_head, input_shape=ShapeSpec(channels=channels, height=box_pooler_resolution, width=box_pooler_resolution)
+        self.box_in_features, self.box_pooler, pooled = build_branch_pooler(
+            box_pooler, input_shape, in_features, box_pooler_resolution, knob="model.roi_heads.in_features"
         )
+        self.box_head = BOX_HEADS.build(box_head, input_shape=pooled)
         self.box_predictor = BOX_PREDICTORS.build(
             box_predictor, input_shape=self.box_head.output_shape, num_classes=num_classes
         )
 
         self.mask_on = mask_head is not None
         if self.mask_on:
-            self.mask_in_features = check_feature_names(
-                mask_in_features or in_features, input_shape, knob="StandardROIHeads.mask_in_features"
-            )
-            channels = self._channels(self.mask_in_features, input_shape)
-            scales = [1.0 / input_shape[f].stride for f in self.mask_in_features]
-            self.mask_pooler = ROI_POOLERS.build(mask_pooler, output_size=mask_pooler_resolution, scales=scales)
-            self.mask_head = MASK_HEADS.build(
-                mask_head,
-                input_shape=ShapeSpec(channels=channels, height=mask_pooler_resolution, width=mask_pooler_resolution),
+            self.mask_in_features, self.mask_pooler, self.mask_head = build_mask_branch(
+                input_shape,
                 num_classes=num_classes,
+                head=mask_head,
+                pooler=mask_pooler,
+                pooler_resolution=mask_pooler_resolution,
+                in_features=mask_in_features or in_features,
             )
 
     @property
@@ -101,15 +99,7 @@ class StandardROIHeads(nn.Module):
         exporters can expect): boxes, scores and classes, plus ``pred_masks`` with a mask head."""
         return ("pred_boxes", "scores", "pred_classes", *(("pred_masks",) if self.mask_on else ()))
 
-    @staticmethod
-    def _channels(names: Sequence[str], input_shape: Mapping[str, ShapeSpec]) -> int:
-        channels = {input_shape[f].channels for f in names}
-        if len(channels) != 1:
-            raise ValueError(f"StandardROIHeads: features {list(names)} have different channels {sorted(channels)}")
-        return channels.pop()
-
     # ------------------------------------------------------------------ training targets
-    @torch.no_grad()
     def label_and_sample_proposals(self, proposals: list[Instances], targets: Sequence[Instances]) -> list[Instances]:
         """Match proposals to gt (IoU), sample ``batch_size_per_image`` at ``positive_fraction``.
 
@@ -118,29 +108,14 @@ class StandardROIHeads(nn.Module):
         """
         if self.proposal_append_gt:
             proposals = add_ground_truth_to_proposals(targets, proposals)
-        sampled, num_fg, num_bg = [], [], []
-        for props, gt in zip(proposals, targets):
-            has_gt = len(gt) > 0
-            iou = pairwise_iou(gt.gt_boxes, props.proposal_boxes)
-            matched_idxs, matched_labels = self.proposal_matcher(iou)
-            if has_gt:
-                gt_classes = gt.gt_classes[matched_idxs]
-                gt_classes[matched_labels == 0] = self.num_classes
-                gt_classes[matched_labels == -1] = -1
-            else:
-                gt_classes = torch.full_like(matched_idxs, self.num_classes)
-            fg_idx, bg_idx = subsample_labels(gt_classes, self.batch_size_per_image, self.positive_fraction, self.num_classes)
-            idx = torch.cat([fg_idx, bg_idx])
-            props = props[idx]
-            props.gt_classes = gt_classes[idx]
-            if has_gt:
-                matched = matched_idxs[idx]
-                for name, value in gt.get_fields().items():
-                    if name.startswith("gt_") and not props.has(name):
-                        props.set(name, value[matched])
-            num_fg.append(len(fg_idx))
-            num_bg.append(len(bg_idx))
-            sampled.append(props)
+        sampled, num_fg, num_bg = label_proposals(
+            proposals,
+            targets,
+            matcher=self.proposal_matcher,
+            num_classes=self.num_classes,
+            batch_size_per_image=self.batch_size_per_image,
+            positive_fraction=self.positive_fraction,
+        )
         put_scalars(
             **{
                 "roi_head/num_fg_samples": sum(num_fg) / max(len(num_fg), 1),
@@ -197,12 +172,13 @@ class StandardROIHeads(nn.Module):
         return instances
 
     def _forward_mask(self, features, instances):
-        """Mask losses (training) or ``pred_masks`` (inference). The pooled features keep the
-        features' memory format (GeneralizedRCNN.channels_last): NHWC is the mask head's faster layout."""
-        feats = [features[f] for f in self.mask_in_features]
-        if self.training:
-            instances = select_foreground_proposals(instances, self.num_classes)
-            boxes = [i.proposal_boxes for i in instances]
-        else:
-            boxes = [i.pred_boxes for i in instances]
-        return self.mask_head(self.mask_pooler(feats, boxes), instances)
+        """Mask losses (training) or ``pred_masks`` (inference): :func:`.mask_branch.forward_mask_branch`."""
+        return forward_mask_branch(
+            features,
+            instances,
+            in_features=self.mask_in_features,
+            pooler=self.mask_pooler,
+            head=self.mask_head,
+            num_classes=self.num_classes,
+            training=self.training,
+        )
