@@ -52,6 +52,11 @@ def _is_box(v: Any) -> bool:
     return isinstance(v, (list, tuple)) and len(v) == 4 and all(_is_number(x) for x in v)
 
 
+def _is_mask(v: Any) -> bool:
+    return (isinstance(v, Mapping) and "counts" in v and isinstance(v.get("size"), (list, tuple))
+            and len(v["size"]) == 2) or (isinstance(v, list) and len(v) > 0)
+
+
 def read_ground_truth(gt: GroundTruthSource) -> tuple[Any, str]:
     """``(COCO, name for messages)`` of a ground truth given as a json path, a dict or a ``COCO``.
 
@@ -143,14 +148,26 @@ def check_results(coco_gt: Any, results: Sequence[Mapping[str, Any]], *, tasks: 
     for task, key in (("bbox", "bbox"), ("segm", "segmentation")):
         if task not in tasks:
             continue
-        check = _is_box if key == "bbox" else (lambda v: isinstance(v, (Mapping, list)))
+        check = _is_box if key == "bbox" else _is_mask
         bad = [i for i, r in enumerate(results) if not check(r.get(key))]
         if bad:
             other = "segm" if task == "bbox" else "bbox"
             raise EvaluationInputError(
                 f"{results_name}: {len(bad)} of {len(results)} detections have no {key!r} "
-                f"({'an [x, y, w, h] box' if key == 'bbox' else 'an RLE or polygons'}; entries {_shown(bad)}), which "
-                f"the {task} analysis needs; analyze {other} only (tasks=['{other}'], --tasks {other})")
+                f"({'an [x, y, w, h] box' if key == 'bbox' else 'an RLE {counts, size} or polygons'}; entries "
+                f"{_shown(bad)}), which the {task} analysis needs; analyze {other} only (tasks=['{other}'], --tasks {other})")
+    if "segm" in tasks:
+        # An RLE of another size than its image (e.g. masks left at the network's input size) would
+        # fail deep in pycocotools' IoU.
+        imgs = coco_gt.imgs
+        bad = [i for i, r in enumerate(results) if isinstance(r["segmentation"], Mapping)
+               and list(r["segmentation"]["size"]) != [imgs[r["image_id"]].get("height"), imgs[r["image_id"]].get("width")]]
+        if bad:
+            r = results[bad[0]]
+            raise EvaluationInputError(
+                f"{results_name}: {len(bad)} detection masks are not the size of their image (entries {_shown(bad)}; "
+                f"e.g. an RLE of size {list(r['segmentation']['size'])} on image {r['image_id']}, which is "
+                f"{imgs[r['image_id']].get('height')}x{imgs[r['image_id']].get('width')} in {gt_name})")
 
 
 def check_ground_truth_for(coco_gt: Any, task: str, *, image_ids: Sequence[int], gt_name: str) -> None:

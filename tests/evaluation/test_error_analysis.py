@@ -135,3 +135,20 @@ def test_image_ids_restrict_the_analysis():
     dets, _ = case("miss")
     b = analyze_errors(gt=ground_truth(), results=dets, tasks=["bbox"], image_ids=[1, 2, 4])["bbox"]
     assert b["AP50"] == 100.0 and b["counts"]["miss"] == 0
+
+
+def test_the_coco_an_evaluator_holds_after_cocoeval_gives_the_same_numbers():
+    # What an evaluator would pass: its COCO, whose masks COCOeval has turned into RLEs in place.
+    from framework.evaluation.coco_metrics import evaluate_coco_results, load_coco_gt
+
+    gt = ground_truth()
+    for ann in gt["annotations"]:  # polygons: COCOeval replaces them by RLEs with bytes counts
+        x, y, w, h = ann["bbox"]
+        ann["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+    dets, _ = case("dupe")
+    expected = analyze_errors(gt=gt, results=dets)
+    coco = load_coco_gt(gt)
+    for task in ("bbox", "segm"):
+        evaluate_coco_results(coco, dets, task)
+    assert isinstance(coco.anns[1]["segmentation"]["counts"], bytes)
+    assert analyze_errors(gt=coco, results=dets) == expected

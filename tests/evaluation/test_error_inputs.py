@@ -69,6 +69,15 @@ def test_segm_asked_of_results_without_masks(files):
     assert str(dt) in message and "no 'segmentation'" in message
 
 
+def test_masks_of_another_size_than_their_image(files):
+    dets = perfect()
+    dets[2]["segmentation"] = {"size": [50, 50], "counts": dets[2]["segmentation"]["counts"]}
+    gt, dt = files(dt=dets)
+    message = _error(gt, dt)
+    assert str(dt) in message and "not the size of their image" in message and "[50, 50] on image 2" in message
+    assert set(analyze_errors(gt=gt, results=dt, tasks=["bbox"])) == {"bbox"}
+
+
 @pytest.mark.parametrize("content, expected", [
     ("{not json", "is not valid json"),
     (json.dumps({"annotations": []}), "must be a json list"),
