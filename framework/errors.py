@@ -15,6 +15,12 @@ class ConfigError(InputError, ValueError):
     """A config value, key or component name is invalid. The message names the config path."""
 
 
+class EvaluationInputError(InputError, ValueError):
+    """A ground truth and detections that cannot be evaluated together: results on image ids or
+    categories the ground truth does not have, an empty results file, a mask evaluation of a ground
+    truth without masks. The message names the file and what is wrong."""
+
+
 def did_you_mean(word: str, candidates: Iterable[str], *, n: int = 3) -> str:
     """Return ``" Did you mean 'x'?"`` (or ``""``) for the closest ``candidates`` to ``word``."""
     candidates = sorted(set(map(str, candidates)))

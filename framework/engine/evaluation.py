@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from framework.engine.builders import Datasets, build_evaluator, build_mapper, to_kwargs
 from framework.engine.ddp import unwrap_model
+from framework.engine.evaluation_files import INFERENCE_DIR
 from framework.utils import comm
 
 __all__ = ["Evaluation", "build_evaluation"]
@@ -57,6 +58,6 @@ def build_evaluation(cfg: DictConfig, model: torch.nn.Module, data: Datasets, ou
     the evaluators' files go to ``output_dir/inference``."""
     from framework.data.build import build_test_loader
 
-    evaluator = build_evaluator(cfg, data.metadata, output_dir / "inference", data.test)
+    evaluator = build_evaluator(cfg, data.metadata, output_dir / INFERENCE_DIR, data.test)
     loader = build_test_loader(data.test, build_mapper(cfg, "test"), **to_kwargs(cfg.dataloader.test))
     return Evaluation(model=model, loader=loader, evaluator=evaluator, dataset_name=data.test_name)

@@ -39,12 +39,14 @@ from framework.utils import comm
 if TYPE_CHECKING:
     from framework.data.skipping import SkippedImage
 
-__all__ = ["COCOEvaluator", "instances_to_coco_json", "RESULTS_FILE_NAME"]
+__all__ = ["COCOEvaluator", "instances_to_coco_json", "RESULTS_FILE_NAME", "GROUND_TRUTH_FILE_NAME"]
 
 logger = logging.getLogger(__name__)
 
 #: Name of the file that :class:`COCOEvaluator` writes into ``output_dir``.
 RESULTS_FILE_NAME = "coco_instances_results.json"
+#: The ground truth the results are scored against, written beside them once per evaluator.
+GROUND_TRUTH_FILE_NAME = "coco_ground_truth.json"
 
 
 # ------------------------------------------------------------------------------------ conversion
@@ -133,7 +135,8 @@ class COCOEvaluator(DatasetEvaluator):
     """COCO AP (box and/or mask) of a model's ``Instances`` predictions.
 
     ``process`` converts each image's predictions to COCO result dicts on CPU; ``evaluate`` gathers
-    them from all ranks, writes ``coco_instances_results.json`` into ``output_dir`` (if given), and
+    them from all ranks, writes ``coco_instances_results.json`` into ``output_dir`` (if given; at the
+    first evaluation also ``coco_ground_truth.json``, the ground truth of the evaluated images), and
     runs COCOeval per task over all images of ``gt_json`` (images never processed count as missed)
     except those the loader left out as unreadable (:meth:`process_skipped`): their ground truth is
     left out, so that an unreadable file does not lower AP by counting its objects as missed.
@@ -207,6 +210,7 @@ class COCOEvaluator(DatasetEvaluator):
         self._gt_image_ids = set(self._coco_gt.getImgIds())
         self._predictions: list[dict[str, Any]] = []
         self._skipped_ids: list[int] = []  # images of this rank the loader left out (unreadable)
+        self._ground_truth_written = False
 
     @classmethod
     def from_metadata(cls, metadata: Any, **kwargs: Any) -> "COCOEvaluator":
@@ -321,6 +325,11 @@ class COCOEvaluator(DatasetEvaluator):
             logger.info("Saving %d COCO results to %s", len(coco_results), path)
             with open(path, "w") as f:
                 json.dump(coco_results, f)
+            if not self._ground_truth_written:
+                # The results are only re-usable (tools/analyze_results.py RUN_DIR) with what they were
+                # scored against: in a run that is the ground truth the loader accepted, not the raw json.
+                # Written before COCOeval turns the masks into RLEs with bytes in place.
+                self._write_ground_truth(self.output_dir / GROUND_TRUTH_FILE_NAME, image_ids)
 
         return {
             task: evaluate_coco_results(
@@ -333,6 +342,17 @@ class COCOEvaluator(DatasetEvaluator):
             )
             for task in tasks
         }
+
+    def _write_ground_truth(self, path: Path, image_ids: Optional[list[int]]) -> None:
+        """The ground truth COCOeval uses (without the images left out as unreadable) as a json file."""
+        dataset = self._coco_gt.dataset
+        if image_ids is not None:
+            kept = set(image_ids)
+            dataset = {**dataset, "images": [i for i in dataset["images"] if i["id"] in kept],
+                       "annotations": [a for a in dataset["annotations"] if a["image_id"] in kept]}
+        with open(path, "w") as f:
+            json.dump(dataset, f)
+        self._ground_truth_written = True
 
     def _evaluated_image_ids(self, skipped_ids: set[int]) -> Optional[list[int]]:
         """The ground-truth image ids COCOeval is to use: all but ``skipped_ids`` (``None``: all)."""

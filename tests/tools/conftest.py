@@ -60,3 +60,9 @@ def demo() -> ModuleType:
 def visualize_data() -> ModuleType:
     """tools/visualize_data.py as a module."""
     return _load_tool("visualize_data")
+
+
+@pytest.fixture(scope="session")
+def analyze_results() -> ModuleType:
+    """tools/analyze_results.py as a module."""
+    return _load_tool("analyze_results")
