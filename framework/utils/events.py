@@ -217,3 +217,14 @@ def put_scalars(*, smoothing_hint: bool = True, **scalars: float) -> None:
     """
     if _CURRENT_STORAGE_STACK:
         _CURRENT_STORAGE_STACK[-1].put_scalars(smoothing_hint=smoothing_hint, **scalars)
+
+
+@contextmanager
+def name_scope(prefix: str) -> Iterator[None]:
+    """:meth:`EventStorage.name_scope` of the current storage if there is one, else nothing: model
+    code that runs a part several times (a cascade's stages) keeps each run's scalars apart."""
+    if not _CURRENT_STORAGE_STACK:
+        yield
+        return
+    with _CURRENT_STORAGE_STACK[-1].name_scope(prefix):
+        yield

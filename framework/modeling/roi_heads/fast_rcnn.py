@@ -192,10 +192,28 @@ class FastRCNNOutputLayers(nn.Module):
         return list(F.softmax(scores.float(), dim=-1).split([len(p) for p in proposals]))
 
     def inference(self, predictions, proposals: Sequence[Instances]) -> tuple[list[Instances], list[torch.Tensor]]:
-        return fast_rcnn_inference(
+        """Detections of ``predictions`` on ``proposals``: decode, then :meth:`select_detections`."""
+        return self.select_detections(
             self.predict_boxes(predictions, proposals),
             self.predict_probs(predictions, proposals),
             [p.image_size for p in proposals],
+        )
+
+    def select_detections(
+        self, boxes: Sequence[torch.Tensor], scores: Sequence[torch.Tensor], image_shapes: Sequence[tuple[int, int]]
+    ) -> tuple[list[Instances], list[torch.Tensor]]:
+        """Score threshold, per-class NMS and top-k with this predictor's ``test_*`` knobs, on boxes and
+        scores that may come from elsewhere (Cascade R-CNN averages the scores of its stages).
+
+        Args:
+            boxes: per image (Ri, K*4) or (Ri, 4) decoded boxes; scores: per image (Ri, K+1) probabilities.
+        Returns:
+            per image Instances(pred_boxes, scores, pred_classes) and the index of the RoI each came from.
+        """
+        return fast_rcnn_inference(
+            boxes,
+            scores,
+            image_shapes,
             score_thresh=self.test_score_thresh,
             nms_thresh=self.test_nms_thresh,
             topk_per_image=self.test_detections_per_img,
