@@ -264,3 +264,18 @@ def test_a_registered_box_predictor_replaces_the_default():
         assert predictor.cls_score.weight.shape[0] == 5  # the RoI heads gave it num_classes (4) and the head's shape
     finally:
         BOX_PREDICTORS._obj_map.pop("HalfClsLossOutputLayers_test")
+
+
+def test_predict_boxes_for_gt_classes_reads_each_proposals_class_column():
+    from framework.layers import ShapeSpec
+    from framework.structures import Boxes, Instances
+
+    torch.manual_seed(0)
+    layers = FastRCNNOutputLayers(ShapeSpec(channels=4), 3)
+    predictions = layers(torch.randn(3, 4))
+    props = Instances((50, 50), proposal_boxes=Boxes(torch.tensor([[0.0, 0, 10, 10], [5.0, 5, 30, 20], [1.0, 2, 3, 4]])),
+                      gt_classes=torch.tensor([2, 0, 3]))  # 3 = background, clamped to class 2 as detectron2
+    (per_class,) = layers.predict_boxes(predictions, [props])
+    (picked,) = layers.predict_boxes_for_gt_classes(predictions, [props])
+    expected = torch.stack([per_class[0, 8:12], per_class[1, 0:4], per_class[2, 8:12]])
+    assert torch.equal(picked, expected)

@@ -108,3 +108,25 @@ def test_label_proposals_without_gt_is_all_background():
     empty = Instances((100, 100), gt_boxes=_targets().gt_boxes[:0], gt_classes=torch.zeros(0, dtype=torch.long))
     (p,), num_fg, num_bg = label_proposals([_proposals()], [empty], matcher=Matcher([0.5], [0, 1]), num_classes=K)
     assert p.gt_classes.tolist() == [K] * 5 and not p.has("gt_boxes") and (num_fg, num_bg) == ([0], [5])
+
+
+def test_train_on_pred_boxes_hands_the_mask_branch_the_regressed_boxes():
+    torch.manual_seed(0)
+    heads = _heads(mask_head="TestFeatureMapHead", mask_pooler=None, train_on_pred_boxes=True).train()
+    for p in heads.box_predictor.bbox_pred.parameters():
+        p.data.normal_(0, 0.5)  # regression far from the identity
+    seen_boxes = []
+    predict = heads.box_predictor.predict_boxes_for_gt_classes
+
+    def recording(predictions, proposals):
+        out = predict(predictions, proposals)
+        seen_boxes.append((torch.cat([p.proposal_boxes.tensor for p in proposals]).clone(), torch.cat(out), proposals))
+        return out
+
+    heads.box_predictor.predict_boxes_for_gt_classes = recording
+    heads(None, _features(), [_proposals()], [_targets()])
+    (before, regressed, sampled), = seen_boxes
+    (_, (fg,)), = heads.mask_head.calls
+    keep = (sampled[0].gt_classes >= 0) & (sampled[0].gt_classes < K)
+    assert not torch.allclose(before[keep], regressed[keep])
+    torch.testing.assert_close(fg.proposal_boxes.tensor, regressed[keep])

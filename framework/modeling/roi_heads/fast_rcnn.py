@@ -185,6 +185,17 @@ class FastRCNNOutputLayers(nn.Module):
         pred = self.box2box_transform.apply_deltas(deltas, boxes)
         return list(pred.split([len(p) for p in proposals]))
 
+    def predict_boxes_for_gt_classes(self, predictions, proposals: Sequence[Instances]) -> list[torch.Tensor]:
+        """Decoded boxes per image for each proposal's gt class, (Ri, 4); needs ``gt_classes`` on the
+        proposals. Background (K) and ignored (-1) are clamped into [0, K-1], as detectron2 does."""
+        if not proposals:
+            return []
+        boxes = torch.cat(self.predict_boxes(predictions, proposals))
+        if boxes.shape[1] > 4:
+            classes = torch.cat([p.gt_classes for p in proposals]).clamp(0, self.num_classes - 1)
+            boxes = boxes.view(-1, self.num_classes, 4)[torch.arange(len(classes), device=boxes.device), classes]
+        return list(boxes.split([len(p) for p in proposals]))
+
     def predict_probs(self, predictions, proposals: Sequence[Instances]) -> list[torch.Tensor]:
         """Softmax class probabilities per image, (Ri, K+1)."""
         scores, _ = predictions

@@ -16,7 +16,7 @@ from framework.layers import ShapeSpec
 from framework.modeling.matcher import Matcher
 from framework.modeling.proposal_generator.proposal_utils import add_ground_truth_to_proposals
 from framework.registry import BOX_HEADS, BOX_PREDICTORS, MASK_HEADS, ROI_HEADS, ROI_POOLERS, Spec
-from framework.structures import ImageList, Instances
+from framework.structures import Boxes, ImageList, Instances
 from framework.utils.events import put_scalars
 
 from .mask_branch import build_mask_branch, forward_mask_branch
@@ -38,6 +38,9 @@ class StandardROIHeads(nn.Module):
         batch_size_per_image, positive_fraction: RoIs sampled per image for the losses.
         iou_thresholds, iou_labels: proposal/gt matching (IoU >= 0.5 foreground).
         proposal_append_gt: add gt boxes to the proposals in training.
+        train_on_pred_boxes: in training, the mask branch gets the box branch's regressed boxes
+            (for the gt class, no gradient) instead of the proposals (detectron2's
+            ``TRAIN_ON_PRED_BOXES``, which PointRend uses).
         box_pooler, box_pooler_resolution, box_head: the box branch's pooler and head.
         box_predictor: class scores and box deltas from the box head's feature, their losses and
             inference (a BOX_PREDICTORS component with its own knobs: box coding, regression loss,
@@ -58,6 +61,7 @@ class StandardROIHeads(nn.Module):
         iou_thresholds: Sequence[float] = (0.5,),
         iou_labels: Sequence[int] = (0, 1),
         proposal_append_gt: bool = True,
+        train_on_pred_boxes: bool = False,
         box_pooler: Spec[ROI_POOLERS] = "ROIAlignV2",
         box_pooler_resolution: int = 7,
         box_head: Spec[BOX_HEADS] = "FastRCNNConvFCHead",
@@ -72,6 +76,7 @@ class StandardROIHeads(nn.Module):
         self.batch_size_per_image = batch_size_per_image
         self.positive_fraction = positive_fraction
         self.proposal_append_gt = proposal_append_gt
+        self.train_on_pred_boxes = train_on_pred_boxes
         self.proposal_matcher = Matcher(list(iou_thresholds), list(iou_labels), allow_low_quality_matches=False)
 
         self.box_in_features, self.box_pooler, pooled = build_branch_pooler(
@@ -167,7 +172,12 @@ class StandardROIHeads(nn.Module):
         x = self.box_pooler(feats, [p.proposal_boxes for p in proposals])
         predictions = self.box_predictor(self.box_head(x))
         if self.training:
-            return self.box_predictor.losses(predictions, proposals)
+            losses = self.box_predictor.losses(predictions, proposals)
+            if self.train_on_pred_boxes:  # the mask branch, next, then pools the regressed boxes
+                with torch.no_grad():
+                    for p, boxes in zip(proposals, self.box_predictor.predict_boxes_for_gt_classes(predictions, proposals)):
+                        p.proposal_boxes = Boxes(boxes)
+            return losses
         instances, _ = self.box_predictor.inference(predictions, proposals)
         return instances
 
