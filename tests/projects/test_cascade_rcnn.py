@@ -196,7 +196,9 @@ def test_default_job_with_one_override_trains_and_evaluates(tmp_path):
 
 # ---------------------------------------------------------------------------- config errors
 def test_presets_compose_with_detectron2s_stage_values():
-    heads = compose(["model=cascade_mask_rcnn_R_50_FPN"]).model.roi_heads
+    model = compose(["model=cascade_mask_rcnn_R_50_FPN"]).model
+    heads = model.roi_heads
+    assert model.rpn.post_nms_topk_train == 2000
     assert list(heads.stage_iou_thresholds) == [0.5, 0.6, 0.7]
     assert [list(w) for w in heads.stage_bbox_reg_weights] == [list(w) for w in WEIGHTS]
     quick = compose(QUICK).model.roi_heads
