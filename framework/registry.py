@@ -75,7 +75,9 @@ class Registry(_FvcoreRegistry, RegistryBase):
         config_key: where a run's config holds this registry's components at top level (``"model"``,
             ``"solver"``, ``"hooks"``), if anywhere; nested registries (mask heads...) are reached
             through their parent's ``Spec[...]`` knobs instead.
-        group: the Hydra config group whose options are the entries (default: ``config_key``).
+        group: the Hydra config group whose options are the entries (default: ``config_key``). A
+            registry whose components config sections hold (``Spec[R]`` knobs of a section, such
+            as the training sampler) needs one, without a ``config_key``: the section places it.
         keyed: the config holds a dict of components keyed by name (``hooks.<key>``, placed with
             ``- /<group>@<config_key>.<key>: <Name>``) rather than one component.
     """
