@@ -57,6 +57,7 @@ __all__ = [
     "LR_SCHEDULERS",
     "EVALUATORS",
     "LOGGERS",
+    "TRAIN_SAMPLERS",
     "ALL_REGISTRIES",
     "CONFIG_SECTIONS",
     "add_registry",
@@ -284,6 +285,11 @@ LOGGERS = Registry(
     "LOGGERS", "event writers: training scalars, images and run info -> console, files, trackers",
     config_key="loggers", group="logger", keyed=True,
 )
+TRAIN_SAMPLERS = Registry(
+    "TRAIN_SAMPLERS",
+    "infinite streams of training dataset indices, seeded, sliced per process, replayable for exact resume",
+    group="train_sampler",
+)
 
 ALL_REGISTRIES: dict[str, Registry] = {
     r._name: r
@@ -303,6 +309,7 @@ ALL_REGISTRIES: dict[str, Registry] = {
         HOOKS,
         EVALUATORS,
         LOGGERS,
+        TRAIN_SAMPLERS,
     )
 }
 

@@ -291,7 +291,7 @@ def test_skip_replaces_a_bad_image_and_counts_it(tmp_path, caplog, kind, num_wor
     mapper = DatasetMapper(is_train=True, min_size=(32,), max_size=64)
     loader = build_train_loader(dicts, mapper, total_batch_size=3, num_workers=num_workers, seed=0,
                                 aspect_ratio_grouping=False)
-    with EventStorage() as storage, caplog.at_level(logging.WARNING, logger="framework.data.build"):
+    with EventStorage() as storage, caplog.at_level(logging.WARNING, logger="framework.data.train_items"):
         it = iter(loader)
         batches = [next(it) for _ in range(4)]  # 12 samples: b.jpg (image 2) came up 4 times
         del it
@@ -311,7 +311,7 @@ def test_test_loader_under_skip_leaves_a_bad_image_out_and_reports_it(tmp_path, 
     dicts = _dicts_with_a_bad_image(tmp_path, kind)
     mapper = DatasetMapper(is_train=False, min_size=(32,), max_size=64)
     loader = build_test_loader(dicts, mapper, batch_size=2, num_workers=num_workers, bad_data="skip")
-    with caplog.at_level(logging.WARNING, logger="framework.data.build"):
+    with caplog.at_level(logging.WARNING, logger="framework.data.inference_loader"):
         batches = list(loader)
     assert [[d["image_id"] for d in b] for b in batches] == [[1], [3]]  # image 2 left out of the first batch
     keys = set(mapper(dicts[0]))

@@ -1,0 +1,96 @@
+"""The training loader's per-sample work: each sample mapped under its own seed, unreadable images
+replaced, and what was replaced counted.
+
+Reproducibility: every item of the sample stream has its own seed, derived from the loader's
+``seed`` and the item's position in the global stream; Python's ``random``, numpy's and torch's
+global generators are seeded with it just while that item is mapped. The batches therefore depend only on ``seed`` (and the iteration the loader starts at), not on
+``num_workers`` nor on which worker mapped which item.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from torch.utils.data import DataLoader, Dataset
+
+from framework.utils.seeding import derive_seed, seed_global_rngs, seeded_global_rngs
+
+from .map_dataset import DatasetMappingError, MapDataset
+from .skipping import BAD_IMAGE_ERRORS, LoadedBatch, LoadedItem, SkippedImage
+
+__all__ = ["SeededMapDataset", "SkipCountingLoader", "worker_init_fn", "MAX_REPLACEMENTS"]
+
+logger = logging.getLogger(__name__)
+
+#: How many other images a skipping loader tries before it gives up on a sample.
+MAX_REPLACEMENTS = 10
+
+
+def worker_init_fn(worker_id: int, *, seed: int, rank: int = 0) -> None:
+    """Seed a DataLoader worker's global generators from (``seed``, ``rank``, ``worker_id``).
+
+    Use with ``functools.partial(worker_init_fn, seed=..., rank=...)``. The training loader also
+    seeds every item on its own (see the module docstring); this covers anything else in the
+    worker that draws random numbers.
+    """
+    seed_global_rngs(derive_seed(seed, rank, worker_id))
+
+
+class SeededMapDataset(Dataset):
+    """Maps item ``(position, index)`` with the global generators seeded from (seed, position).
+
+    Returns a :class:`~framework.data.skipping.LoadedItem`. With ``skip_bad_images``, an image that
+    cannot be read is replaced by the next dataset index (deterministically, so resuming stays
+    exact) and listed in the item's ``skipped``, for the loader to count.
+    """
+
+    def __init__(self, dataset: MapDataset, seed: int, *, skip_bad_images: bool = False) -> None:
+        self.dataset = dataset
+        self.seed = seed
+        self.skip_bad_images = skip_bad_images
+
+    def __getitem__(self, key: tuple[int, int]) -> LoadedItem:
+        position, index = key
+        skipped: list[SkippedImage] = []
+        with seeded_global_rngs(derive_seed(self.seed, position)):
+            for attempt in range(min(MAX_REPLACEMENTS + 1, len(self.dataset))):
+                candidate = (index + attempt) % len(self.dataset)
+                try:
+                    out = self.dataset[candidate]
+                except BAD_IMAGE_ERRORS as e:
+                    if not self.skip_bad_images:
+                        raise
+                    skipped.append(SkippedImage.from_error(self.dataset.raw(candidate), e))
+                    continue
+                return LoadedItem(mapped=out, skipped=tuple(skipped))
+        raise DatasetMappingError(f"{len(skipped)} images in a row could not be read (bad_data=skip replaces an "
+                                  f"unreadable image by the next one, trying up to {MAX_REPLACEMENTS}); the first: "
+                                  f"{skipped[0].reason}")
+
+
+class SkipCountingLoader:
+    """Iterates the DataLoader's :class:`~framework.data.skipping.LoadedBatch` es and yields their
+    ``inputs``; logs and counts the images the workers replaced, and puts the counts in the event
+    storage (``data/skipped_images``; ``data/dropped/<reason>`` from loading)."""
+
+    def __init__(self, loader: DataLoader, dropped_at_load: dict[str, int]) -> None:
+        self.loader = loader
+        self.dropped_at_load = dropped_at_load
+        self.num_skipped = 0
+
+    def __iter__(self) -> Iterator[list[dict[str, Any]]]:
+        from framework.utils.events import put_scalars
+
+        put_scalars(**{f"data/dropped/{k}": float(v) for k, v in self.dropped_at_load.items()},
+                    **{"data/skipped_images": float(self.num_skipped)}, smoothing_hint=False)
+        batch: LoadedBatch
+        for batch in self.loader:
+            if batch.skipped:
+                self.num_skipped += len(batch.skipped)
+                for image in batch.skipped:
+                    logger.warning("bad_data=skip: replaced an unreadable training image (%d so far): %s",
+                                   self.num_skipped, image.reason)
+                put_scalars(**{"data/skipped_images": float(self.num_skipped)}, smoothing_hint=False)
+            yield batch.inputs
