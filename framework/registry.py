@@ -58,6 +58,7 @@ __all__ = [
     "EVALUATORS",
     "LOGGERS",
     "TRAIN_SAMPLERS",
+    "AUGMENTATIONS",
     "ALL_REGISTRIES",
     "CONFIG_SECTIONS",
     "add_registry",
@@ -290,6 +291,9 @@ TRAIN_SAMPLERS = Registry(
     "infinite streams of training dataset indices, seeded, sliced per process, replayable for exact resume",
     group="train_sampler",
 )
+AUGMENTATIONS = Registry(
+    "AUGMENTATIONS", "one step of a data pipeline: image + ground truth -> image + ground truth (resize, flip, ...)"
+)
 
 ALL_REGISTRIES: dict[str, Registry] = {
     r._name: r
@@ -310,6 +314,7 @@ ALL_REGISTRIES: dict[str, Registry] = {
         EVALUATORS,
         LOGGERS,
         TRAIN_SAMPLERS,
+        AUGMENTATIONS,
     )
 }
 

@@ -51,7 +51,8 @@ def build_train_loader(
 
     Args:
         dataset_dicts: the training set (dataset dicts).
-        mapper: dict -> model input dict (e.g. ``DatasetMapper(is_train=True)``).
+        mapper: dict -> model input dict (e.g. a :class:`~framework.data.mapper.DatasetMapper`
+            with ``is_train=True``).
         total_batch_size: images per iteration over all ranks; each rank gets
             ``total_batch_size / world_size`` (must divide evenly).
         num_workers: DataLoader worker processes (0: map in this process).
@@ -139,7 +140,8 @@ def build_test_loader(
 
     Args:
         dataset_dicts: the test set (dataset dicts).
-        mapper: dict -> model input dict (e.g. ``DatasetMapper(is_train=False)``).
+        mapper: dict -> model input dict (e.g. a :class:`~framework.data.mapper.DatasetMapper`
+            with ``is_train=False``); item i is mapped with the global generators seeded from i.
         batch_size: images per batch on this rank.
         num_workers: DataLoader worker processes (0: map in this process).
         bad_data: ``"strict"``: an image that cannot be read (missing, truncated, not an image, or

@@ -8,6 +8,8 @@ from typing import Any, Optional
 
 from torch.utils.data import DataLoader, Dataset
 
+from framework.utils.seeding import derive_seed, seeded_global_rngs
+
 from .map_dataset import MapDataset
 from .skipping import BAD_IMAGE_ERRORS, LoadedBatch, LoadedItem, SkippedImage
 
@@ -19,7 +21,12 @@ logger = logging.getLogger(__name__)
 class InferenceDataset(Dataset):
     """Item ``i`` of ``dataset`` as a :class:`~framework.data.skipping.LoadedItem`; with
     ``skip_bad_images``, an image that cannot be read gives an item without a mapped dict that
-    names it (a test set has no replacement for it: every image is evaluated once)."""
+    names it (a test set has no replacement for it: every image is evaluated once).
+
+    Item ``i`` is mapped with the global generators seeded from ``i`` (and restored afterwards):
+    whatever random draws a test pipeline makes, an image maps the same in every pass, on any
+    worker, and the caller's random streams are left alone.
+    """
 
     def __init__(self, dataset: MapDataset, *, skip_bad_images: bool) -> None:
         self.dataset = dataset
@@ -30,7 +37,8 @@ class InferenceDataset(Dataset):
 
     def __getitem__(self, idx: int) -> LoadedItem:
         try:
-            return LoadedItem(mapped=self.dataset[idx])
+            with seeded_global_rngs(derive_seed(idx)):
+                return LoadedItem(mapped=self.dataset[idx])
         except BAD_IMAGE_ERRORS as e:
             if not self.skip_bad_images:
                 raise

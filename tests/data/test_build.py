@@ -31,7 +31,8 @@ def dicts(tmp_path_factory):
 
 
 def train_mapper():
-    return DatasetMapper(is_train=True, min_size=(48, 56, 64), max_size=128)
+    return DatasetMapper(is_train=True, augmentations=[
+        {"name": "ResizeShortestEdge", "short_edge_length": [48, 56, 64], "max_size": 128}, "RandomHorizontalFlip"])
 
 
 def take(loader, n):
@@ -163,7 +164,7 @@ def test_map_dataset(dicts):
 
 
 def test_test_loader_order_and_shards(dicts, monkeypatch):
-    mapper = DatasetMapper(is_train=False, min_size=(32,))
+    mapper = DatasetMapper(is_train=False, augmentations=[{"name": "ResizeShortestEdge", "short_edge_length": [32]}])
     batches = list(build_test_loader(dicts, mapper, batch_size=4, num_workers=0))
     assert [[d["image_id"] for d in b] for b in batches] == [[1, 2, 3, 4], [5, 6]]
     d = batches[0][0]

@@ -1,0 +1,23 @@
+"""Augmentations: the ``AUGMENTATIONS`` components a mapper runs in order (``input.train.augmentations``).
+
+Importing this package registers the built-in ones. :mod:`.base` defines what an augmentation is;
+:mod:`.geometry` the operations on a whole sample.
+"""
+
+from .base import AugSample, Augmentation
+from .flip import RandomHorizontalFlip
+from .geometry import horizontal_flip, resize, resize_image_pil
+from .shortest_edge import ResizeShortestEdge, ResizeShortestEdgeRange, ResizeShortestEdgeTorchvision, resize_shortest_edge_shape
+
+__all__ = [
+    "AugSample",
+    "Augmentation",
+    "RandomHorizontalFlip",
+    "ResizeShortestEdge",
+    "ResizeShortestEdgeRange",
+    "ResizeShortestEdgeTorchvision",
+    "horizontal_flip",
+    "resize",
+    "resize_image_pil",
+    "resize_shortest_edge_shape",
+]
