@@ -3,8 +3,9 @@
 :func:`build_train_loader` and :func:`build_test_loader` are the ``dataloader.train`` and
 ``dataloader.test`` config sections. What they assemble lives beside them: the mapped dataset
 (:mod:`~framework.data.map_dataset`), the training sampler (a ``TRAIN_SAMPLERS`` component,
-:mod:`~framework.data.samplers`), the per-sample seeding and counting of the training stream
-(:mod:`~framework.data.train_items`) and the test pass (:mod:`~framework.data.inference_loader`).
+:mod:`~framework.data.samplers`), the per-sample seeding, draws and counting of the training
+stream (:mod:`~framework.data.train_items`, :mod:`~framework.data.draws`) and the test pass
+(:mod:`~framework.data.inference_loader`).
 
 Bad images (``bad_data="skip"``): both loaders' datasets return
 :class:`~framework.data.skipping.LoadedItem` s, so the images they replaced (training) or left out
@@ -52,7 +53,8 @@ def build_train_loader(
     Args:
         dataset_dicts: the training set (dataset dicts).
         mapper: dict -> model input dict (e.g. a :class:`~framework.data.mapper.DatasetMapper`
-            with ``is_train=True``).
+            with ``is_train=True``); one whose ``takes_draws`` is true also gets each sample's
+            :class:`~framework.data.draws.SeededDraws` (mixing augmentations).
         total_batch_size: images per iteration over all ranks; each rank gets
             ``total_batch_size / world_size`` (must divide evenly).
         num_workers: DataLoader worker processes (0: map in this process).
@@ -61,8 +63,8 @@ def build_train_loader(
             LVIS-style oversampling of images with rare categories). It is offered ``size``,
             ``dataset_dicts`` and ``seed``.
         aspect_ratio_grouping: batch landscape and portrait images separately.
-        seed: seed of the sample order and of the augmentations; None draws one shared by all
-            ranks (not reproducible).
+        seed: seed of the sample order, of the augmentations and of the draws of other samples;
+            None draws one shared by all ranks (not reproducible).
         start_iter: the iteration to resume from: the loader yields batch ``start_iter`` of the
             uninterrupted run first, with or without aspect-ratio grouping (the grouping is
             replayed at the index level, see :class:`TrainingBatchSampler`).

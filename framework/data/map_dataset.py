@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 from torch.utils.data import Dataset
+
+from .draws import DatasetDraws
 
 __all__ = ["MapDataset", "DatasetMappingError"]
 
@@ -21,7 +23,9 @@ class MapDataset(Dataset):
 
     Args:
         dataset_list: dataset dicts.
-        mapper: dict -> model input dict (e.g. :class:`framework.data.mapper.DatasetMapper`).
+        mapper: dict -> model input dict (e.g. :class:`framework.data.mapper.DatasetMapper`). A
+            mapper whose ``takes_draws`` attribute is true (one with a mixing augmentation) is
+            also handed the other samples it may draw: ``mapper(d, draws=...)`` (see :meth:`map`).
         serialize: store the dicts as one pickled byte buffer instead of Python objects. Forked
             DataLoader workers otherwise duplicate the whole list in memory as reference counts
             are touched (detectron2 does the same).
@@ -30,7 +34,7 @@ class MapDataset(Dataset):
     image file are re-raised as :class:`DatasetMappingError` naming it.
     """
 
-    def __init__(self, dataset_list: Sequence[dict[str, Any]], mapper: Callable[[dict], Any], *, serialize: bool = True) -> None:
+    def __init__(self, dataset_list: Sequence[dict[str, Any]], mapper: Callable[..., Any], *, serialize: bool = True) -> None:
         if not callable(mapper):
             raise TypeError(f"MapDataset: mapper must be callable, got {mapper!r}")
         self.mapper = mapper
@@ -45,6 +49,11 @@ class MapDataset(Dataset):
     def __len__(self) -> int:
         return len(self._ends) if self._serialized else len(self._list)
 
+    @property
+    def takes_draws(self) -> bool:
+        """Whether the mapper draws other samples (then :meth:`map` needs ``draws``)."""
+        return bool(getattr(self.mapper, "takes_draws", False))
+
     def raw(self, idx: int) -> dict[str, Any]:
         """The unmapped dataset dict ``idx`` (a fresh copy when serialized)."""
         if not self._serialized:
@@ -56,10 +65,15 @@ class MapDataset(Dataset):
         return pickle.loads(self._buffer[start:int(self._ends[idx])].tobytes())
 
     def __getitem__(self, idx: int) -> Any:
+        return self.map(idx)
+
+    def map(self, idx: int, *, draws: Optional[DatasetDraws] = None) -> Any:
+        """Item ``idx`` mapped; ``draws`` (the other samples a mixing augmentation may take) is
+        passed on to a mapper that ``takes_draws`` and is ignored otherwise."""
         d = self.raw(idx)
         file_name = d.get("file_name") if isinstance(d, dict) else None
         try:
-            out = self.mapper(d)
+            out = self.mapper(d, draws=draws) if self.takes_draws else self.mapper(d)
         except Exception as e:
             if file_name is not None and str(file_name) in str(e):
                 raise

@@ -10,7 +10,8 @@ and are only rasterised later, inside each proposal box.
 
 Randomness is drawn from the global generators, which the training loader
 (:func:`framework.data.build.build_train_loader`) seeds per sample, so a run is reproducible
-given its seed, whatever the number of workers.
+given its seed, whatever the number of workers. A mixing augmentation also draws other samples,
+from the :class:`~framework.data.draws.DatasetDraws` the training loader passes (``draws=``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Literal, Optional
 from framework.errors import ConfigError, did_you_mean
 from framework.registry import AUGMENTATIONS, Spec, config_section
 
-from .augmentations import AugSample
+from .augmentations import AugSample, MixingAugmentation
 from .detection_utils import (
     IMAGE_FORMATS,
     MASK_FORMATS,
@@ -31,6 +32,7 @@ from .detection_utils import (
     filter_empty_instances,
     read_image,
 )
+from .draws import DatasetDraws
 
 __all__ = ["DatasetMapper"]
 
@@ -45,7 +47,8 @@ class DatasetMapper:
     """Callable turning a dataset dict into the input dict of a detector.
 
     Knobs:
-        is_train: training adds the gt ``instances``; testing keeps no annotations.
+        is_train: training adds the gt ``instances`` (and may use mixing augmentations); testing
+            keeps no annotations.
         augmentations: the pipeline, in order: ``AUGMENTATIONS`` components (registered names,
             mappings with ``name`` and knobs, or built objects), e.g.
             ``[{name: ResizeShortestEdge, short_edge_length: [640, 800]}, RandomHorizontalFlip]``.
@@ -54,13 +57,15 @@ class DatasetMapper:
             BitMasks); ``"bitmask"`` rasterises all masks. See :func:`annotations_to_instances`.
         mask_on: add ``gt_masks`` (needs a ``segmentation`` on every non-crowd annotation).
 
-    Call: ``mapper(dataset_dict) -> dict`` (the input dict is deep-copied, never modified) with
+    Call: ``mapper(dataset_dict, draws=None) -> dict`` (the input dict is deep-copied, never
+        modified) with
         ``image``: (3, H', W') tensor in ``image_format``, augmented; uint8 (float32 after a float
         resize such as ``ResizeShortestEdgeTorchvision``);
         ``height``, ``width``: the ORIGINAL image size (predictions are mapped back to it);
         ``file_name``, ``image_id`` and any other key of the dict, except ``annotations``;
         ``instances`` (training only): Instances of size (H', W') with ``gt_boxes``, ``gt_classes``
         (and ``gt_masks``), crowd annotations and instances emptied by the augmentations left out.
+        ``draws`` (the other samples mixing augmentations take) is given by the training loader.
     """
 
     def __init__(
@@ -80,6 +85,9 @@ class DatasetMapper:
         for i, aug in enumerate(self.augmentations):
             if not callable(aug):
                 raise ConfigError(f"DatasetMapper: augmentations.{i} ({aug!r}) is not callable")
+            if isinstance(aug, MixingAugmentation) and not is_train:
+                raise ConfigError(f"DatasetMapper(is_train=False): augmentations.{i} ({type(aug).__name__}) mixes in "
+                                  "other training samples, which only training draws")
         self.is_train = bool(is_train)
         self.image_format = image_format
         self.mask_format = mask_format
@@ -89,14 +97,20 @@ class DatasetMapper:
         return (f"DatasetMapper(is_train={self.is_train}, augmentations={self.augmentations}, "
                 f"image_format={self.image_format!r}, mask_format={self.mask_format!r}, mask_on={self.mask_on})")
 
+    @property
+    def takes_draws(self) -> bool:
+        """Whether an augmentation mixes in other samples (then the loader passes ``draws``)."""
+        return any(isinstance(aug, MixingAugmentation) for aug in self.augmentations)
+
     # ------------------------------------------------------------------ mapping
-    def __call__(self, dataset_dict: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, dataset_dict: dict[str, Any], *, draws: Optional[DatasetDraws] = None) -> dict[str, Any]:
         d = copy.deepcopy(dataset_dict)  # the caller's dict (e.g. the dataset list) must stay intact
         annos = d.pop("annotations", None)
         with_gt = self.is_train and annos is not None
         sample = self.load(d, annos if with_gt else None)
+        others = _OtherSamples(self, draws)
         for aug in self.augmentations:
-            sample = aug(sample)
+            sample = aug(sample, others) if isinstance(aug, MixingAugmentation) else aug(sample)
         d["image"] = sample.image.contiguous()
         if with_gt:
             d["instances"] = filter_empty_instances(sample.to_instances())
@@ -126,3 +140,22 @@ class DatasetMapper:
             raise ValueError(f"{d['file_name']} (image_id={d.get('image_id')}): {e}") from e
         return AugSample.from_instances(image, instances)
 
+
+class _OtherSamples:
+    """The mapper's :class:`~framework.data.augmentations.OtherSamples`: each draw loads another
+    dataset dict (from the loader's ``draws``) as the mapper loads its own, before augmentation."""
+
+    def __init__(self, mapper: DatasetMapper, draws: Optional[DatasetDraws]) -> None:
+        self.mapper = mapper
+        self.draws = draws
+
+    def draw(self) -> AugSample:
+        if self.draws is None:
+            raise RuntimeError("a mixing augmentation asked for another sample, but this mapper was called without "
+                               "draws: map through build_train_loader, or pass draws= (framework.data.draws)")
+
+        def load(raw: dict[str, Any]) -> AugSample:
+            d = copy.deepcopy(raw)
+            return self.mapper.load(d, d.pop("annotations", []))
+
+        return self.draws.draw(load)

@@ -1,9 +1,11 @@
 """The training loader's per-sample work: each sample mapped under its own seed, unreadable images
-replaced, and what was replaced counted.
+replaced, other samples drawn for mixing augmentations, and what was replaced counted.
 
 Reproducibility: every item of the sample stream has its own seed, derived from the loader's
 ``seed`` and the item's position in the global stream; Python's ``random``, numpy's and torch's
-global generators are seeded with it just while that item is mapped. The batches therefore depend only on ``seed`` (and the iteration the loader starts at), not on
+global generators are seeded with it just while that item is mapped, and the other samples it
+draws come from a generator seeded from (seed, position) too (:mod:`framework.data.draws`). The
+batches therefore depend only on ``seed`` (and the iteration the loader starts at), not on
 ``num_workers`` nor on which worker mapped which item.
 """
 
@@ -17,15 +19,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from framework.utils.seeding import derive_seed, seed_global_rngs, seeded_global_rngs
 
+from .draws import MAX_REPLACEMENTS, SeededDraws
 from .map_dataset import DatasetMappingError, MapDataset
 from .skipping import BAD_IMAGE_ERRORS, LoadedBatch, LoadedItem, SkippedImage
 
-__all__ = ["SeededMapDataset", "SkipCountingLoader", "worker_init_fn", "MAX_REPLACEMENTS"]
+__all__ = ["SeededMapDataset", "SkipCountingLoader", "worker_init_fn", "DRAWS_STREAM"]
 
 logger = logging.getLogger(__name__)
 
-#: How many other images a skipping loader tries before it gives up on a sample.
-MAX_REPLACEMENTS = 10
+#: Mixed into a sample's seed for its draws of other samples, so that they are a stream of their
+#: own, apart from the global generators the augmentations draw from.
+DRAWS_STREAM = 1
 
 
 def worker_init_fn(worker_id: int, *, seed: int, rank: int = 0) -> None:
@@ -41,9 +45,11 @@ def worker_init_fn(worker_id: int, *, seed: int, rank: int = 0) -> None:
 class SeededMapDataset(Dataset):
     """Maps item ``(position, index)`` with the global generators seeded from (seed, position).
 
-    Returns a :class:`~framework.data.skipping.LoadedItem`. With ``skip_bad_images``, an image that
-    cannot be read is replaced by the next dataset index (deterministically, so resuming stays
-    exact) and listed in the item's ``skipped``, for the loader to count.
+    Returns a :class:`~framework.data.skipping.LoadedItem`. A mapper that takes draws gets a
+    :class:`~framework.data.draws.SeededDraws` seeded from (seed, position, :data:`DRAWS_STREAM`).
+    With ``skip_bad_images``, an image that cannot be read is replaced by the next dataset index
+    (deterministically, so resuming stays exact) and listed in the item's ``skipped``, with the
+    unreadable images its draws replaced, for the loader to count.
     """
 
     def __init__(self, dataset: MapDataset, seed: int, *, skip_bad_images: bool = False) -> None:
@@ -57,14 +63,17 @@ class SeededMapDataset(Dataset):
         with seeded_global_rngs(derive_seed(self.seed, position)):
             for attempt in range(min(MAX_REPLACEMENTS + 1, len(self.dataset))):
                 candidate = (index + attempt) % len(self.dataset)
+                # Made afresh for each attempt: the draws depend on (seed, position) only.
+                draws = SeededDraws(self.dataset, derive_seed(self.seed, position, DRAWS_STREAM),
+                                    skip_bad_images=self.skip_bad_images)
                 try:
-                    out = self.dataset[candidate]
+                    out = self.dataset.map(candidate, draws=draws)
                 except BAD_IMAGE_ERRORS as e:
                     if not self.skip_bad_images:
                         raise
                     skipped.append(SkippedImage.from_error(self.dataset.raw(candidate), e))
                     continue
-                return LoadedItem(mapped=out, skipped=tuple(skipped))
+                return LoadedItem(mapped=out, skipped=tuple(skipped + draws.skipped))
         raise DatasetMappingError(f"{len(skipped)} images in a row could not be read (bad_data=skip replaces an "
                                   f"unreadable image by the next one, trying up to {MAX_REPLACEMENTS}); the first: "
                                   f"{skipped[0].reason}")
@@ -72,8 +81,9 @@ class SeededMapDataset(Dataset):
 
 class SkipCountingLoader:
     """Iterates the DataLoader's :class:`~framework.data.skipping.LoadedBatch` es and yields their
-    ``inputs``; logs and counts the images the workers replaced, and puts the counts in the event
-    storage (``data/skipped_images``; ``data/dropped/<reason>`` from loading)."""
+    ``inputs``; logs and counts the images the workers replaced (their own, or drawn for a mixing
+    augmentation), and puts the counts in the event storage (``data/skipped_images``;
+    ``data/dropped/<reason>`` from loading)."""
 
     def __init__(self, loader: DataLoader, dropped_at_load: dict[str, int]) -> None:
         self.loader = loader

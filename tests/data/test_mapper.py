@@ -22,6 +22,7 @@ from framework.data.detection_utils import (
 from framework.data.augmentations import (
     AugSample,
     Augmentation,
+    MixingAugmentation,
     RandomHorizontalFlip,
     ResizeShortestEdge,
     ResizeShortestEdgeRange,
@@ -329,3 +330,10 @@ def test_config_errors():
         RandomHorizontalFlip(prob=1.5)
     with pytest.raises(ConfigError, match="image_format"):
         DatasetMapper(is_train=True, augmentations=[], image_format="rgb")
+
+    class Mix(MixingAugmentation):
+        def __call__(self, sample, others):
+            return sample
+
+    with pytest.raises(ConfigError, match=r"is_train=False.*Mix.*only training"):
+        DatasetMapper(is_train=False, augmentations=[Mix()])

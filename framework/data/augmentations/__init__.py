@@ -1,10 +1,10 @@
 """Augmentations: the ``AUGMENTATIONS`` components a mapper runs in order (``input.train.augmentations``).
 
-Importing this package registers the built-in ones. :mod:`.base` defines what an augmentation is;
-:mod:`.geometry` the operations on a whole sample.
+Importing this package registers the built-in ones. :mod:`.base` defines what an augmentation is
+(and the mixing ones, which draw other samples); :mod:`.geometry` the operations on a whole sample.
 """
 
-from .base import AugSample, Augmentation
+from .base import AugSample, Augmentation, MixingAugmentation, OtherSamples
 from .flip import RandomHorizontalFlip
 from .geometry import horizontal_flip, resize, resize_image_pil
 from .shortest_edge import ResizeShortestEdge, ResizeShortestEdgeRange, ResizeShortestEdgeTorchvision, resize_shortest_edge_shape
@@ -12,6 +12,8 @@ from .shortest_edge import ResizeShortestEdge, ResizeShortestEdgeRange, ResizeSh
 __all__ = [
     "AugSample",
     "Augmentation",
+    "MixingAugmentation",
+    "OtherSamples",
     "RandomHorizontalFlip",
     "ResizeShortestEdge",
     "ResizeShortestEdgeRange",

@@ -9,12 +9,15 @@ Randomness: an augmentation draws its random parameters from torch's (or Python'
 generator. The training loader seeds those per sample from the run's seed and the sample's
 position (:mod:`framework.data.train_items`), so a run is reproducible and resumes exactly; the
 test loader seeds them per image index.
+
+A :class:`MixingAugmentation` (copy-paste, mixup, mosaic) also receives :class:`OtherSamples`, from
+which it draws other images of the training set with their ground truth.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Union
+from typing import Optional, Protocol, Union
 
 import torch
 from torchvision import tv_tensors
@@ -22,7 +25,7 @@ from torchvision import tv_tensors
 from framework.config.signature import knobs
 from framework.structures import BitMasks, Boxes, Instances, PolygonMasks
 
-__all__ = ["AugSample", "Augmentation"]
+__all__ = ["AugSample", "Augmentation", "MixingAugmentation", "OtherSamples"]
 
 Masks = Union[PolygonMasks, BitMasks]
 
@@ -99,6 +102,16 @@ class AugSample:
         return dataclasses.replace(self, boxes=boxes, classes=self.classes[keep], masks=masks)
 
 
+class OtherSamples(Protocol):
+    """Where a :class:`MixingAugmentation` gets other samples of the training set."""
+
+    def draw(self) -> AugSample:
+        """Another training sample (drawn uniformly from the dataset, a new draw per call), as read:
+        its image and ground truth before any augmentation. The draws depend only on the run's
+        seed and the position of the sample being mapped, so resuming reproduces them."""
+        ...
+
+
 class Augmentation:
     """Base of the registered augmentations: a callable ``AugSample -> AugSample``.
 
@@ -116,4 +129,13 @@ class Augmentation:
     def __repr__(self) -> str:
         values = [f"{k.name}={getattr(self, k.name)!r}" for k in knobs(type(self)) if hasattr(self, k.name)]
         return f"{type(self).__name__}({', '.join(values)})"
+
+
+class MixingAugmentation(Augmentation):
+    """An augmentation that combines its sample with other samples of the training set
+    (copy-paste, mixup, mosaic): it is called with :class:`OtherSamples` too. Training only: the
+    training loader provides the draws (:mod:`framework.data.draws`)."""
+
+    def __call__(self, sample: AugSample, others: OtherSamples) -> AugSample:  # type: ignore[override]
+        raise NotImplementedError
 
