@@ -76,7 +76,9 @@ def build_train_loader(
 
     Returns:
         an iterable whose iterator yields lists of ``total_batch_size / world_size`` mapped dicts
-        forever (a new iterator restarts the stream at ``start_iter``).
+        forever (a new iterator restarts the stream at ``start_iter``). It also counts images
+        that reach the model without any instance (``data/empty_images``, see
+        :class:`~framework.data.train_items.SkipCountingLoader`).
     """
     if len(dataset_dicts) == 0:
         raise ValueError("build_train_loader got an empty dataset (no dataset dicts)")

@@ -1,5 +1,5 @@
 """The training loader's per-sample work: each sample mapped under its own seed, unreadable images
-replaced, other samples drawn for mixing augmentations, and what was replaced counted.
+replaced, other samples drawn for mixing augmentations, and what was replaced or emptied counted.
 
 Reproducibility: every item of the sample stream has its own seed, derived from the loader's
 ``seed`` and the item's position in the global stream; Python's ``random``, numpy's and torch's
@@ -81,20 +81,29 @@ class SeededMapDataset(Dataset):
 
 class SkipCountingLoader:
     """Iterates the DataLoader's :class:`~framework.data.skipping.LoadedBatch` es and yields their
-    ``inputs``; logs and counts the images the workers replaced (their own, or drawn for a mixing
-    augmentation), and puts the counts in the event storage (``data/skipped_images``;
-    ``data/dropped/<reason>`` from loading)."""
+    ``inputs``; counts what the model will not learn from, and puts the counts in the event storage:
+
+    * ``data/skipped_images``: images the workers replaced because they could not be read (logged
+      with a warning naming each);
+    * ``data/empty_images``: training images that reach the model without any instance: every
+      object was removed on the way (a crop or a paste covering them all, boxes squashed to
+      nothing), since images without annotations are left out when the dataset is loaded. They
+      stay in the batch as background-only images, as in detectron2;
+    * ``data/dropped/<reason>``: what loading the dataset dropped.
+    """
 
     def __init__(self, loader: DataLoader, dropped_at_load: dict[str, int]) -> None:
         self.loader = loader
         self.dropped_at_load = dropped_at_load
         self.num_skipped = 0
+        self.num_empty = 0
 
     def __iter__(self) -> Iterator[list[dict[str, Any]]]:
         from framework.utils.events import put_scalars
 
         put_scalars(**{f"data/dropped/{k}": float(v) for k, v in self.dropped_at_load.items()},
-                    **{"data/skipped_images": float(self.num_skipped)}, smoothing_hint=False)
+                    **{"data/skipped_images": float(self.num_skipped), "data/empty_images": float(self.num_empty)},
+                    smoothing_hint=False)
         batch: LoadedBatch
         for batch in self.loader:
             if batch.skipped:
@@ -103,4 +112,11 @@ class SkipCountingLoader:
                     logger.warning("bad_data=skip: replaced an unreadable training image (%d so far): %s",
                                    self.num_skipped, image.reason)
                 put_scalars(**{"data/skipped_images": float(self.num_skipped)}, smoothing_hint=False)
+            empty = sum(1 for d in batch.inputs if "instances" in d and len(d["instances"]) == 0)
+            if empty:
+                if self.num_empty == 0:
+                    logger.info("a training image reached the model without any instance (all removed by the "
+                                "augmentations); such images are counted in data/empty_images")
+                self.num_empty += empty
+                put_scalars(**{"data/empty_images": float(self.num_empty)}, smoothing_hint=False)
             yield batch.inputs

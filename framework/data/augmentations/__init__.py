@@ -6,7 +6,7 @@ Importing this package registers the built-in ones. :mod:`.base` defines what an
 
 from .base import AugSample, Augmentation, MixingAugmentation, OtherSamples
 from .flip import RandomHorizontalFlip
-from .geometry import horizontal_flip, resize, resize_image_pil
+from .geometry import crop, horizontal_flip, resize, resize_image_pil
 from .shortest_edge import ResizeShortestEdge, ResizeShortestEdgeRange, ResizeShortestEdgeTorchvision, resize_shortest_edge_shape
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "ResizeShortestEdge",
     "ResizeShortestEdgeRange",
     "ResizeShortestEdgeTorchvision",
+    "crop",
     "horizontal_flip",
     "resize",
     "resize_image_pil",

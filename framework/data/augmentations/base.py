@@ -120,7 +120,8 @@ class Augmentation:
     the image, boxes and masks together (:mod:`framework.data.augmentations.geometry` has the
     geometric operations for every kind of mask). It may remove objects
     (:meth:`AugSample.select`); those whose box or mask it empties are removed after the last
-    augmentation anyway, and an image left without objects is still trained on.
+    augmentation anyway, and an image left without objects is still trained on (counted as
+    ``data/empty_images``).
     """
 
     def __call__(self, sample: AugSample) -> AugSample:

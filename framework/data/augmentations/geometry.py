@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+import numpy as np
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import InterpolationMode
@@ -21,7 +22,7 @@ from framework.structures import BitMasks, PolygonMasks
 
 from .base import AugSample, Masks
 
-__all__ = ["resize", "resize_image_pil", "horizontal_flip"]
+__all__ = ["resize", "resize_image_pil", "horizontal_flip", "crop"]
 
 
 def resize_image_pil(image: torch.Tensor, new_size: tuple[int, int]) -> torch.Tensor:
@@ -99,3 +100,24 @@ def horizontal_flip(sample: AugSample) -> AugSample:
     image = F.horizontal_flip(sample.image)  # a plain tensor is an image to torchvision
     return dataclasses.replace(sample, image=image, boxes=F.horizontal_flip(sample.boxes), masks=masks)
 
+
+def crop(sample: AugSample, top: int, left: int, height: int, width: int) -> AugSample:
+    """The region rows [top, top + height), columns [left, left + width) of the sample (inside the image).
+
+    The image and bit masks are cropped (``F.crop``); boxes are translated and clamped to the
+    region (``F.crop``: a box outside it becomes empty, and its object is removed after the last
+    augmentation); polygons are translated only, as detectron2 does: what lies outside the region
+    is cut when they are rasterised inside their (clamped) box.
+    """
+    h, w = sample.image_size
+    if not (0 <= top and 0 <= left and height > 0 and width > 0 and top + height <= h and left + width <= w):
+        raise ValueError(f"crop: rows [{top}, {top + height}) x columns [{left}, {left + width}) is not inside the "
+                         f"{h}x{w} image")
+    masks = sample.masks
+    if isinstance(masks, PolygonMasks):
+        offset = np.array([left, top], dtype=np.float64)
+        masks = PolygonMasks([[(p.reshape(-1, 2) - offset).reshape(-1) for p in per] for per in masks.polygons])
+    elif isinstance(masks, BitMasks):
+        masks = BitMasks(masks.tensor[:, top:top + height, left:left + width])
+    image = F.crop(sample.image, top, left, height, width)
+    return dataclasses.replace(sample, image=image, boxes=F.crop(sample.boxes, top, left, height, width), masks=masks)
