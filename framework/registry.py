@@ -57,6 +57,8 @@ __all__ = [
     "LR_SCHEDULERS",
     "EVALUATORS",
     "LOGGERS",
+    "TRAIN_SAMPLERS",
+    "AUGMENTATIONS",
     "ALL_REGISTRIES",
     "CONFIG_SECTIONS",
     "add_registry",
@@ -75,7 +77,9 @@ class Registry(_FvcoreRegistry, RegistryBase):
         config_key: where a run's config holds this registry's components at top level (``"model"``,
             ``"solver"``, ``"hooks"``), if anywhere; nested registries (mask heads...) are reached
             through their parent's ``Spec[...]`` knobs instead.
-        group: the Hydra config group whose options are the entries (default: ``config_key``).
+        group: the Hydra config group whose options are the entries (default: ``config_key``). A
+            registry whose components config sections hold (``Spec[R]`` knobs of a section, such
+            as the training sampler) needs one, without a ``config_key``: the section places it.
         keyed: the config holds a dict of components keyed by name (``hooks.<key>``, placed with
             ``- /<group>@<config_key>.<key>: <Name>``) rather than one component.
     """
@@ -295,6 +299,14 @@ LOGGERS = Registry(
     "LOGGERS", "event writers: training scalars, images and run info -> console, files, trackers",
     config_key="loggers", group="logger", keyed=True,
 )
+TRAIN_SAMPLERS = Registry(
+    "TRAIN_SAMPLERS",
+    "infinite streams of training dataset indices, seeded, sliced per process, replayable for exact resume",
+    group="train_sampler",
+)
+AUGMENTATIONS = Registry(
+    "AUGMENTATIONS", "one step of a data pipeline: image + ground truth -> image + ground truth (resize, flip, ...)"
+)
 
 ALL_REGISTRIES: dict[str, Registry] = {
     r._name: r
@@ -314,6 +326,8 @@ ALL_REGISTRIES: dict[str, Registry] = {
         HOOKS,
         EVALUATORS,
         LOGGERS,
+        TRAIN_SAMPLERS,
+        AUGMENTATIONS,
     )
 }
 

@@ -7,8 +7,8 @@ Imported by name (``from tiny_job import tiny_job``): pytest puts ``tests/`` on 
 from __future__ import annotations
 
 #: Training and test images at about a third of the main job's size.
-SMALL_IMAGES = ["input.train.min_size=[128]", "input.train.max_size=192",
-                "input.test.min_size=[128]", "input.test.max_size=192"]
+SMALL_IMAGES = ["input.train.augmentations.0.short_edge_length=[128]", "input.train.augmentations.0.max_size=192",
+                "input.test.augmentations.0.short_edge_length=[128]", "input.test.augmentations.0.max_size=192"]
 #: An untrained model keeps 100 near-random detections per image; 20 halve the evaluation's time
 #: (mask head, pasting, COCOeval) and still exercise all of it.
 FEW_DETECTIONS = ["model.roi_heads.box_predictor.test_detections_per_img=20"]

@@ -8,8 +8,8 @@
 Which config builds the model: ``--run DIR`` takes that run's ``config.yaml`` (and its best, else
 last checkpoint, unless ``weights=`` names another); without ``--run``, a ``weights=`` file inside a
 run directory (next to a ``config.yaml``) takes that run's config; otherwise ``configs/train.yaml`` is
-composed with the overrides. On a run's config the overrides set keys (``input.test.min_size=[320]``);
-``--no-run-config`` composes ``configs/train.yaml`` even for weights inside a run directory.
+composed with the overrides. On a run's config the overrides set keys
+(``input.test.augmentations.0.short_edge_length=[320]``); ``--no-run-config`` composes ``configs/train.yaml`` even for weights inside a run directory.
 
 Output: ``<output>/<image stem>.png`` (masks, boxes, class names and scores of the detections with
 score >= ``--score-thresh``); with ``--json``, ``<output>/coco_instances_results.json``: those

@@ -3,11 +3,12 @@
 
     python tools/visualize_data.py --output vis/                       # the default job's training data
     python tools/visualize_data.py --dataset coco_2017_val --split test --num 20 --output vis/
-    python tools/visualize_data.py --json ann.json --image-root images/ --output vis/ input.train.min_size=[800]
+    python tools/visualize_data.py --json ann.json --image-root images/ --output vis/ \
+        input.train.augmentations.0.short_edge_length=[800]
 
-``--split train`` runs the training mapper (random resize and flip, seeded by the config's ``seed``)
-and draws the ``instances`` it produces: the boxes and masks the losses see, crowd annotations and
-boxes emptied by the resize left out. ``--split test`` runs the test mapper and draws the dataset's
+``--split train`` runs the training mapper (its augmentations, e.g. random resize and flip, seeded
+by the config's ``seed``) and draws the ``instances`` it produces: the boxes and masks the losses
+see, crowd annotations and boxes emptied by the augmentations left out. ``--split test`` runs the test mapper and draws the dataset's
 (non-crowd) annotations scaled to the resized image. Without ``--dataset`` / ``--json`` the config's
 ``dataset.train`` (or ``dataset.test``) is used. Trailing arguments are Hydra-style overrides of
 ``configs/train.yaml`` (the ``input`` section, ``dataset=...``, ``seed=...``).
@@ -61,8 +62,10 @@ def load_dataset(args: argparse.Namespace, cfg: Any) -> tuple[list[dict], Any]:
 
 def ground_truth(d: dict, mapped: dict, mapper: Any):
     """Instances to draw on ``mapped["image"]``: the mapper's own (training), else ``d``'s annotations scaled."""
+    import torch
+
+    from framework.data.augmentations import AugSample, resize
     from framework.data.detection_utils import annotations_to_instances
-    from framework.data.mapper import transform_instances
     from framework.structures import Instances
 
     size = tuple(mapped["image"].shape[-2:])
@@ -70,7 +73,9 @@ def ground_truth(d: dict, mapped: dict, mapper: Any):
         return mapped.get("instances", Instances(size))
     annos = [a for a in d.get("annotations", []) if not a.get("iscrowd", 0)]
     gt = annotations_to_instances(annos, (mapped["height"], mapped["width"]), mask_format=mapper.mask_format)
-    return transform_instances(gt, size, flip=False)
+    # Only the ground truth is resized (a 0-channel stand-in for the original image); the image is the mapped one.
+    sample = AugSample.from_instances(torch.zeros((0, *gt.image_size), dtype=torch.uint8), gt)
+    return resize(sample, size, image=mapped["image"]).to_instances()
 
 
 def run(args: argparse.Namespace) -> int:

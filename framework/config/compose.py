@@ -18,12 +18,12 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ValueType
 from hydra.errors import ConfigCompositionException, MissingConfigException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from framework.config.groups import config_roots, register_config_groups
 from framework.config.plugin_configs import register_plugin_configs
 from framework.config.plugins import REPO_ROOT, discover_plugins, plugin_folders
-from framework.config.schema import validate
+from framework.config.schema import section_consumer, validate, validate_section
 from framework.errors import ConfigError, did_you_mean
 
 __all__ = [
@@ -76,17 +76,30 @@ def setup() -> None:
 
 def validate_config(cfg: DictConfig) -> None:
     """Check every component subtree (``model``, ``solver``, each of ``hooks``...) against the
-    registries and schemas."""
+    registries and schemas, and the components held by config sections (``dataloader.train.sampler``,
+    each entry of ``input.train.augmentations``)."""
     for registry in config_roots().values():
         key = registry.config_key
-        if key not in cfg or cfg[key] is None:
-            continue
+        if key is None or key not in cfg or cfg[key] is None:
+            continue  # a registry whose entries only sit inside other nodes (train_sampler)
         if not registry.keyed:
             validate(cfg[key], registry, path=key)
             continue
         for name, spec in cfg[key].items():
             if spec is not None:
                 validate({"name": name, **spec} if isinstance(spec, DictConfig) else spec, registry, path=f"{key}.{name}")
+    _validate_sections(cfg, "")
+
+
+def _validate_sections(node: DictConfig, path: str) -> None:
+    """Find the config section nodes in ``node`` (by the schema type OmegaConf keeps for them,
+    wherever the defaults list placed them) and validate the components they hold."""
+    consumer = section_consumer(OmegaConf.get_type(node))
+    if consumer is not None:
+        validate_section(node, consumer, path=path)
+    for key, child in node.items_ex(resolve=False):
+        if isinstance(child, DictConfig):  # items_ex gives None, "???" and interpolations as plain values
+            _validate_sections(child, f"{path}.{key}" if path else str(key))
 
 
 def compose(
@@ -181,8 +194,6 @@ def _sweep_values(
 
 def unknown_key_hint(cfg: DictConfig, key: str) -> str:
     """For a dotted ``key`` that ``cfg`` lacks: ``" Did you mean 'x'? Keys under 'a.b': x, y."``."""
-    from omegaconf import OmegaConf
-
     parent, _, leaf = key.rpartition(".")
     node = OmegaConf.select(cfg, parent) if parent else cfg
     options = list(node.keys()) if isinstance(node, DictConfig) else []
@@ -190,8 +201,6 @@ def unknown_key_hint(cfg: DictConfig, key: str) -> str:
 
 
 def _check_key_exists(cfg: DictConfig, key: str) -> None:
-    from omegaconf import OmegaConf
-
     if OmegaConf.select(cfg, key, default=_MISSING_KEY) is _MISSING_KEY:
         raise ConfigError(f"sweep over {key!r}: no such key.{unknown_key_hint(cfg, key)}")
 
@@ -263,6 +272,9 @@ def _key_hint(key: str, other_overrides: list[str], config_name: str) -> str:
     for i, part in enumerate(parts):
         if isinstance(node, DictConfig) and part in node:
             node = node[part]
+            continue
+        if isinstance(node, ListConfig) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]  # an entry of a list of components (input.train.augmentations.0)
             continue
         if isinstance(node, DictConfig):
             where = ".".join(parts[:i]) or "<root>"

@@ -25,7 +25,8 @@ def config_roots() -> dict[str, Registry]:
     """Top-level config groups that hold components, and the registry each draws from: every
     registry with a ``config_key`` (``model``, ``solver``, ``lr_scheduler``; for keyed dicts the
     entry group, ``hook``, ``evaluator``, ``logger``, whose options configs/<key>/*.yaml place under
-    ``<key>.<name>``)."""
+    ``<key>.<name>``), and every registry with a ``group`` of its own that config sections place
+    (``train_sampler``, under ``dataloader.train.sampler``)."""
     return {r.group: r for r in ALL_REGISTRIES.values() if r.group is not None}
 
 
@@ -43,8 +44,8 @@ def iter_groups(roots: dict[str, Registry] | None = None) -> Iterator[tuple[str,
             yield group, registry
         for _, component in registry:
             for knob in knobs(component):
-                if knob.registry is None or (knob.registry, knob.name) in chain:
-                    continue
+                if knob.registry is None or knob.many or (knob.registry, knob.name) in chain:
+                    continue  # a list of components has no group: its entries are validated one by one
                 yield from walk(f"{group}/{knob.name}", knob.registry, chain + ((knob.registry, knob.name),))
 
     for key, registry in (roots or config_roots()).items():

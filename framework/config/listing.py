@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from framework.config.groups import iter_groups
-from framework.registry import ALL_REGISTRIES, Knob, knobs
+from framework.registry import ALL_REGISTRIES, CONFIG_SECTIONS, Knob, knobs
 from framework.utils.cli import add_projects_flag, use_projects_flag
 
 __all__ = ["describe", "describe_plugin_configs", "render_text", "render_markdown", "main"]
@@ -30,6 +30,8 @@ def _type_name(ann: Any) -> str:
 def _spec_type(knob: Knob) -> str:
     if knob.registry is not None:
         name = f"Spec[{knob.registry._name}]"
+        if knob.many:
+            name = f"Sequence[{name}]"
         return f"Optional[{name}]" if knob.optional else name
     return _type_name(knob.annotation)
 
@@ -43,11 +45,30 @@ def _default(knob: Knob) -> str:
     return repr(value)
 
 
+def _holders() -> dict[str, list[str]]:
+    """Registry name -> where its components sit other than in its config groups: the knobs of the
+    config sections, and the list knobs (``Sequence[Spec[R]]``) of components."""
+    out: dict[str, list[str]] = {}
+    for section, consumer in sorted(CONFIG_SECTIONS.items()):
+        for k in knobs(consumer):
+            if k.registry is not None:
+                what = "a list, in order" if k.many else f"group `{k.registry.group}`"
+                out.setdefault(k.registry._name, []).append(f"knob `{k.name}` of config section `{section}` ({what})")
+    for reg_name, registry in ALL_REGISTRIES.items():
+        for name, component in registry:
+            for k in knobs(component):
+                if k.registry is not None and k.many:
+                    out.setdefault(k.registry._name, []).append(f"knob `{k.name}` of {reg_name} `{name}` (a list, in order)")
+    return out
+
+
 def describe() -> list[dict[str, Any]]:
-    """One dict per registry: name, doc, config groups, and its entries with their knobs."""
+    """One dict per registry: name, doc, config groups, where else its components are held, and
+    its entries with their knobs."""
     groups_of: dict[str, list[str]] = {}
     for group, registry in iter_groups():
         groups_of.setdefault(registry._name, []).append(group)
+    holders = _holders()
     out = []
     for reg_name, registry in ALL_REGISTRIES.items():
         entries = []
@@ -63,7 +84,8 @@ def describe() -> list[dict[str, Any]]:
             )
         extra = [f"{k} (default {d!r})" for k, (_, d) in registry.extra_keys.items()]
         out.append(
-            {"registry": reg_name, "doc": registry.doc, "groups": groups_of.get(reg_name, []), "extra": extra, "entries": entries}
+            {"registry": reg_name, "doc": registry.doc, "groups": groups_of.get(reg_name, []),
+             "held_by": holders.get(reg_name, []), "extra": extra, "entries": entries}
         )
     return out
 
@@ -82,6 +104,8 @@ def render_text(info: list[dict[str, Any]], plugin_configs: list[tuple[str, str,
     for reg in info:
         groups = ", ".join(reg["groups"]) or "(no config group; built by code)"
         lines.append(f"{reg['registry']}: {reg['doc']}\n  config groups: {groups}")
+        if reg["held_by"]:
+            lines.append(f"  held by: {'; '.join(h.replace('`', '') for h in reg['held_by'])}")
         if reg["extra"]:
             lines.append(f"  every entry also takes: {', '.join(reg['extra'])}")
         for e in reg["entries"]:
@@ -116,9 +140,14 @@ def render_markdown(info: list[dict[str, Any]], plugin_configs: list[tuple[str, 
         lines.append("")
         if reg["groups"]:
             lines.append("Config groups: " + ", ".join(f"`{g}`" for g in reg["groups"]))
+        elif reg["held_by"]:
+            lines.append("Config groups: none.")
         else:
             lines.append("Config groups: none (built by code or configured under its own key).")
         lines.append("")
+        if reg["held_by"]:
+            lines.append("Held by: " + "; ".join(reg["held_by"]) + ".")
+            lines.append("")
         if reg["extra"]:
             lines.append(f"Every entry also takes: {', '.join(reg['extra'])}.")
             lines.append("")

@@ -17,13 +17,13 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from framework.errors import ConfigError, did_you_mean
 from framework.config.signature import Knob, RegistryBase, knobs
 
-__all__ = ["schema_for", "resolve_knobs", "validate", "omegaconf_type"]
+__all__ = ["schema_for", "section_consumer", "resolve_knobs", "validate", "validate_section", "omegaconf_type"]
 
 _PRIMITIVES = (int, float, bool, str, bytes)
 
@@ -79,6 +79,15 @@ def _is_dict_type(typ: Any) -> bool:
 
 def _field(knob: Knob) -> tuple[str, Any, Any]:
     typ = omegaconf_type(knob.annotation)
+    if knob.many:
+        # A list of component nodes, in order: each entry is validated by its own schema
+        # (validate), since no config group can place a node inside a list.
+        typ = Optional[List[Any]] if knob.optional else List[Any]
+        if knob.required:
+            return knob.name, typ, dataclasses.field(default=MISSING)
+        if knob.default is None:
+            return knob.name, typ, dataclasses.field(default=None)
+        return knob.name, typ, dataclasses.field(default_factory=functools.partial(_to_plain, knob.default))
     if knob.registry is not None:
         # The node is filled by the config group (Hydra) or by the signature default (Python).
         typ = Optional[Any] if knob.optional else Any
@@ -107,14 +116,29 @@ def schema_for(component: Any, name: str | None = None, extra_keys: tuple[tuple[
 
     Knobs that are nested components (``Spec[R]``) become ``Any`` fields; when their default is a
     registered name, the dataclass also carries a Hydra ``defaults`` list selecting that option of
-    the nested config group, so composing ``group=Name`` yields a complete node.
+    the nested config group, so composing ``group=Name`` yields a complete node. In a component
+    that group is the knob's, below the component's own (``model/backbone``); a section is placed
+    anywhere (``- _schema@dataloader.train: train_loader``), so its component knobs select from
+    their registry's top-level group instead, placed under the section
+    (``/train_sampler@sampler``; from the command line
+    ``train_sampler@dataloader.train.sampler=RepeatFactorTrainingSampler``). Lists of components
+    (``Sequence[Spec[R]]``) are plain list fields: no group selects them.
     """
     fields: list[Any] = []
     defaults: list[Any] = ["_self_"]
     for knob in knobs(component):
         fields.append(_field(knob))
-        if knob.registry is not None and (isinstance(knob.default, str) or knob.default is None):
+        if knob.registry is None or knob.many or not (isinstance(knob.default, str) or knob.default is None):
+            continue
+        if name is not None:
             defaults.append({knob.name: knob.default})
+            continue
+        group = getattr(knob.registry, "group", None)
+        if group is None:
+            raise TypeError(f"config section {getattr(component, '__qualname__', component)}: knob {knob.name!r} is a "
+                            f"{knob.registry._name} component, but that registry has no config group to select "
+                            "it from; give the registry a group (Registry(..., group=...))")
+        defaults.append({f"/{group}@{knob.name}": knob.default})
     fields += [(key, typ, dataclasses.field(default=default)) for key, typ, default in extra_keys]
     title = name or getattr(component, "__name__", "Section")
     head = [] if name is None else [("name", str, dataclasses.field(default=name))]
@@ -122,7 +146,16 @@ def schema_for(component: Any, name: str | None = None, extra_keys: tuple[tuple[
         head.insert(0, ("defaults", List[Any], dataclasses.field(default_factory=functools.partial(list, defaults))))
     cls = dataclasses.make_dataclass(f"{title}Config", head + fields)
     cls.__doc__ = f"Config schema of {title}, generated from its signature."
+    if name is None:
+        # How validate_config recognises a composed section node (OmegaConf keeps its type).
+        cls.__framework_section__ = component
     return cls
+
+
+def section_consumer(node_type: Any) -> Any:
+    """The callable whose signature is the schema of a config section node of type ``node_type``
+    (``OmegaConf.get_type(node)``), or None if the node is no section."""
+    return getattr(node_type, "__framework_section__", None)
 
 
 def registry_schema(registry: RegistryBase, name: str) -> type:
@@ -176,6 +209,9 @@ def resolve_knobs(registry: RegistryBase, spec: Any, *, path: str) -> tuple[Any,
     kwargs: dict[str, Any] = {}
     for key, knob in ks.items():
         if _is_spec(knob) and key in spec and spec[key] is not None:
+            if knob.many and not isinstance(spec[key], (list, tuple)):
+                raise ConfigError(f"config path '{path}.{key}': expected a list of {knob.registry._name} components "
+                                  f"(names or mappings with 'name'), got {spec[key]!r}")
             kwargs[key] = spec[key]
             continue
         if OmegaConf.is_missing(merged, key):
@@ -222,18 +258,50 @@ def validate(spec: Any, registry: RegistryBase, *, path: str, memo: dict | None 
         # DictConfig is never looked up); with a copy, so one edited in place is resolved afresh
         memo[(id(spec), id(registry))] = (spec, copy.deepcopy(spec), component, kwargs)
     for knob in knobs(component):
+        if knob.registry is not None:
+            _validate_children(knob, kwargs.get(knob.name, knob.default), path=f"{path}.{knob.name}", memo=memo)
+    return component, kwargs
+
+
+def validate_section(node: Any, consumer: Any, *, path: str) -> None:
+    """Check the components a config section holds (its ``Spec[R]`` and ``Sequence[Spec[R]]``
+    knobs: ``dataloader.train.sampler``, each of ``input.train.augmentations``) like
+    :func:`validate` checks a component's. The section's other keys are typed by its schema,
+    which Hydra checks when it composes."""
+    for knob in knobs(consumer):
         if knob.registry is None:
             continue
-        child = kwargs.get(knob.name, knob.default)
-        if child is None:
-            if not knob.optional:
-                raise ConfigError(f"config path '{path}.{knob.name}': a {knob.registry._name} component is required")
-            continue
-        if child is inspect.Parameter.empty:
-            raise ConfigError(f"config path '{path}.{knob.name}': a {knob.registry._name} component is required")
+        if isinstance(node, DictConfig):
+            child = knob.default if knob.name not in node or OmegaConf.is_missing(node, knob.name) else node[knob.name]
+        else:
+            child = node.get(knob.name, knob.default)
+        if isinstance(child, (DictConfig, ListConfig)):
+            child = OmegaConf.to_container(child, resolve=True)
+        _validate_children(knob, child, path=f"{path}.{knob.name}", memo=None)
+
+
+def _validate_children(knob: Knob, child: Any, *, path: str, memo: dict | None) -> None:
+    """Validate the component(s) ``child`` a ``Spec`` knob holds (a list of them for ``many``)."""
+    registry = knob.registry
+    if child is None:
+        if not knob.optional:
+            raise ConfigError(f"config path '{path}': a {registry._name} component is required")
+        return
+    if child is inspect.Parameter.empty:
+        what = f"a list of {registry._name} components" if knob.many else f"a {registry._name} component"
+        raise ConfigError(f"config path '{path}': {what} is required")
+    if not knob.many:
         if isinstance(child, (str, Mapping, DictConfig)):
-            validate(child, knob.registry, path=f"{path}.{knob.name}", memo=memo)
-    return component, kwargs
+            validate(child, registry, path=path, memo=memo)
+        return
+    if not isinstance(child, (list, tuple, ListConfig)):
+        raise ConfigError(f"config path '{path}': expected a list of {registry._name} components (names or "
+                          f"mappings with 'name'), got {child!r}")
+    for i, entry in enumerate(child):
+        if entry is None:
+            raise ConfigError(f"config path '{path}.{i}': a {registry._name} component is required, got null")
+        if isinstance(entry, (str, Mapping, DictConfig)):
+            validate(entry, registry, path=f"{path}.{i}", memo=memo)
 
 
 def recorded(memo: dict, spec: Any, registry: RegistryBase) -> tuple[Any, dict] | None:

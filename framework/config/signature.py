@@ -11,7 +11,7 @@ import dataclasses
 import inspect
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Union
 
 __all__ = ["ComponentSpec", "Knob", "RegistryBase", "Spec", "knobs", "qualname"]
@@ -26,7 +26,8 @@ ComponentSpec = Union[str, Mapping[str, Any]]
 
 
 class Spec:
-    """``Spec[REGISTRY]`` annotates a knob whose value is a component of ``REGISTRY``."""
+    """``Spec[REGISTRY]`` annotates a knob whose value is a component of ``REGISTRY``;
+    ``Sequence[Spec[REGISTRY]]`` one whose value is an ordered list of them (a pipeline)."""
 
     def __class_getitem__(cls, registry: "RegistryBase") -> Any:
         if not isinstance(registry, RegistryBase):
@@ -41,8 +42,9 @@ class Knob:
     name: str
     annotation: Any
     default: Any  # inspect.Parameter.empty when required
-    registry: "RegistryBase | None" = None  # set for Spec[...] knobs
+    registry: "RegistryBase | None" = None  # set for Spec[...] and Sequence[Spec[...]] knobs
     optional: bool = False  # the annotation admits None
+    many: bool = False  # Sequence[Spec[...]]: a list of components, in order (no config group selects it)
 
     @property
     def required(self) -> bool:
@@ -91,8 +93,8 @@ def knobs(obj: Any) -> list[Knob]:
         if p.name not in hints:
             raise TypeError(f"{qualname(obj)}: knob {p.name!r} needs a type annotation")
         ann = hints[p.name]
-        registry, optional = _spec_registry(ann)
-        out.append(Knob(p.name, ann, p.default, registry, optional or p.default is None))
+        registry, optional, many = _spec_registry(ann)
+        out.append(Knob(p.name, ann, p.default, registry, optional or p.default is None, many))
     if forwards:
         base = _base_component(obj)
         if base is None:
@@ -121,8 +123,9 @@ def _base_component(obj: Any) -> Any:
     return None
 
 
-def _spec_registry(ann: Any) -> tuple[RegistryBase | None, bool]:
-    """(registry, optional) if ``ann`` is ``Spec[R]`` or ``Optional[Spec[R]]``."""
+def _spec_registry(ann: Any) -> tuple[RegistryBase | None, bool, bool]:
+    """(registry, optional, many) if ``ann`` is ``Spec[R]``, ``Sequence[Spec[R]]`` (many; also
+    ``list[...]``, ``tuple[..., ...]``), or either under ``Optional``."""
     optional = False
     if typing.get_origin(ann) in (Union, types.UnionType):
         args = typing.get_args(ann)
@@ -130,8 +133,14 @@ def _spec_registry(ann: Any) -> tuple[RegistryBase | None, bool]:
         rest = [a for a in args if a is not type(None)]
         if len(rest) == 1:
             ann = rest[0]
+    many = False
+    if typing.get_origin(ann) in (list, tuple, Sequence, typing.List, typing.Tuple):
+        args = [a for a in typing.get_args(ann) if a is not Ellipsis]
+        if len(args) != 1:
+            return None, optional, False
+        ann, many = args[0], True
     if typing.get_origin(ann) is Annotated:
         for meta in ann.__metadata__:
             if isinstance(meta, RegistryBase):
-                return meta, optional
-    return None, optional
+                return meta, optional, many
+    return None, optional, False

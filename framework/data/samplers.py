@@ -5,11 +5,19 @@ iterations, not epochs. The stream is one seeded sequence shared by all ranks; r
 takes its items ``r, r + W, r + 2W, ...``, so ranks see disjoint samples without communicating.
 ``start_index`` skips the first items of this rank's share. :class:`TrainingBatchSampler` cuts a
 rank's stream into batches (grouped by orientation when asked) and resumes at a given batch.
+
+The training samplers are components of the ``TRAIN_SAMPLERS`` registry (``dataloader.train.sampler``).
+A new one subclasses :class:`InfiniteSampler` and writes :meth:`~InfiniteSampler.infinite_indices`;
+its runtime arguments are any of ``size``, ``dataset_dicts``, ``seed`` and ``start_index`` (what
+:func:`framework.data.build.build_train_loader` offers), its knobs keyword-only. Exact resume then
+holds with no sampler state in the checkpoint: the stream is a function of the seed, and the
+batch sampler replays it up to the iteration a run resumes at.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -18,9 +26,11 @@ from typing import Any, Optional
 import torch
 from torch.utils.data import Sampler
 
+from framework.registry import TRAIN_SAMPLERS
 from framework.utils import comm
 
 __all__ = [
+    "InfiniteSampler",
     "TrainingSampler",
     "RepeatFactorTrainingSampler",
     "repeat_factors_from_category_frequency",
@@ -29,10 +39,20 @@ __all__ = [
 ]
 
 
-class _InfiniteSampler(Sampler[int]):
-    """Shared plumbing: seed, rank slicing and ``start_index`` over ``_infinite_indices``."""
+logger = logging.getLogger(__name__)
 
-    def __init__(self, *, seed: Optional[int], start_index: int) -> None:
+
+class InfiniteSampler(Sampler[int]):
+    """Base of the training samplers: seed, rank slicing and ``start_index`` around
+    :meth:`infinite_indices`, the one method a subclass writes.
+
+    Args:
+        seed: seed of the stream; None draws one shared by all ranks
+            (:func:`framework.utils.comm.shared_random_seed`).
+        start_index: skip that many items of this rank's stream.
+    """
+
+    def __init__(self, seed: Optional[int] = None, start_index: int = 0) -> None:
         super().__init__()
         if start_index < 0:
             raise ValueError(f"{type(self).__name__}: start_index must be >= 0, got {start_index}")
@@ -42,38 +62,40 @@ class _InfiniteSampler(Sampler[int]):
         self.rank = comm.get_rank()
         self.world_size = comm.get_world_size()
 
-    def _infinite_indices(self, generator: torch.Generator) -> Iterator[int]:
+    def infinite_indices(self, generator: torch.Generator) -> Iterator[int]:
+        """The global stream of dataset indices, every rank's items together, drawing all its
+        randomness from ``generator`` (seeded with ``seed``), so that it is the same on every rank
+        and in every run with this seed."""
         raise NotImplementedError
 
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator()
         g.manual_seed(self.seed)
         first = self.start_index * self.world_size + self.rank
-        return itertools.islice(self._infinite_indices(g), first, None, self.world_size)
+        return itertools.islice(self.infinite_indices(g), first, None, self.world_size)
 
 
-class TrainingSampler(_InfiniteSampler):
+@TRAIN_SAMPLERS.register()
+class TrainingSampler(InfiniteSampler):
     """Infinite stream of indices in [0, size): epoch after epoch, each a fresh permutation.
 
     Args:
         size: number of samples of the dataset (> 0).
+        seed, start_index: see :class:`InfiniteSampler`.
         shuffle: permute each epoch (else 0, 1, ..., size-1 repeatedly).
-        seed: seed of the permutations; None draws one shared by all ranks
-            (:func:`framework.utils.comm.shared_random_seed`).
-        start_index: skip that many items of this rank's stream.
 
     Yields:
         ints: this rank's share of the stream (``rank::world_size``).
     """
 
-    def __init__(self, size: int, *, shuffle: bool = True, seed: Optional[int] = None, start_index: int = 0) -> None:
+    def __init__(self, size: int, seed: Optional[int] = None, start_index: int = 0, *, shuffle: bool = True) -> None:
         if not isinstance(size, int) or size <= 0:
             raise ValueError(f"TrainingSampler needs a dataset of size > 0, got size={size!r}")
-        super().__init__(seed=seed, start_index=start_index)
+        super().__init__(seed, start_index)
         self.size = size
         self.shuffle = shuffle
 
-    def _infinite_indices(self, generator: torch.Generator) -> Iterator[int]:
+    def infinite_indices(self, generator: torch.Generator) -> Iterator[int]:
         while True:
             if self.shuffle:
                 yield from torch.randperm(self.size, generator=generator).tolist()
@@ -105,28 +127,39 @@ def repeat_factors_from_category_frequency(dataset_dicts: Sequence[dict[str, Any
     return torch.tensor([max((cat_factor[c] for c in cats), default=1.0) for cats in image_cats], dtype=torch.float32)
 
 
-class RepeatFactorTrainingSampler(_InfiniteSampler):
-    """Like :class:`TrainingSampler`, but image i appears about ``repeat_factors[i]`` times per epoch.
+@TRAIN_SAMPLERS.register()
+class RepeatFactorTrainingSampler(InfiniteSampler):
+    """Like :class:`TrainingSampler`, but image i appears about ``r_i`` times per epoch, ``r_i``
+    its repeat factor (:meth:`repeat_factors`: LVIS's, from category frequencies).
 
     A factor r = k + p (integer part k, fraction p) repeats the image k times plus once more with
     probability p, drawn anew every epoch (stochastic rounding), so the expected count is r.
 
     Args:
-        repeat_factors: (N,) float tensor of factors >= 0 (see
-            :func:`repeat_factors_from_category_frequency`).
-        shuffle, seed, start_index: as for :class:`TrainingSampler`.
+        dataset_dicts: the training set (its annotations' ``category_id`` s give the factors).
+        seed, start_index: see :class:`InfiniteSampler`.
+        repeat_thresh: the ``t`` of :func:`repeat_factors_from_category_frequency`: categories in
+            fewer than a fraction t of the images are oversampled (LVIS uses 0.001; 0 repeats nothing).
+        shuffle: permute each epoch.
     """
 
-    def __init__(self, repeat_factors: torch.Tensor, *, shuffle: bool = True, seed: Optional[int] = None,
-                 start_index: int = 0) -> None:
-        factors = torch.as_tensor(repeat_factors, dtype=torch.float32).reshape(-1)
+    def __init__(self, dataset_dicts: Sequence[dict[str, Any]], seed: Optional[int] = None, start_index: int = 0, *,
+                 repeat_thresh: float, shuffle: bool = True) -> None:
+        self.repeat_thresh = repeat_thresh
+        factors = torch.as_tensor(self.repeat_factors(dataset_dicts), dtype=torch.float32).reshape(-1)
         if len(factors) == 0 or (factors < 0).any() or not torch.isfinite(factors).all() or factors.sum() <= 0:
-            raise ValueError("RepeatFactorTrainingSampler needs a non-empty tensor of finite factors >= 0, "
-                             f"not all 0, got {repeat_factors!r}")
-        super().__init__(seed=seed, start_index=start_index)
+            raise ValueError(f"{type(self).__name__} needs a non-empty tensor of finite factors >= 0, not all 0, "
+                             f"got {factors!r}")
+        super().__init__(seed, start_index)
+        logger.info("%s: %d images -> %.1f expected samples per epoch (repeat_thresh=%g)", type(self).__name__,
+                    len(factors), float(factors.sum()), repeat_thresh)
         self.int_part = torch.trunc(factors)
         self.frac_part = factors - self.int_part
         self.shuffle = shuffle
+
+    def repeat_factors(self, dataset_dicts: Sequence[dict[str, Any]]) -> torch.Tensor:
+        """(N,) float factors >= 0, one per dataset dict: what a subclass overrides for another rule."""
+        return repeat_factors_from_category_frequency(dataset_dicts, self.repeat_thresh)
 
     def _epoch_indices(self, generator: torch.Generator) -> torch.Tensor:
         """Dataset indices of one epoch, each repeated by its stochastically rounded factor."""
@@ -134,7 +167,7 @@ class RepeatFactorTrainingSampler(_InfiniteSampler):
         reps = (self.int_part + (rands < self.frac_part).float()).long()
         return torch.repeat_interleave(torch.arange(len(reps)), reps)
 
-    def _infinite_indices(self, generator: torch.Generator) -> Iterator[int]:
+    def infinite_indices(self, generator: torch.Generator) -> Iterator[int]:
         while True:
             indices = self._epoch_indices(generator)
             if len(indices) == 0:  # every factor rounded down to 0 this epoch
@@ -183,7 +216,7 @@ class TrainingBatchSampler(Sampler[list[tuple[int, int]]]):
     (a few milliseconds per ten thousand batches).
 
     Args:
-        sampler: an infinite training sampler (:class:`TrainingSampler`, :class:`RepeatFactorTrainingSampler`).
+        sampler: an infinite training sampler (a :class:`InfiniteSampler`).
         batch_size: per-rank batch size.
         landscape: (N,) bool per dataset index (True: w > h) to group by orientation; None: no grouping.
         start_batch: the first batch to yield (the iteration a run resumes at).
@@ -192,7 +225,7 @@ class TrainingBatchSampler(Sampler[list[tuple[int, int]]]):
         lists of ``batch_size`` ``(position, index)`` pairs, forever.
     """
 
-    def __init__(self, sampler: TrainingSampler | RepeatFactorTrainingSampler, batch_size: int, *,
+    def __init__(self, sampler: InfiniteSampler, batch_size: int, *,
                  landscape: Optional[Sequence[bool]] = None, start_batch: int = 0) -> None:
         super().__init__()
         if batch_size <= 0:

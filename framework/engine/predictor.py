@@ -45,8 +45,9 @@ def load_run_config(run_dir: Union[str, os.PathLike], overrides: Sequence[str] =
     """The resolved ``config.yaml`` of a run directory, with ``key=value`` overrides applied.
 
     A run's config is already composed and resolved, so an override can only change a key it has
-    (e.g. ``model.roi_heads.box_predictor.test_score_thresh=0.3``, ``input.test.min_size=[320]``); a config
-    group choice (``model=...``) needs a new composition (:meth:`Predictor.from_config`).
+    (e.g. ``model.roi_heads.box_predictor.test_score_thresh=0.3``,
+    ``input.test.augmentations.0.short_edge_length=[320]``); a config group choice (``model=...``)
+    needs a new composition (:meth:`Predictor.from_config`).
 
     Raises:
         FileNotFoundError: no such folder, or no ``config.yaml`` in it.

@@ -9,12 +9,14 @@ workers nor on what ran in between (an evaluation, a resume from a checkpoint).
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
-__all__ = ["derive_seed", "seed_global_rngs", "seed_everything"]
+__all__ = ["derive_seed", "seed_global_rngs", "seeded_global_rngs", "seed_everything"]
 
 
 def derive_seed(*entropy: int) -> int:
@@ -30,6 +32,21 @@ def seed_global_rngs(seed: int, *, cuda: bool = False) -> None:
         torch.manual_seed(seed)  # CPU and all CUDA devices
     else:
         torch.default_generator.manual_seed(seed)  # leaves CUDA generators alone
+
+
+@contextlib.contextmanager
+def seeded_global_rngs(seed: int) -> Iterator[None]:
+    """Seed Python's, numpy's and torch's CPU generators with ``seed`` for the ``with`` block, and
+    restore their states on exit: the caller's random streams stay untouched (e.g. a data loader
+    mapping its items in the main process)."""
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    seed_global_rngs(seed)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
 
 
 def seed_everything(seed: int) -> None:

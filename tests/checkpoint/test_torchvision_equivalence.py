@@ -82,7 +82,8 @@ def _our_model(name: str, weights: Path, *, resize_in_model: bool):
     if resize_in_model:
         overrides += [f"model.test_resize=[{TEST_SIZE[0]},{TEST_SIZE[1]}]"]
     else:
-        overrides += ["model.test_resize=null", f"input.test.min_size=[{TEST_SIZE[0]}]", f"input.test.max_size={TEST_SIZE[1]}"]
+        overrides += ["model.test_resize=null", f"input.test.augmentations.0.short_edge_length=[{TEST_SIZE[0]}]",
+                      f"input.test.augmentations.0.max_size={TEST_SIZE[1]}"]
     cfg = compose(overrides)
     model = META_ARCHITECTURES.build(cfg.model, path="model").eval()
     Checkpointer(model).load(str(weights), strict=True)

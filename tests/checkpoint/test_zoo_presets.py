@@ -33,9 +33,11 @@ def test_zoo_preset_has_detectron2_settings(preset):
     assert model.roi_heads.num_classes == 80 and cfg.dataset.test.name == "coco_2017_val"
     poolers = [model.roi_heads.box_pooler] + ([model.roi_heads.mask_pooler] if mask_on else [])
     assert all(p.name == "ROIAlignV2" and p.sampling_ratio == 0 for p in poolers)
-    assert list(cfg.input.test.min_size) == [800] and cfg.input.test.max_size == 1333
-    assert cfg.input.test.image_format == "BGR"
-    assert list(cfg.input.train.min_size) == [640, 672, 704, 736, 768, 800] and cfg.input.train.max_size == 1333
+    train_resize, test_resize = cfg.input.train.augmentations[0], cfg.input.test.augmentations[0]
+    assert (test_resize.name, list(test_resize.short_edge_length), test_resize.max_size) == ("ResizeShortestEdge", [800], 1333)
+    assert cfg.input.test.image_format == "BGR" and len(cfg.input.test.augmentations) == 1
+    assert list(train_resize.short_edge_length) == [640, 672, 704, 736, 768, 800] and train_resize.max_size == 1333
+    assert [a.name for a in cfg.input.train.augmentations] == ["ResizeShortestEdge", "RandomHorizontalFlip"]
     solver = cfg.solver
     assert (solver.name, solver.base_lr, solver.momentum, solver.nesterov) == ("SGD", 0.02, 0.9, False)
     assert solver.weight_decay == 1e-4 and solver.weight_decay_norm == 0.0

@@ -97,11 +97,37 @@ def test_plugin_from_projects_is_a_group_option():
         ("hooks.checkpointer.perod=5", r"Did you mean 'period'\?"),
         ("hooks.writer.name=PeriodicWritr", r"HOOKS has no component named 'PeriodicWritr'.*Did you mean 'PeriodicWriter'"),
         ("dataset=cocoo", r"Did you mean 'coco'"),
+        ("input.train.augmentations.1.name=RandomHorizontalFlp",
+         r"AUGMENTATIONS has no component named 'RandomHorizontalFlp' \(at config path 'input\.train\.augmentations\.1\.name'\)"
+         r"\. Did you mean 'RandomHorizontalFlip'\?"),
+        ("+input.train.augmentations.1.prb=0.3", r"input\.train\.augmentations\.1\.prb'.*Did you mean 'prob'\?"),
+        ("input.train.augmentations.0.max_sze=3", r"Did you mean 'max_size'\? Keys under 'input\.train\.augmentations\.0'"),
+        ("input.test.augmentations=[ResizeShortestEdge,Flip]", r"'Flip' \(at config path 'input\.test\.augmentations\.1\.name'\)"),
+        ("train_sampler@dataloader.train.sampler=RepeatFactorSampler", r"Did you mean 'RepeatFactorTrainingSampler'"),
+        ("dataloader.train.sampler.shufle=false", r"Did you mean 'shuffle'\?"),
+        ("dataloader.train.sampler.name=TrainingSamplr", r"dataloader\.train\.sampler\.name.*Did you mean 'TrainingSampler'"),
     ],
 )
 def test_typos_fail_at_compose_time_with_suggestions(override, message):
     with pytest.raises(ConfigError, match=message):
         compose([override])
+
+
+def test_the_pipelines_and_the_sampler_are_components_in_sections():
+    cfg = compose([])
+    train, test = cfg.input.train.augmentations, cfg.input.test.augmentations
+    assert [a.name for a in train] == ["ResizeShortestEdge", "RandomHorizontalFlip"]
+    assert list(train[0].short_edge_length) == [192, 224, 256] and train[0].max_size == 400
+    assert [a.name for a in test] == ["ResizeShortestEdge"] and list(test[0].short_edge_length) == [224]
+    assert dict(cfg.dataloader.train.sampler) == {"name": "TrainingSampler", "shuffle": True}  # its schema's defaults
+    cfg = compose(["train_sampler@dataloader.train.sampler=RepeatFactorTrainingSampler",
+                   "dataloader.train.sampler.repeat_thresh=0.001", "input.train.augmentations.0.max_size=500",
+                   "+input.train.augmentations.1.prob=0.25"])
+    assert dict(cfg.dataloader.train.sampler) == {"name": "RepeatFactorTrainingSampler", "repeat_thresh": 0.001,
+                                                  "shuffle": True}
+    assert cfg.input.train.augmentations[0].max_size == 500 and cfg.input.train.augmentations[1].prob == 0.25
+    with pytest.raises(ConfigError, match=r"dataloader\.train\.sampler\.repeat_thresh': required value"):
+        compose(["train_sampler@dataloader.train.sampler=RepeatFactorTrainingSampler"])
 
 
 def test_sweeps_are_checked_value_by_value():

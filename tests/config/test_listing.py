@@ -25,6 +25,17 @@ def test_every_builtin_registry_is_listed():
             "BOX_HEADS", "MASK_HEADS", "ROI_POOLERS", "META_ARCHITECTURES"} <= names
 
 
+def test_augmentations_and_samplers_are_listed_with_where_they_sit(capsys):
+    assert main(["--registry", "AUGMENTATIONS"]) == 0
+    out = capsys.readouterr().out
+    assert "held by: knob augmentations of config section mapper (a list, in order)" in out
+    assert "ResizeShortestEdge" in out and "short_edge_length: Sequence[int] = [800]" in out
+    assert main(["--registry", "TRAIN_SAMPLERS"]) == 0
+    out = capsys.readouterr().out
+    assert "config groups: train_sampler" in out and "knob sampler of config section train_loader" in out
+    assert "repeat_thresh: float = (required)" in out
+
+
 def test_unknown_registry_suggests(capsys):
     assert main(["--registry", "MASK_HEAD"]) == 2
     assert "Did you mean 'MASK_HEADS'" in capsys.readouterr().err

@@ -113,7 +113,8 @@ def test_a_pip_installed_plugin_runs_on_the_default_job_and_on_r50(tmp_path, pip
         "preset": ["model=tiny_quick"],
     }
     for name, overrides in runs.items():
-        args = [*short_job, "input.train.max_size=200", "input.test.max_size=200", *overrides]
+        args = [*short_job, "input.train.augmentations.0.max_size=200", "input.test.augmentations.0.max_size=200",
+                *overrides]
         res = subprocess.run([str(command), *args, f"hydra.run.dir={tmp_path / name}"], cwd=tmp_path,
                              env=env, capture_output=True, text=True, timeout=900)
         assert res.returncode == 0, f"{name}: {res.stderr[-3000:]}"

@@ -203,3 +203,72 @@ def test_a_child_spec_edited_in_place_by_its_parent_is_resolved_again():
         assert TOYS.build({"name": "Unicycle", "wheel": {"name": "Wheel", "spokes": 32}}).wheel.spokes == 40
     finally:
         TOYS._obj_map.pop("Unicycle")
+
+
+# ---------------------------------------------------------------------- lists of components, sections
+TRAINS = Registry("TRAINS", "test components holding a list")
+
+
+@TRAINS.register("Train")
+class Train(nn.Module):
+    def __init__(self, *, wagons: Sequence[Spec[PARTS]] = ("Wheel", {"name": "Wheel", "spokes": 3}), driver: str = "x"):
+        super().__init__()
+        self.wagons = nn.ModuleList(PARTS.build(w, size=i) for i, w in enumerate(wagons))
+
+
+def test_a_list_of_components_is_built_entry_by_entry_in_order():
+    from framework.config.signature import knobs as signature_knobs
+
+    (wagons, _) = signature_knobs(Train)
+    assert wagons.registry is PARTS and wagons.many and not wagons.optional
+    train = TRAINS.build({"name": "Train", "wagons": ["Wheel", {"name": "Wheel", "spokes": 5, "material": "carbon"}]})
+    assert [(w.size, w.spokes, w.material) for w in train.wagons] == [(0, 12, "steel"), (1, 5, "carbon")]
+    assert [w.spokes for w in TRAINS.build("Train").wagons] == [12, 3]  # the signature default
+
+
+def test_a_bad_entry_of_a_list_names_its_index():
+    with pytest.raises(ConfigError, match=r"trains\.wagons\.1\.spoke'.*Did you mean 'spokes'"):
+        TRAINS.build({"name": "Train", "wagons": ["Wheel", {"name": "Wheel", "spoke": 5}]}, path="trains")
+    with pytest.raises(ConfigError, match=r"trains\.wagons\.0\.name.*Did you mean 'Wheel'"):
+        TRAINS.build({"name": "Train", "wagons": ["Wheell"]}, path="trains")
+    with pytest.raises(ConfigError, match=r"trains\.wagons': expected a list of PARTS components"):
+        TRAINS.build({"name": "Train", "wagons": "Wheel"}, path="trains")
+
+
+def test_the_schema_of_a_list_is_a_plain_list_with_the_signature_default():
+    from omegaconf import OmegaConf
+
+    from framework.config.schema import schema_for
+
+    cfg = OmegaConf.structured(schema_for(Train, "Train"))
+    assert OmegaConf.to_container(cfg.wagons) == ["Wheel", {"name": "Wheel", "spokes": 3}]
+    assert "defaults" not in cfg  # no config group selects a list
+
+
+SECTION_PARTS = Registry("SECTION_PARTS", "test parts a section holds", group="section_part")
+SECTION_PARTS.register(Wheel)
+
+
+def _section(*, part: Spec[SECTION_PARTS] = "Wheel", parts: Sequence[Spec[SECTION_PARTS]] = (), level: int = 1):
+    """A config section holding a component and a list of them."""
+
+
+def test_a_section_selects_its_component_from_the_registrys_own_group_and_validates_its_lists():
+    from omegaconf import OmegaConf
+
+    from framework.config.schema import schema_for, section_consumer, validate_section
+
+    schema = schema_for(_section)
+    assert section_consumer(schema) is _section and section_consumer(schema_for(Wheel, "Wheel")) is None
+    # Placed anywhere (- _schema@a.b: ...), the section's component comes from group section_part, under it.
+    assert {"/section_part@part": "Wheel"} in schema().defaults
+    node = OmegaConf.merge(OmegaConf.structured(schema), {"part": {"name": "Wheel"}, "parts": ["Wheel", {"name": "Whel"}]})
+    with pytest.raises(ConfigError, match=r"a\.b\.parts\.1\.name.*Did you mean 'Wheel'"):
+        validate_section(node, _section, path="a.b")
+    node.parts = [{"name": "Wheel", "material": "wood"}]
+    with pytest.raises(ConfigError, match=r"a\.b\.parts\.0\.material': 'wood' is not one of \['steel', 'carbon'\]"):
+        validate_section(node, _section, path="a.b")
+    node.parts = []
+    node.part = {"name": "Wheel", "spoke": 1}
+    with pytest.raises(ConfigError, match=r"a\.b\.part\.spoke'.*Did you mean 'spokes'"):
+        validate_section(node, _section, path="a.b")

@@ -257,6 +257,10 @@ def _truncate(path):
 
 
 #: The three kinds every loader is tested on (tests/bad_images.py), and a JPEG cut short.
+#: The default pipelines at a small size.
+TRAIN_AUGMENTATIONS = [{"name": "ResizeShortestEdge", "short_edge_length": [32], "max_size": 64}, "RandomHorizontalFlip"]
+TEST_AUGMENTATIONS = [{"name": "ResizeShortestEdge", "short_edge_length": [32], "max_size": 64}]
+
 BAD_IMAGES = {
     **UNREADABLE,
     "truncated JPEG": BadImage(lambda p, w, h: _truncate(p), ImageReadError, "cannot read image"),
@@ -274,7 +278,7 @@ def _dicts_with_a_bad_image(tmp_path, kind):
 def test_strict_bad_image_fails_naming_it_and_is_found_before_training(tmp_path, kind):
     _, error, message = BAD_IMAGES[kind]
     dicts = _dicts_with_a_bad_image(tmp_path, kind)
-    mapper = DatasetMapper(is_train=True, min_size=(32,), max_size=64)
+    mapper = DatasetMapper(is_train=True, augmentations=TRAIN_AUGMENTATIONS)
     loader = build_train_loader(dicts, mapper, total_batch_size=3, num_workers=0, seed=0, bad_data="strict",
                                 aspect_ratio_grouping=False)
     with pytest.raises(error, match=message) as info:
@@ -288,17 +292,17 @@ def test_strict_bad_image_fails_naming_it_and_is_found_before_training(tmp_path,
 @pytest.mark.parametrize("kind", list(BAD_IMAGES))
 def test_skip_replaces_a_bad_image_and_counts_it(tmp_path, caplog, kind, num_workers):
     dicts = _dicts_with_a_bad_image(tmp_path, kind)
-    mapper = DatasetMapper(is_train=True, min_size=(32,), max_size=64)
+    mapper = DatasetMapper(is_train=True, augmentations=TRAIN_AUGMENTATIONS)
     loader = build_train_loader(dicts, mapper, total_batch_size=3, num_workers=num_workers, seed=0,
                                 aspect_ratio_grouping=False)
-    with EventStorage() as storage, caplog.at_level(logging.WARNING, logger="framework.data.build"):
+    with EventStorage() as storage, caplog.at_level(logging.WARNING, logger="framework.data.train_items"):
         it = iter(loader)
         batches = [next(it) for _ in range(4)]  # 12 samples: b.jpg (image 2) came up 4 times
         del it
     ids = [d["image_id"] for b in batches for d in b]
     assert len(ids) == 12 and 2 not in ids
     # The model gets exactly what the mapper makes: nothing about the replaced image rides along.
-    keys = set(DatasetMapper(is_train=True, min_size=(32,), max_size=64)(dicts[0]))
+    keys = set(DatasetMapper(is_train=True, augmentations=TRAIN_AUGMENTATIONS)(dicts[0]))
     assert all(set(d) == keys for b in batches for d in b)
     assert storage.history("data/skipped_images").latest() == 4
     assert "b.jpg" in caplog.text and "replaced an unreadable training image" in caplog.text
@@ -309,9 +313,9 @@ def test_skip_replaces_a_bad_image_and_counts_it(tmp_path, caplog, kind, num_wor
 @pytest.mark.parametrize("kind", list(BAD_IMAGES))
 def test_test_loader_under_skip_leaves_a_bad_image_out_and_reports_it(tmp_path, caplog, kind, num_workers):
     dicts = _dicts_with_a_bad_image(tmp_path, kind)
-    mapper = DatasetMapper(is_train=False, min_size=(32,), max_size=64)
+    mapper = DatasetMapper(is_train=False, augmentations=TEST_AUGMENTATIONS)
     loader = build_test_loader(dicts, mapper, batch_size=2, num_workers=num_workers, bad_data="skip")
-    with caplog.at_level(logging.WARNING, logger="framework.data.build"):
+    with caplog.at_level(logging.WARNING, logger="framework.data.inference_loader"):
         batches = list(loader)
     assert [[d["image_id"] for d in b] for b in batches] == [[1], [3]]  # image 2 left out of the first batch
     keys = set(mapper(dicts[0]))
@@ -326,7 +330,7 @@ def test_test_loader_under_skip_leaves_a_bad_image_out_and_reports_it(tmp_path, 
 
 def test_test_loader_skips_whole_batches_and_reports_nothing_for_a_clean_set(tmp_path):
     dicts = _dicts_with_a_bad_image(tmp_path, "not an image")
-    mapper = DatasetMapper(is_train=False, min_size=(32,), max_size=64)
+    mapper = DatasetMapper(is_train=False, augmentations=TEST_AUGMENTATIONS)
     loader = build_test_loader(dicts, mapper, batch_size=1, num_workers=0, bad_data="skip")
     assert len(loader) == 3 and [[d["image_id"] for d in b] for b in loader] == [[1], [3]]  # no empty batch
     clean = build_test_loader(dicts[:1], mapper, num_workers=0, bad_data="skip")
@@ -337,7 +341,7 @@ def test_test_loader_skips_whole_batches_and_reports_nothing_for_a_clean_set(tmp
 def test_test_loader_under_strict_fails_naming_the_file(tmp_path, kind):
     _, error, message = BAD_IMAGES[kind]
     dicts = _dicts_with_a_bad_image(tmp_path, kind)
-    mapper = DatasetMapper(is_train=False, min_size=(32,), max_size=64)
+    mapper = DatasetMapper(is_train=False, augmentations=TEST_AUGMENTATIONS)
     for loader in (build_test_loader(dicts, mapper, num_workers=0, bad_data="strict"),
                    build_test_loader(dicts, mapper, num_workers=0)):  # strict is the default
         with pytest.raises(error, match=message) as info:

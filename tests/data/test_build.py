@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from framework.data.build import DatasetMappingError, MapDataset, build_test_loader, build_train_loader
+from framework.data.build import build_test_loader, build_train_loader
 from framework.data.coco import load_coco_json
 from framework.data.detection_utils import ImageReadError
+from framework.data.map_dataset import DatasetMappingError, MapDataset
 from framework.data.mapper import DatasetMapper
-from framework.data.samplers import TrainingSampler
+from framework.data.samplers import RepeatFactorTrainingSampler, TrainingSampler
 from framework.data.synthetic import generate_synthetic_coco
 from framework.errors import ConfigError
 from framework.utils import comm
@@ -30,7 +31,8 @@ def dicts(tmp_path_factory):
 
 
 def train_mapper():
-    return DatasetMapper(is_train=True, min_size=(48, 56, 64), max_size=128)
+    return DatasetMapper(is_train=True, augmentations=[
+        {"name": "ResizeShortestEdge", "short_edge_length": [48, 56, 64], "max_size": 128}, "RandomHorizontalFlip"])
 
 
 def take(loader, n):
@@ -84,12 +86,18 @@ def test_batches_follow_the_sampler_and_resume(dicts):
     assert_same(take(resumed, 2), batches[2:])
 
 
+#: Each training sampler, as the config gives it (repeat_thresh 1.0: every category of the 6 images is rare).
+SAMPLERS = ["TrainingSampler", {"name": "RepeatFactorTrainingSampler", "repeat_thresh": 1.0}]
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS, ids=["TrainingSampler", "RepeatFactorTrainingSampler"])
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_resume_is_exact_with_aspect_ratio_grouping(dicts, num_workers):
+def test_resume_is_exact_with_aspect_ratio_grouping(dicts, num_workers, sampler):
     """Image 0 is the only portrait one: it waits in its bucket across iterations, and a run resumed
-    at any iteration gets the batches of the uninterrupted run (the buckets are replayed)."""
+    at any iteration gets the batches of the uninterrupted run (the buckets are replayed), for each
+    training sampler."""
     assert [d["width"] > d["height"] for d in dicts] == [False, True, True, True, True, True]
-    kwargs = dict(total_batch_size=2, num_workers=num_workers, seed=9)
+    kwargs = dict(total_batch_size=2, num_workers=num_workers, seed=9, sampler=sampler)
     full = take(build_train_loader(dicts, train_mapper(), **kwargs), 6)
     for batch in full:
         assert len({d["width"] > d["height"] for d in batch}) == 1
@@ -105,16 +113,25 @@ def test_loading_leaves_global_rngs_alone(dicts):
     assert (random.random(), np.random.rand(), torch.rand(1)) == expected
 
 
-def test_repeat_factor_sampler_loader(dicts):
+def test_the_sampler_is_a_component_with_its_own_knobs(dicts):
     loader = build_train_loader(dicts, train_mapper(), total_batch_size=2, num_workers=0, seed=0,
-                                sampler="RepeatFactorTrainingSampler", repeat_thresh=1.0)
-    batches = take(loader, 3)
-    assert [len(b) for b in batches] == [2, 2, 2]
+                                sampler={"name": "RepeatFactorTrainingSampler", "repeat_thresh": 1.0},
+                                aspect_ratio_grouping=False)
+    expected = RepeatFactorTrainingSampler(dicts, 0, repeat_thresh=1.0)
+    assert [d["image_id"] for b in take(loader, 3) for d in b] == [dicts[i]["image_id"] for i in take(expected, 6)]
+    unshuffled = build_train_loader(dicts, train_mapper(), total_batch_size=3, num_workers=0, seed=0,
+                                    sampler={"name": "TrainingSampler", "shuffle": False}, aspect_ratio_grouping=False)
+    assert [d["image_id"] for b in take(unshuffled, 3) for d in b] == [d["image_id"] for d in dicts] + [
+        d["image_id"] for d in dicts[:3]]
 
 
 def test_train_loader_config_errors(dicts, monkeypatch):
-    with pytest.raises(ConfigError, match="Did you mean 'TrainingSampler'"):
+    with pytest.raises(ConfigError, match=r"dataloader\.train\.sampler\.name.*Did you mean 'TrainingSampler'"):
         build_train_loader(dicts, train_mapper(), total_batch_size=2, sampler="TrainSampler", seed=0)
+    with pytest.raises(ConfigError, match=r"repeat_thresh': required value of RepeatFactorTrainingSampler is missing"):
+        build_train_loader(dicts, train_mapper(), total_batch_size=2, sampler="RepeatFactorTrainingSampler", seed=0)
+    with pytest.raises(ConfigError, match=r"has no knob 'shufle'.*Did you mean 'shuffle'"):
+        build_train_loader(dicts, train_mapper(), total_batch_size=2, sampler={"name": "TrainingSampler", "shufle": 0})
     monkeypatch.setattr(comm, "get_world_size", lambda: 2)
     with pytest.raises(ConfigError, match=r"total_batch_size \(3\).*\(2\)"):
         build_train_loader(dicts, train_mapper(), total_batch_size=3, seed=0)
@@ -147,7 +164,7 @@ def test_map_dataset(dicts):
 
 
 def test_test_loader_order_and_shards(dicts, monkeypatch):
-    mapper = DatasetMapper(is_train=False, min_size=(32,))
+    mapper = DatasetMapper(is_train=False, augmentations=[{"name": "ResizeShortestEdge", "short_edge_length": [32]}])
     batches = list(build_test_loader(dicts, mapper, batch_size=4, num_workers=0))
     assert [[d["image_id"] for d in b] for b in batches] == [[1, 2, 3, 4], [5, 6]]
     d = batches[0][0]

@@ -1,4 +1,4 @@
-"""DatasetMapper and detection_utils on tiny hand-made images with hand-computed geometry."""
+"""DatasetMapper, its built-in augmentations and detection_utils on tiny hand-made images with hand-computed geometry."""
 
 from __future__ import annotations
 
@@ -19,7 +19,17 @@ from framework.data.detection_utils import (
     filter_empty_instances,
     read_image,
 )
-from framework.data.mapper import DatasetMapper, resize_shortest_edge_shape, transform_instances
+from framework.data.augmentations import (
+    AugSample,
+    Augmentation,
+    MixingAugmentation,
+    RandomHorizontalFlip,
+    ResizeShortestEdge,
+    ResizeShortestEdgeRange,
+    resize,
+    resize_shortest_edge_shape,
+)
+from framework.data.mapper import DatasetMapper
 from framework.errors import ConfigError
 from framework.structures import BitMasks, Boxes, Instances, PolygonMasks
 
@@ -46,6 +56,14 @@ def ann(bbox, segmentation=None, category_id=0, iscrowd=0, id=1):
     if segmentation is not None:
         a["segmentation"] = segmentation
     return a
+
+
+def resize_to(*lengths, max_size=1333):
+    return {"name": "ResizeShortestEdge", "short_edge_length": list(lengths), "max_size": max_size}
+
+
+#: A flip that always happens, to check its geometry.
+FLIP = {"name": "RandomHorizontalFlip", "prob": 1.0}
 
 
 def square_rle(height, width, y0, y1, x0, x1):
@@ -164,7 +182,7 @@ def test_test_mode_output(tmp_path):
     path = write_image(tmp_path / "a.png", 60, 80)
     d = record(path, 60, 80, [ann([10, 10, 30, 20], [[10, 10, 30, 10, 30, 20]])], image_id=7)
     before = copy.deepcopy(d)
-    out = DatasetMapper(is_train=False, min_size=(120,))(d)
+    out = DatasetMapper(is_train=False, augmentations=[resize_to(120)])(d)
     assert set(out) == {"file_name", "height", "width", "image_id", "image"}
     assert (out["height"], out["width"], out["image_id"]) == (60, 80, 7)  # the ORIGINAL size
     assert out["image"].shape == (3, 120, 160) and out["image"].dtype == torch.uint8
@@ -177,8 +195,7 @@ def test_train_boxes_and_polygons_scaled_and_flipped(tmp_path):
     d = record(path, 60, 80, [ann([10, 10, 30, 20], poly, category_id=3)])
     before = copy.deepcopy(d)
 
-    mapper = DatasetMapper(is_train=True, min_size=(120,), random_flip="none", image_format="RGB")
-    out = mapper(d)
+    out = DatasetMapper(is_train=True, augmentations=[resize_to(120)], image_format="RGB")(d)
     assert "annotations" not in out and out["image"].shape == (3, 120, 160)
     inst = out["instances"]
     assert inst.image_size == (120, 160)
@@ -186,20 +203,22 @@ def test_train_boxes_and_polygons_scaled_and_flipped(tmp_path):
     assert inst.gt_classes.tolist() == [3]
     assert inst.gt_masks.polygons[0][0].tolist() == [20, 20, 60, 20, 60, 40]
 
-    mapper.sample_flip = lambda: True  # force the flip: x -> 160 - x
-    out = mapper(d)
-    inst = out["instances"]
+    out = DatasetMapper(is_train=True, augmentations=[resize_to(120), FLIP], image_format="RGB")(d)
+    inst = out["instances"]  # flipped after the resize: x -> 160 - x
     assert inst.gt_boxes.tensor.tolist() == [[100, 20, 140, 40]]
     assert inst.gt_masks.polygons[0][0].tolist() == [140, 20, 100, 20, 100, 40]
     # The image is mirrored too: blue (right half) is now on the left.
     assert out["image"][:, 60, 10].tolist() == [0, 0, 255] and out["image"][:, 60, 150].tolist() == [255, 0, 0]
+    # Flipped first, then resized: the same result (the flip commutes with a scale).
+    flipped_first = DatasetMapper(is_train=True, augmentations=[FLIP, resize_to(120)], image_format="RGB")(d)
+    assert flipped_first["instances"].gt_boxes.tensor.tolist() == [[100, 20, 140, 40]]
     assert d == before
 
 
 def test_train_boxes_non_integer_scale(tmp_path):
     path = write_image(tmp_path / "a.png", 30, 40)  # -> 50 x 67: x * 67/40 = 1.675, y * 50/30
     d = record(path, 30, 40, [ann([4, 3, 40, 30], [[4, 3, 40, 3, 40, 30]])])
-    out = DatasetMapper(is_train=True, min_size=(50,), random_flip="none")(d)
+    out = DatasetMapper(is_train=True, augmentations=[resize_to(50)])(d)
     assert out["image"].shape == (3, 50, 67)
     torch.testing.assert_close(out["instances"].gt_boxes.tensor, torch.tensor([[6.7, 5.0, 67.0, 50.0]]))
     np.testing.assert_allclose(out["instances"].gt_masks.polygons[0][0], [6.7, 5, 67, 5, 67, 50], rtol=1e-12)
@@ -210,8 +229,7 @@ def test_rle_mask_resized_with_image(tmp_path):
     path = write_image(tmp_path / "a.png", 40, 60)
     d = record(path, 40, 60, [ann([20, 10, 30, 20], square_rle(40, 60, 10, 20, 20, 30)),
                               ann([0, 0, 4, 4], [[0, 0, 4, 0, 4, 4, 0, 4]], id=2)])
-    mapper = DatasetMapper(is_train=True, min_size=(60,), random_flip="none")  # factor 1.5 -> 60 x 90
-    inst = mapper(d)["instances"]
+    inst = DatasetMapper(is_train=True, augmentations=[resize_to(60)])(d)["instances"]  # factor 1.5 -> 60 x 90
     masks = inst.gt_masks
     assert isinstance(masks, BitMasks) and masks.tensor.shape == (2, 60, 90)
     # Nearest sampling at pixel centres: output pixel y reads input floor((y + 0.5) / 1.5), so input
@@ -220,9 +238,8 @@ def test_rle_mask_resized_with_image(tmp_path):
     assert (ys.min(), ys.max(), xs.min(), xs.max()) == (15, 29, 30, 44) and len(ys) == 225
     assert inst.gt_boxes.tensor[0].tolist() == [30, 15, 45, 30]
 
-    mapper.sample_flip = lambda: True  # x -> 90 - x: cols 30..44 -> 45..59
-    inst = mapper(d)["instances"]
-    ys, xs = inst.gt_masks.tensor[0].nonzero(as_tuple=True)
+    inst = DatasetMapper(is_train=True, augmentations=[resize_to(60), FLIP])(d)["instances"]
+    ys, xs = inst.gt_masks.tensor[0].nonzero(as_tuple=True)  # x -> 90 - x: cols 30..44 -> 45..59
     assert (ys.min(), ys.max(), xs.min(), xs.max()) == (15, 29, 45, 59) and len(ys) == 225
     assert inst.gt_boxes.tensor[0].tolist() == [45, 15, 60, 30]
 
@@ -232,20 +249,35 @@ def test_crowd_dropped_in_training_and_mask_on(tmp_path):
     poly = [[1, 1, 8, 1, 8, 8]]
     d = record(path, 20, 20, [ann([1, 1, 8, 8], poly, category_id=0),
                               ann([0, 0, 20, 20], square_rle(20, 20, 0, 20, 0, 20), category_id=1, iscrowd=1, id=2)])
-    inst = DatasetMapper(is_train=True, min_size=(20,))(d)["instances"]
+    same = [resize_to(20)]
+    inst = DatasetMapper(is_train=True, augmentations=same)(d)["instances"]
     assert inst.gt_classes.tolist() == [0]
     assert isinstance(inst.gt_masks, PolygonMasks)  # the crowd RLE is gone before choosing the mask type
-    no_mask = DatasetMapper(is_train=True, min_size=(20,), mask_on=False)(d)["instances"]
+    no_mask = DatasetMapper(is_train=True, augmentations=same, mask_on=False)(d)["instances"]
     assert not no_mask.has("gt_masks") and no_mask.gt_classes.tolist() == [0]
     with pytest.raises(ValueError, match="mask_on=False"):
-        DatasetMapper(is_train=True, min_size=(20,))(record(path, 20, 20, [ann([1, 1, 8, 8])]))
+        DatasetMapper(is_train=True, augmentations=same)(record(path, 20, 20, [ann([1, 1, 8, 8])]))
 
 
 def test_instances_emptied_by_resize_are_dropped():
     inst = Instances((100, 100), gt_boxes=Boxes(torch.tensor([[10.0, 10.0, 10.00001, 50.0], [0.0, 0.0, 50.0, 50.0]])),
                      gt_classes=torch.tensor([0, 1]))
-    out = filter_empty_instances(transform_instances(inst, (10, 10), flip=False))  # x 0.1: width 1e-6
+    sample = resize(AugSample.from_instances(torch.zeros(3, 100, 100, dtype=torch.uint8), inst), (10, 10))
+    out = filter_empty_instances(sample.to_instances())  # x 0.1: width 1e-6
     assert out.gt_classes.tolist() == [1] and out.gt_boxes.tensor.tolist() == [[0, 0, 5, 5]]
+
+
+def test_an_augmentation_that_removes_every_object_leaves_an_empty_image(tmp_path):
+    class DropAll(Augmentation):
+        def __call__(self, sample):
+            return sample.select(torch.zeros(len(sample), dtype=torch.bool))
+
+    path = write_image(tmp_path / "a.png", 20, 20)
+    d = record(path, 20, 20, [ann([1, 1, 8, 8], [[1, 1, 8, 1, 8, 8]])])
+    out = DatasetMapper(is_train=True, augmentations=[DropAll(), resize_to(40)])(d)
+    inst = out["instances"]
+    assert len(inst) == 0 and inst.image_size == (40, 40) and isinstance(inst.gt_masks, PolygonMasks)
+    assert out["image"].shape == (3, 40, 40)
 
 
 @pytest.mark.parametrize("h, w, short, expected_hw", [(30, 40, 50, (50, 67)), (90, 60, 40, (60, 40))])
@@ -253,7 +285,8 @@ def test_image_resize_is_pils_bilinear(tmp_path, h, w, short, expected_hw):
     # detectron2 resizes with PIL's bilinear filter: the pixels must be identical, up- and downscaling.
     pixels = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "noise.png")
-    out = DatasetMapper(is_train=False, min_size=(short,), image_format="RGB")(record(tmp_path / "noise.png", h, w))
+    mapper = DatasetMapper(is_train=False, augmentations=[resize_to(short)], image_format="RGB")
+    out = mapper(record(tmp_path / "noise.png", h, w))
     expected = np.asarray(Image.fromarray(pixels).resize(expected_hw[::-1], Image.BILINEAR))
     assert np.array_equal(out["image"].permute(1, 2, 0).numpy(), expected)
 
@@ -261,36 +294,46 @@ def test_image_resize_is_pils_bilinear(tmp_path, h, w, short, expected_hw):
 def test_image_format_in_mapper(tmp_path):
     path = write_image(tmp_path / "a.png", 8, 8, left=RED, right=RED)
     for fmt, expected in (("BGR", [0, 0, 255]), ("RGB", [255, 0, 0])):
-        img = DatasetMapper(is_train=False, min_size=(8,), image_format=fmt)(record(path, 8, 8))["image"]
-        assert img[:, 4, 4].tolist() == expected
+        img = DatasetMapper(is_train=False, augmentations=[], image_format=fmt)(record(path, 8, 8))["image"]
+        assert img[:, 4, 4].tolist() == expected and img.shape == (3, 8, 8)  # no augmentation: as read
 
 
 def test_mapper_errors_name_the_file(tmp_path):
     path = write_image(tmp_path / "small.png", 10, 12)
     with pytest.raises(ImageSizeMismatchError, match="small.png"):
-        DatasetMapper(is_train=False, min_size=(10,))(record(path, 11, 12))
+        DatasetMapper(is_train=False, augmentations=[resize_to(10)])(record(path, 11, 12))
     with pytest.raises(ImageReadError, match="gone.png"):
-        DatasetMapper(is_train=True)(record(tmp_path / "gone.png", 10, 12))
+        DatasetMapper(is_train=True, augmentations=[])(record(tmp_path / "gone.png", 10, 12))
 
 
-def test_sampled_sizes():
+def test_sampled_sizes_and_flips():
     torch.manual_seed(0)
-    ranged = DatasetMapper(is_train=True, min_size=(10, 12), sample_style="range")
-    assert {ranged.sample_short_edge() for _ in range(60)} == {10, 11, 12}
-    choice = DatasetMapper(is_train=True, min_size=(10, 20, 30))
-    assert {choice.sample_short_edge() for _ in range(60)} == {10, 20, 30}
-    flips = [DatasetMapper(is_train=True).sample_flip() for _ in range(200)]
+    assert {ResizeShortestEdgeRange(short_edge_length=(10, 12)).sample_short_edge() for _ in range(60)} == {10, 11, 12}
+    assert {ResizeShortestEdge(short_edge_length=(10, 20, 30)).sample_short_edge() for _ in range(60)} == {10, 20, 30}
+    # One draw of torch.rand per image, flipped below prob: with prob 0.5 about half of 200.
+    sample = AugSample.from_instances(torch.arange(6, dtype=torch.uint8).reshape(1, 2, 3))
+    flips = [not torch.equal(RandomHorizontalFlip()(sample).image, sample.image) for _ in range(200)]
     assert 60 < sum(flips) < 140
-    assert not any(DatasetMapper(is_train=False).sample_flip() for _ in range(20))
-    assert not any(DatasetMapper(is_train=True, random_flip="none").sample_flip() for _ in range(20))
+    assert not any(not torch.equal(RandomHorizontalFlip(prob=0.0)(sample).image, sample.image) for _ in range(20))
 
 
 def test_config_errors():
-    with pytest.raises(ConfigError, match="single test size"):
-        DatasetMapper(is_train=False, min_size=(640, 800))
-    with pytest.raises(ConfigError, match="range"):
-        DatasetMapper(is_train=True, min_size=(640, 700, 800), sample_style="range")
-    with pytest.raises(ConfigError, match="Did you mean 'choice'"):
-        DatasetMapper(is_train=True, sample_style="choise")
+    with pytest.raises(ConfigError, match=r"\[low, high\]"):
+        DatasetMapper(is_train=True, augmentations=[{"name": "ResizeShortestEdgeRange", "short_edge_length": [6, 7, 8]}])
+    with pytest.raises(ConfigError, match="Did you mean 'RandomHorizontalFlip'"):
+        DatasetMapper(is_train=True, augmentations=["RandomHorizontalFlp"])
+    with pytest.raises(ConfigError, match=r"augmentations\.0\.probability.*Did you mean 'prob'"):
+        DatasetMapper(is_train=True, augmentations=[{"name": "RandomHorizontalFlip", "probability": 0.2}])
+    with pytest.raises(ConfigError, match="non-negative ints"):
+        ResizeShortestEdge(short_edge_length=[])
+    with pytest.raises(ConfigError, match=r"prob must be in \[0, 1\]"):
+        RandomHorizontalFlip(prob=1.5)
     with pytest.raises(ConfigError, match="image_format"):
-        DatasetMapper(is_train=True, image_format="rgb")
+        DatasetMapper(is_train=True, augmentations=[], image_format="rgb")
+
+    class Mix(MixingAugmentation):
+        def __call__(self, sample, others):
+            return sample
+
+    with pytest.raises(ConfigError, match=r"is_train=False.*Mix.*only training"):
+        DatasetMapper(is_train=False, augmentations=[Mix()])

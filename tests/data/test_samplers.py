@@ -94,15 +94,26 @@ def test_repeat_factors_by_hand():
     torch.testing.assert_close(repeat_factors_from_category_frequency(dataset([0], []), 0.0), torch.tensor([1.0, 1.0]))
 
 
+class GivenFactors(RepeatFactorTrainingSampler):
+    """The repeat-factor sampler with factors given by hand (a subclass overrides repeat_factors)."""
+
+    def __init__(self, factors, seed=None, start_index=0, *, shuffle=True):
+        self.factors = torch.as_tensor(factors)
+        super().__init__([{}] * len(self.factors), seed, start_index, repeat_thresh=0.0, shuffle=shuffle)
+
+    def repeat_factors(self, dataset_dicts):
+        return self.factors
+
+
 def test_repeat_factor_sampler_integer_and_fractional():
-    s = RepeatFactorTrainingSampler(torch.tensor([2.0, 0.0, 1.0]), shuffle=False, seed=0)
+    s = GivenFactors([2.0, 0.0, 1.0], shuffle=False, seed=0)
     assert take(s, 9) == [0, 0, 2] * 3
-    shuffled = take(RepeatFactorTrainingSampler(torch.tensor([2.0, 0.0, 1.0]), seed=0), 30)
+    shuffled = take(GivenFactors([2.0, 0.0, 1.0], seed=0), 30)
     assert all(sorted(shuffled[i:i + 3]) == [0, 0, 2] for i in range(0, 30, 3))
 
     # Factor 1.5 for 400 images: each appears once or twice per epoch (drawn anew each epoch), so an
     # unshuffled epoch is 0..399 with about half of them doubled: 600 +- 10 (one std) items.
-    stream = take(RepeatFactorTrainingSampler(torch.full((400,), 1.5), shuffle=False, seed=0), 1300)
+    stream = take(GivenFactors(torch.full((400,), 1.5), shuffle=False, seed=0), 1300)
     ends = [i for i in range(1, len(stream)) if stream[i] < stream[i - 1]]  # where a new epoch starts
     first, second = stream[:ends[0]], stream[ends[0]:ends[1]]
     for epoch in (first, second):
@@ -111,10 +122,34 @@ def test_repeat_factor_sampler_integer_and_fractional():
         assert abs(len(epoch) - 600) < 40
     assert first != second
     # Resume: the same start_index semantics as TrainingSampler.
-    s = RepeatFactorTrainingSampler(torch.tensor([1.5, 1.0, 0.3]), seed=4)
-    assert take(RepeatFactorTrainingSampler(torch.tensor([1.5, 1.0, 0.3]), seed=4, start_index=6), 20) == take(s, 26)[6:]
+    s = GivenFactors([1.5, 1.0, 0.3], seed=4)
+    assert take(GivenFactors([1.5, 1.0, 0.3], seed=4, start_index=6), 20) == take(s, 26)[6:]
     with pytest.raises(ValueError, match="not all 0"):
-        RepeatFactorTrainingSampler(torch.tensor([0.0, 0.0]), seed=0)
+        GivenFactors([0.0, 0.0], seed=0)
+
+
+def test_repeat_factor_sampler_from_the_category_frequencies():
+    # As test_repeat_factors_by_hand with t = 1: factors [2, sqrt(2), sqrt(2), 1]. Unshuffled, image 0
+    # is in every epoch twice, images 1 and 2 once or twice (p = sqrt(2) - 1), image 3 once.
+    dicts = dataset([0, 1], [0, 2], [0, 2, 2], [0])
+    sampler = RepeatFactorTrainingSampler(dicts, 0, repeat_thresh=1.0, shuffle=False)
+    torch.testing.assert_close(sampler.int_part + sampler.frac_part, torch.tensor([2.0, math.sqrt(2), math.sqrt(2), 1.0]))
+    epoch = take(sampler, 4)
+    assert epoch[:2] == [0, 0] and epoch.count(3) <= 1
+
+
+def test_training_samplers_are_registered_components():
+    from framework.registry import TRAIN_SAMPLERS
+
+    assert TRAIN_SAMPLERS.get("TrainingSampler") is TrainingSampler
+    offered = {"size": 4, "dataset_dicts": dataset([0], [1], [1], [1]), "seed": 3}
+    plain = TRAIN_SAMPLERS.build({"name": "TrainingSampler", "shuffle": False}, offered=offered)
+    assert take(plain, 5) == [0, 1, 2, 3, 0]
+    repeat = TRAIN_SAMPLERS.build({"name": "RepeatFactorTrainingSampler", "repeat_thresh": 0.0}, offered=offered)
+    # t = 0: every factor 1; an epoch draws the 4 rounding numbers, then its permutation.
+    g = torch.Generator().manual_seed(3)
+    expected = [i for _ in range(2) for i in (torch.rand(4, generator=g), torch.randperm(4, generator=g))[1].tolist()]
+    assert take(repeat, 8) == expected
 
 
 # ---------------------------------------------------------------------- batches and aspect-ratio grouping

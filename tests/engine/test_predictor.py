@@ -147,9 +147,11 @@ def test_checkpoint_choice(run_dir, tmp_path, dataset_dicts):
 
 
 def test_overrides_change_the_run_config(run_dir):
-    cfg = load_run_config(run_dir, ["input.test.min_size=[160]", "model.roi_heads.box_predictor.test_score_thresh=0.3"])
-    assert list(cfg.input.test.min_size) == [160] and cfg.model.roi_heads.box_predictor.test_score_thresh == 0.3
-    assert cfg.input.test.max_size == 400  # the rest is the run's
+    cfg = load_run_config(run_dir, ["input.test.augmentations.0.short_edge_length=[160]",
+                                    "model.roi_heads.box_predictor.test_score_thresh=0.3"])
+    resize = cfg.input.test.augmentations[0]
+    assert list(resize.short_edge_length) == [160] and cfg.model.roi_heads.box_predictor.test_score_thresh == 0.3
+    assert resize.max_size == 400  # the rest is the run's
 
 
 def test_run_errors_name_the_path(run_dir, tmp_path):
@@ -169,8 +171,8 @@ def test_run_errors_name_the_path(run_dir, tmp_path):
 
 
 def test_override_errors(run_dir):
-    with pytest.raises(ConfigError, match=r"no key 'input\.test\.min_sise'.*Did you mean 'min_size'"):
-        load_run_config(run_dir, ["input.test.min_sise=[160]"])
+    with pytest.raises(ConfigError, match=r"no key 'input\.test\.augmentations\.0\.max_sise'.*Did you mean 'max_size'"):
+        load_run_config(run_dir, ["input.test.augmentations.0.max_sise=160"])
     with pytest.raises(ConfigError, match=r"'model' is a config section.*group choice.*from_config"):
         load_run_config(run_dir, ["model=mask_rcnn_R_50_FPN"])
     with pytest.raises(ConfigError, match=r"only plain key=value"):

@@ -41,7 +41,8 @@ def test_eval_only_needs_only_the_test_split(tmp_path):
 
     val_json, val_root = ensure_builtin_synthetic()["val"]
     overrides = ["dataset=coco_json", "dataset.num_classes=4", f"dataset.test.json={val_json}",
-                 f"dataset.test.image_root={val_root}", "input.test.min_size=[128]", "input.test.max_size=192",
+                 f"dataset.test.image_root={val_root}", "input.test.augmentations.0.short_edge_length=[128]",
+                 "input.test.augmentations.0.max_size=192",
                  "dataloader.test.num_workers=0", "model.rpn.post_nms_topk_test=50"]
     cfg = compose(overrides)
     weights = tmp_path / "w.pth"

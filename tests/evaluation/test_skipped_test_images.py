@@ -99,7 +99,8 @@ def _assert_same_metrics(actual: dict, expected: dict) -> None:
 
 
 def _evaluate(dicts, gt, tmp_path, bad_data):
-    loader = build_test_loader(dicts, DatasetMapper(is_train=False, min_size=(32,), max_size=64), num_workers=0,
+    resize = {"name": "ResizeShortestEdge", "short_edge_length": [32], "max_size": 64}
+    loader = build_test_loader(dicts, DatasetMapper(is_train=False, augmentations=[resize]), num_workers=0,
                                bad_data=bad_data)
     evaluator = COCOEvaluator(gt_json=gt, dataset_id_to_contiguous_id=MAPPING, class_names=NAMES,
                               output_dir=tmp_path / "inference", tasks=("bbox",))

@@ -27,10 +27,12 @@ from projects.mask_scoring_rcnn.roi_heads import MaskScoringROIHeads
 
 #: As tests/config/conftest.py SHORT_JOB: 2 iterations on small images, in-process data loading.
 SHORT_JOB = ["train.max_iter=2", "lr_scheduler.steps=[]", "lr_scheduler.warmup_iters=1",
-             "input.train.min_size=[128]", "input.test.min_size=[128]", "dataloader.train.num_workers=0",
+             "input.train.augmentations.0.short_edge_length=[128]", "input.test.augmentations.0.short_edge_length=[128]",
+             "dataloader.train.num_workers=0",
              "dataloader.test.num_workers=0"]
 #: Cheaper evaluation of the 50 validation images (fewer proposals and detections, smaller images).
-SMALL_EVAL = ["input.train.max_size=192", "input.test.max_size=192", "model.rpn.post_nms_topk_test=50",
+SMALL_EVAL = ["input.train.augmentations.0.max_size=192", "input.test.augmentations.0.max_size=192",
+              "model.rpn.post_nms_topk_test=50",
               "model.roi_heads.box_predictor.test_detections_per_img=20"]
 
 

@@ -20,7 +20,8 @@ from projects.torchvision_backbone.stages import map_stride
 #: 2 iterations on small images (tests/config/conftest.py SHORT_JOB), fewer proposals and detections
 #: at evaluation (the untrained mask head on 100 detections per image is most of the time).
 SHORT_JOB = ["train.max_iter=2", "lr_scheduler.steps=[]", "lr_scheduler.warmup_iters=1",
-             "input.train.min_size=[128]", "input.test.min_size=[128]", "dataloader.train.num_workers=0",
+             "input.train.augmentations.0.short_edge_length=[128]", "input.test.augmentations.0.short_edge_length=[128]",
+             "dataloader.train.num_workers=0",
              "dataloader.test.num_workers=0", "model.rpn.post_nms_topk_test=50",
              "model.roi_heads.box_predictor.test_detections_per_img=20"]
 

@@ -18,7 +18,7 @@ def test_synthetic_train_after_the_train_mapper(visualize_data, tmp_path):
     assert visualize_data.main(["--dataset", "synthetic_train", "--num", "3", "--output", str(out)]) == 0
     pngs = sorted(out.glob("*.png"))
     assert [p.name for p in pngs] == ["000001.png", "000002.png", "000003.png"]
-    for p in pngs:  # resized as in training: short side one of input.train.min_size, long side <= max_size
+    for p in pngs:  # resized as in training: short side one of the first augmentation's, long side <= max_size
         short, long = short_long(p)
         assert short in (192, 224, 256) or long == 400
 
@@ -31,9 +31,10 @@ def test_synthetic_val_after_the_test_mapper(visualize_data, tmp_path):
 
     out = tmp_path / "vis"
     # Without --dataset: the config's dataset.test (synthetic_val).
-    assert visualize_data.main(["--split", "test", "--num", "2", "--output", str(out), "input.test.min_size=[160]"]) == 0
+    size = "input.test.augmentations.0.short_edge_length=[160]"
+    assert visualize_data.main(["--split", "test", "--num", "2", "--output", str(out), size]) == 0
     d = get_dataset("synthetic_val")[0]
-    plain = to_rgb_uint8(build_mapper(compose(["input.test.min_size=[160]"]), "test")(d)["image"], "BGR")
+    plain = to_rgb_uint8(build_mapper(compose([size]), "test")(d)["image"], "BGR")
     drawn = pil_to_tensor(Image.open(out / "000001.png").convert("RGB"))
     assert drawn.shape == plain.shape and min(plain.shape[1:]) == 160
     assert not torch.equal(drawn, plain)  # the annotations are drawn on it
@@ -42,7 +43,8 @@ def test_synthetic_val_after_the_test_mapper(visualize_data, tmp_path):
 def test_coco_json_and_builtin_coco(visualize_data, coco_tiny, tmp_path, monkeypatch):
     out = tmp_path / "json"
     args = ["--json", str(coco_tiny / "annotations" / "instances_val2017.json"), "--image-root", str(coco_tiny / "val2017"),
-            "--split", "test", "--num", "2", "--output", str(out), "input.test.min_size=[320]", "input.test.max_size=1333"]
+            "--split", "test", "--num", "2", "--output", str(out), "input.test.augmentations.0.short_edge_length=[320]",
+            "input.test.augmentations.0.max_size=1333"]
     assert visualize_data.main(args) == 0
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) == 2 and all(short_long(p)[0] == 320 for p in pngs)

@@ -214,7 +214,8 @@ def section_main_job(args, device, workdir: Path) -> dict[str, Any]:
         "stage_seconds": median,
         "images_per_s_consumed": batch_size / compute,
         "work": {"model": cfg.model.backbone.bottom_up.name + "-" + str(cfg.model.backbone.bottom_up.depth) + " FPN (the default job)",
-                 "batch": batch_size, "input_min_size": list(cfg.input.train.min_size), "steps": steps},
+                 "batch": batch_size, "input_min_size": list(cfg.input.train.augmentations[0].short_edge_length),
+                 "steps": steps},
     }
 
 
