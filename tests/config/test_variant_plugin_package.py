@@ -104,7 +104,8 @@ def test_pip_installed_box_predictor_and_feature_map_mask_head(tmp_path, pip_ins
     env = {**os.environ, "PYTHONPATH": str(site), "PYTHONWARNINGS": "ignore"}
 
     def train(name: str, overrides: list[str]) -> subprocess.CompletedProcess:
-        args = [*short_job, "input.train.max_size=200", "input.test.max_size=200", *overrides]
+        args = [*short_job, "input.train.augmentations.0.max_size=200", "input.test.augmentations.0.max_size=200",
+                *overrides]
         return subprocess.run([str(command), *args, f"hydra.run.dir={tmp_path / name}"], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=900)
 
