@@ -13,8 +13,8 @@ __all__ = ["CoarseMaskHead"]
 
 
 class CoarseMaskHead(nn.Module):
-    """A 1x1 conv down to ``conv_dim`` channels (only when the input is wider), a 2x2 stride-2 conv,
-    ``num_fc`` FCs of ``fc_dim``, and a linear layer to K x side x side logits.
+    """A 1x1 conv down to ``conv_dim`` channels (only when the input is wider), a 2x2 stride-2 conv to
+    ``conv_dim``, ``num_fc`` FCs of ``fc_dim``, and a linear layer to K x side x side logits.
 
     Parameter names are detectron2's (``reduce_channel_dim_conv``, ``reduce_spatial_dim_conv``,
     ``fc{k}``, ``prediction``). Shapes: (R, C, S, S) -> (R, K, side, side).
@@ -29,10 +29,9 @@ class CoarseMaskHead(nn.Module):
             self.reduce_channel_dim_conv = Conv2d(channels, conv_dim, 1, activation=nn.ReLU())
             convs.append(self.reduce_channel_dim_conv)
             channels = conv_dim
-        # detectron2 builds this conv for conv_dim input channels; the input then must be that wide
-        if channels != conv_dim:
-            raise ValueError(f"CoarseMaskHead: {channels} input channels < conv_dim {conv_dim}; lower coarse_conv_dim")
-        self.reduce_spatial_dim_conv = Conv2d(conv_dim, conv_dim, 2, stride=2, activation=nn.ReLU())
+        # detectron2 builds this conv for conv_dim inputs (and fails on narrower features); taking the
+        # input's width gives the same layer whenever detectron2's works, and works on narrow FPNs too
+        self.reduce_spatial_dim_conv = Conv2d(channels, conv_dim, 2, stride=2, activation=nn.ReLU())
         convs.append(self.reduce_spatial_dim_conv)
         self.convs = convs
         dim = conv_dim * input_shape.height * input_shape.width // 4

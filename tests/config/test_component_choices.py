@@ -39,6 +39,8 @@ OPTIONS = _group_options()
 # are not the features the RPN and RoI heads read (a plain ResNet gives res2..res5, not p2..p6), an
 # FPN as the bottom-up of an FPN (no group nests that deep).
 INCOMPATIBLE = {("model/backbone", "ResNet"), ("model/backbone/bottom_up", "FPN")}
+#: What the RoI heads say when a mask head that reads the feature maps is chosen with a mask pooler.
+FEATURE_MAP_HEAD_HINT = "set model.roi_heads.mask_pooler=null"
 
 
 def _incompatible(group: str, option: str, error: ConfigError) -> bool:
@@ -90,10 +92,19 @@ def test_every_option_composes_and_builds_on_every_preset(preset):
     base = [f"model={preset}"]
     failures = []
     for group, option in OPTIONS:
+        overrides = base + [f"{group}={option}", "model.roi_heads.num_classes=3"]
         try:
-            cfg = compose(base + [f"{group}={option}", "model.roi_heads.num_classes=3"])
-            with torch.device("meta"):  # every constructor runs, no weights are allocated or initialised
-                META_ARCHITECTURES.build(cfg.model, path="model")
+            try:
+                cfg = compose(overrides)
+                with torch.device("meta"):  # every constructor runs, no weights are allocated or initialised
+                    META_ARCHITECTURES.build(cfg.model, path="model")
+            except ConfigError as e:
+                # a mask head that reads the feature maps is chosen with the pooler off, as its message says
+                if FEATURE_MAP_HEAD_HINT not in str(e):
+                    raise
+                cfg = compose(overrides + ["model.roi_heads.mask_pooler=null"])
+                with torch.device("meta"):
+                    META_ARCHITECTURES.build(cfg.model, path="model")
         except ConfigError as e:
             if not _incompatible(group, option, e):
                 failures.append(f"{group}={option}: {e}")
