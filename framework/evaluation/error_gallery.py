@@ -35,7 +35,7 @@ __all__ = ["Failure", "rank_failures", "draw_failure", "failure_gallery", "write
 
 #: The folder (under an evaluation's output folder) of the gallery's PNGs.
 GALLERY_DIR = "failures"
-OK_COLOR = (44, 160, 44)
+OK_COLOR = (0, 200, 0)  # brighter than the chart's dupe teal, so the two tell apart on images
 CROWD_COLOR = (160, 160, 160)
 
 
@@ -117,6 +117,7 @@ def draw_failure(
     category_names: Mapping[int, str],
     score_thresh: float = 0.5,
     file_name: str = "",
+    min_size: int = 0,
 ) -> torch.Tensor:
     """One gallery picture (see the module docstring).
 
@@ -125,9 +126,12 @@ def draw_failure(
         coco_gt: the ground truth the assignment was made against (``imgToAnns``, ``imgs``).
         results: the result dicts the assignment indexes (``det_result_index``).
         category_names: dataset category id -> name.
+        min_size: an image whose longer side is shorter is drawn enlarged to that length (labels
+            have a fixed font size: on small images they would cover the objects); 0: never.
 
     Returns:
-        (3, 42 + H, max(2 W + 4, header width)) uint8 RGB: the two header lines above ground truth | predictions.
+        (3, 42 + h, max(2 w + 4, header width)) uint8 RGB, h x w the (enlarged) image size: the two
+        header lines above ground truth | predictions.
     """
     from framework.utils.visualizer import draw_labelled, side_by_side
 
@@ -138,6 +142,20 @@ def draw_failure(
         raise ValueError(f"image {image_id} is {tuple(image.shape[-2:])} but the ground truth says {(height, width)}")
     with_masks = assignment.task == "segm"
     name = lambda c: category_names.get(int(c), str(c))  # noqa: E731
+    scale = max(1.0, min_size / max(height, width))
+    if scale > 1.0:
+        size = (round(height * scale), round(width * scale))
+        image = torch.nn.functional.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False)
+        image = image[0].round().clamp(0, 255).to(torch.uint8)
+
+    def boxes(xywh: Sequence[Sequence[float]]) -> torch.Tensor:
+        return _xyxy(xywh) * scale
+
+    def masks(segmentations: Sequence[Any]) -> torch.Tensor | None:
+        decoded = _masks(segmentations, height, width) if with_masks and segmentations else None
+        if decoded is None or scale == 1.0:
+            return decoded
+        return torch.nn.functional.interpolate(decoded[None].float(), size=tuple(image.shape[-2:]), mode="nearest")[0].bool()
 
     # Ground truth: each object with what happened to it.
     on_image = np.flatnonzero(assignment.gt_image_id == image_id)
@@ -158,9 +176,8 @@ def draw_failure(
     gt_labels = [f"{name(a['category_id'])} crowd" if a.get("iscrowd", 0) else f"{name(a['category_id'])} {status[a['id']][0]}"
                  for a in shown]
     gt_colors = [CROWD_COLOR if a.get("iscrowd", 0) else status[a["id"]][1] for a in shown]
-    gt_masks = _masks([a["segmentation"] for a in shown], height, width) if with_masks and shown else None
-    left = draw_labelled(image, _xyxy([a["bbox"] for a in shown]), labels=gt_labels, colors=gt_colors, masks=gt_masks,
-                         label_background=True)
+    left = draw_labelled(image, boxes([a["bbox"] for a in shown]), labels=gt_labels, colors=gt_colors,
+                         masks=masks([a["segmentation"] for a in shown]), label_background=True)
 
     # Predictions above the threshold, by error type.
     dets = np.flatnonzero((assignment.det_image_id == image_id) & (assignment.det_score >= score_thresh))
@@ -169,9 +186,8 @@ def draw_failure(
     entries = [results[int(assignment.det_result_index[k])] for k in dets]
     labels = [f"{name(e['category_id'])} {e['score']:.0%} {kind}" for e, kind in zip(entries, kinds)]
     colors = [OK_COLOR if kind == "ok" else COLORS[kind] for kind in kinds]
-    masks = _masks([e["segmentation"] for e in entries], height, width) if with_masks and entries else None
-    right = draw_labelled(image, _xyxy([e["bbox"] for e in entries]), labels=labels, colors=colors, masks=masks,
-                          label_background=True)
+    right = draw_labelled(image, boxes([e["bbox"] for e in entries]), labels=labels, colors=colors,
+                          masks=masks([e["segmentation"] for e in entries]), label_background=True)
 
     pair = side_by_side(left, right)
     title = [(f"image {image_id}" + (f" ({Path(file_name).name})" if file_name else "") +
@@ -194,6 +210,7 @@ def failure_gallery(
     category_names: Mapping[int, str],
     score_thresh: float = 0.5,
     skip_errors: tuple[type[BaseException], ...] = (),
+    min_size: int = 512,
 ) -> list[tuple[Failure, torch.Tensor]]:
     """The gallery: :func:`rank_failures`, each drawn by :func:`draw_failure`.
 
@@ -201,6 +218,7 @@ def failure_gallery(
         load_image: image id -> ``((3, H, W) uint8 RGB, file name)``.
         skip_errors: errors of ``load_image`` for an unreadable image, which is then left out with a
             warning (the next image of the ranking takes its place).
+        min_size: smaller images are drawn enlarged to this longer side (see :func:`draw_failure`).
 
     Returns:
         ``[(failure, (3, h, w) uint8 picture)]``, most lost first.
@@ -219,7 +237,7 @@ def failure_gallery(
             continue
         pictures.append((failure, draw_failure(image, coco_gt=coco_gt, results=results, assignment=assignment,
                                                failure=failure, category_names=category_names,
-                                               score_thresh=score_thresh, file_name=file_name)))
+                                               score_thresh=score_thresh, file_name=file_name, min_size=min_size)))
     return pictures
 
 

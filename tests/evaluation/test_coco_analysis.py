@@ -175,4 +175,5 @@ def test_gallery_images_are_uint8_pictures(tmp_path):
     with EventStorage() as storage:
         _evaluate(evaluator, dets)
     (_, picture, _), = storage.images
-    assert picture.dtype == torch.uint8 and picture.shape[:2] == (3, 42 + SIZE) and picture.shape[2] >= 2 * SIZE + 4
+    # 100 px images are drawn enlarged to 512 (failure_gallery's min_size), under two header lines.
+    assert picture.dtype == torch.uint8 and picture.shape[:2] == (3, 42 + 512) and picture.shape[2] == 2 * 512 + 4

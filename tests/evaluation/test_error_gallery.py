@@ -75,6 +75,14 @@ def test_picture_marks_missed_objects_and_errors_by_colour():
     assert _pixel(picture, right + 40, header + 20) == (100, 100, 100)
 
 
+def test_small_images_are_drawn_enlarged():
+    coco = load_coco_gt(ground_truth())
+    picture = draw_failure(_image(), coco_gt=coco, results=_detections(), assignment=_assignment(),
+                           failure=Failure(3, 1, 1), category_names=NAMES, min_size=200)
+    assert picture.shape[:2] == (3, 42 + 200) and picture.shape[2] >= 2 * 200 + 4
+    assert _pixel(picture, 10, 42 + 120) == COLORS["miss"]  # D's left edge, x 5 -> 10, y 60 -> 120
+
+
 def test_picture_marks_found_objects_and_duplicates():
     coco = load_coco_gt(ground_truth())
     picture = draw_failure(_image(), coco_gt=coco, results=_detections(), assignment=_assignment(),
