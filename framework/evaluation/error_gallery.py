@@ -19,6 +19,7 @@ Masks are drawn for ``segm``, boxes always.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ from framework.evaluation.error_matching import CLS, CORRECT, ERROR_TYPES, LOC, 
 from framework.evaluation.error_report import COLORS
 
 __all__ = ["Failure", "rank_failures", "draw_failure", "failure_gallery", "write_gallery", "GALLERY_DIR", "OK_COLOR"]
+
+logger = logging.getLogger(__name__)
 
 #: The folder (under an evaluation's output folder) of the gallery's PNGs.
 GALLERY_DIR = "failures"
@@ -133,6 +136,8 @@ def draw_failure(
         (3, 42 + h, max(2 w + 4, header width)) uint8 RGB, h x w the (enlarged) image size: the two
         header lines above ground truth | predictions.
     """
+    from torchvision.utils import draw_segmentation_masks
+
     from framework.utils.visualizer import draw_labelled, side_by_side
 
     image_id = failure.image_id
@@ -143,19 +148,19 @@ def draw_failure(
     with_masks = assignment.task == "segm"
     name = lambda c: category_names.get(int(c), str(c))  # noqa: E731
     scale = max(1.0, min_size / max(height, width))
-    if scale > 1.0:
-        size = (round(height * scale), round(width * scale))
-        image = torch.nn.functional.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False)
-        image = image[0].round().clamp(0, 255).to(torch.uint8)
 
-    def boxes(xywh: Sequence[Sequence[float]]) -> torch.Tensor:
-        return _xyxy(xywh) * scale
-
-    def masks(segmentations: Sequence[Any]) -> torch.Tensor | None:
-        decoded = _masks(segmentations, height, width) if with_masks and segmentations else None
-        if decoded is None or scale == 1.0:
-            return decoded
-        return torch.nn.functional.interpolate(decoded[None].float(), size=tuple(image.shape[-2:]), mode="nearest")[0].bool()
+    def panel(xywh: Sequence[Sequence[float]], segmentations: Sequence[Any], labels: list[str],
+              colors: list[tuple[int, int, int]]) -> torch.Tensor:
+        # Masks are blended at the image's own size (a small image's pixels are few, torchvision's
+        # blending is per mask), the result enlarged, and boxes and labels drawn at the final size.
+        drawn = image
+        if with_masks and segmentations:
+            drawn = draw_segmentation_masks(image, _masks(segmentations, height, width), alpha=0.5, colors=colors)
+        if scale > 1.0:
+            size = (round(height * scale), round(width * scale))
+            drawn = torch.nn.functional.interpolate(drawn[None].float(), size=size, mode="bilinear", align_corners=False)
+            drawn = drawn[0].round().clamp(0, 255).to(torch.uint8)
+        return draw_labelled(drawn, _xyxy(xywh) * scale, labels=labels, colors=colors, label_background=True)
 
     # Ground truth: each object with what happened to it.
     on_image = np.flatnonzero(assignment.gt_image_id == image_id)
@@ -176,8 +181,7 @@ def draw_failure(
     gt_labels = [f"{name(a['category_id'])} crowd" if a.get("iscrowd", 0) else f"{name(a['category_id'])} {status[a['id']][0]}"
                  for a in shown]
     gt_colors = [CROWD_COLOR if a.get("iscrowd", 0) else status[a["id"]][1] for a in shown]
-    left = draw_labelled(image, boxes([a["bbox"] for a in shown]), labels=gt_labels, colors=gt_colors,
-                         masks=masks([a["segmentation"] for a in shown]), label_background=True)
+    left = panel([a["bbox"] for a in shown], [a.get("segmentation") for a in shown], gt_labels, gt_colors)
 
     # Predictions above the threshold, by error type.
     dets = np.flatnonzero((assignment.det_image_id == image_id) & (assignment.det_score >= score_thresh))
@@ -186,8 +190,7 @@ def draw_failure(
     entries = [results[int(assignment.det_result_index[k])] for k in dets]
     labels = [f"{name(e['category_id'])} {e['score']:.0%} {kind}" for e, kind in zip(entries, kinds)]
     colors = [OK_COLOR if kind == "ok" else COLORS[kind] for kind in kinds]
-    right = draw_labelled(image, boxes([e["bbox"] for e in entries]), labels=labels, colors=colors,
-                          masks=masks([e["segmentation"] for e in entries]), label_background=True)
+    right = panel([e["bbox"] for e in entries], [e.get("segmentation") for e in entries], labels, colors)
 
     pair = side_by_side(left, right)
     title = [(f"image {image_id}" + (f" ({Path(file_name).name})" if file_name else "") +
@@ -223,8 +226,6 @@ def failure_gallery(
     Returns:
         ``[(failure, (3, h, w) uint8 picture)]``, most lost first.
     """
-    import logging
-
     pictures: list[tuple[Failure, torch.Tensor]] = []
     for failure in rank_failures(assignment, num_images=len(assignment.det_image_id) + len(assignment.gt_image_id),
                                  score_thresh=score_thresh):
@@ -233,7 +234,7 @@ def failure_gallery(
         try:
             image, file_name = load_image(failure.image_id)
         except skip_errors as e:
-            logging.getLogger(__name__).warning(f"gallery of failures: left out image {failure.image_id}: {e}")
+            logger.warning(f"gallery of failures: left out image {failure.image_id}: {e}")
             continue
         pictures.append((failure, draw_failure(image, coco_gt=coco_gt, results=results, assignment=assignment,
                                                failure=failure, category_names=category_names,

@@ -122,3 +122,12 @@ def test_unreadable_images_are_replaced_and_stale_files_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["01_image1.png", "02_image4.png", "notes.txt"]
     with Image.open(paths[0]) as written:
         assert written.size == tuple(pictures[0][1].shape[2:0:-1])
+
+
+def test_box_gallery_of_a_ground_truth_without_masks():
+    gt = ground_truth(with_masks=False)
+    dets = [{k: v for k, v in d.items() if k != "segmentation"} for d in _detections()]
+    assignment = error_assignments(gt=gt, results=dets, tasks=["bbox"])["bbox"]
+    picture = draw_failure(_image(), coco_gt=load_coco_gt(gt), results=dets, assignment=assignment,
+                           failure=Failure(3, 1, 1), category_names=NAMES)
+    assert _pixel(picture, 5, 42 + 60) == COLORS["miss"]
