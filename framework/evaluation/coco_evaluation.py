@@ -25,6 +25,7 @@ import pycocotools.mask as mask_util
 import torch
 
 from framework.errors import ConfigError, did_you_mean
+from framework.evaluation.coco_analysis import ERROR_METRICS, analyze_evaluation
 from framework.evaluation.coco_backend import Backend
 from framework.evaluation.coco_metrics import AP_METRICS, TASKS, Task, cocoeval_metrics, load_coco_gt, run_cocoeval
 from framework.evaluation.evaluator import DatasetEvaluator, EvalResults
@@ -250,8 +251,6 @@ class COCOEvaluator(DatasetEvaluator):
             if output_fields is None:
                 return None
             tasks = ("bbox", "segm") if "pred_masks" in output_fields else ("bbox",)
-        from framework.evaluation.coco_analysis import ERROR_METRICS
-
         per_task = [*AP_METRICS, *(f"AP-{name}" for name in self.class_names), *(ERROR_METRICS if self.analysis else ())]
         return {f"{task}/{name}" for task in tasks for name in per_task}
 
@@ -331,8 +330,6 @@ class COCOEvaluator(DatasetEvaluator):
             names = {**{c["id"]: c["name"] for c in self._coco_gt.dataset["categories"]}, **self._category_names}
             keys = [*AP_METRICS, *(f"AP-{names[c]}" for c in self._coco_gt.getCatIds())]
             if self.analysis:
-                from framework.evaluation.coco_analysis import ERROR_METRICS
-
                 keys += ERROR_METRICS
             return {task: dict.fromkeys(keys, float("nan")) for task in tasks}
 
@@ -362,8 +359,6 @@ class COCOEvaluator(DatasetEvaluator):
         results = {task: cocoeval_metrics(e, category_names=self._category_names) for task, e in coco_evals.items()}
         logger.info("COCOeval (%s): %.2f s", ", ".join(tasks), time.perf_counter() - start)
         if self.analysis:
-            from framework.evaluation.coco_analysis import analyze_evaluation
-
             analyzed = analyze_evaluation(
                 coco_gt=self._coco_gt, results=coco_results, coco_evals=coco_evals, image_ids=image_ids,
                 category_names=self._category_names, output_dir=self.output_dir,
