@@ -10,7 +10,8 @@ sub-folders are runs; its failed or unfinished jobs (no ``metrics.json``) are le
 **Groups**: runs whose composed configs are equal once ``seed`` is taken out (the top-level key,
 every key whose value is the interpolation ``${seed}``, and in a resolved config every key named
 ``seed`` equal to it), and ``resume`` (it does not change what is trained). A group is labelled by
-the overrides its runs share apart from the seed (else by the config keys that tell it apart).
+the overrides its runs share apart from the seed and those common to all runs (else by the config
+keys that tell it apart).
 
 **Statistics** per group and metric: the mean and the *sample* standard deviation (``n - 1`` in
 the denominator) over the group's runs; NaN values (a metric undefined in a run) are left out.
@@ -214,16 +215,22 @@ class Group:
         return [r.metrics[metric] for r in self.runs if metric in r.metrics and math.isfinite(r.metrics[metric])]
 
 
-def _label(group_runs: list[Run], others: list[list[Run]]) -> str:
-    shared = set(group_runs[0].overrides).intersection(*(r.overrides for r in group_runs[1:]))
-    label = " ".join(o for o in group_runs[0].overrides if o in shared)
-    all_labels = [" ".join(o for o in g[0].overrides if all(o in r.overrides for r in g)) for g in others]
-    if label and all_labels.count(label) == 1:
+def _shared_overrides(runs: Sequence[Run]) -> list[str]:
+    """The overrides every run of ``runs`` has, in the first run's order."""
+    return [o for o in runs[0].overrides if all(o in r.overrides for r in runs[1:])]
+
+
+def _label(members: list[Run], groups: list[list[Run]]) -> str:
+    """What tells ``members`` apart from the other groups: its shared overrides less those every
+    run of every group has; else (overrides do not tell the groups apart) the config keys that do."""
+    everywhere = set(_shared_overrides([r for g in groups for r in g]))
+    labels = [" ".join(o for o in _shared_overrides(g) if o not in everywhere) for g in groups]
+    label = " ".join(o for o in _shared_overrides(members) if o not in everywhere)
+    if label and labels.count(label) == 1:
         return label
-    # Overrides do not tell the groups apart: the config keys whose values differ between groups.
-    keys = sorted({k for g in others for k in g[0].config} )
-    differing = [k for k in keys if len({json.dumps(g[0].config.get(k), sort_keys=True, default=str) for g in others}) > 1]
-    shown = [f"{k}={group_runs[0].config.get(k)}" for k in differing[:4]]
+    keys = sorted({k for g in groups for k in g[0].config})
+    differing = [k for k in keys if len({json.dumps(g[0].config.get(k), sort_keys=True, default=str) for g in groups}) > 1]
+    shown = [f"{k}={members[0].config.get(k)}" for k in differing[:4]]
     return " ".join(shown) + (" ..." if len(differing) > 4 else "") if shown else "(the only configuration)"
 
 
@@ -297,13 +304,23 @@ class Comparison:
         return [m for m in ("segm/AP", "bbox/AP") if m in self.metrics]
 
 
+#: Error types in the order of the error breakdown's table (framework.evaluation.error_report).
+_ERROR_ORDER = ("cls", "loc", "both", "dupe", "bkg", "miss", "FP", "FN")
+
+
 def _metric_order(name: str) -> tuple[int, str, int, str]:
+    """Summary metrics (segm first), then per category, then per error type (in the breakdown's order), then the rest."""
     task, _, metric = name.partition("/")
+    task = "" if task == "segm" else task  # the primary task first
     summary = ("AP", "AP50", "AP75", "APs", "APm", "APl")
     if metric in summary:
-        return (0, "" if task == "segm" else task, summary.index(metric), "")
-    kind = 1 if metric.startswith("AP-") else 2 if metric.startswith("dAP-") else 3
-    return (kind, task, 0, metric)
+        return (0, task, summary.index(metric), "")
+    if metric.startswith("AP-"):
+        return (1, task, 0, metric)
+    if metric.startswith("dAP-"):
+        kind = metric[len("dAP-"):]
+        return (2, task, _ERROR_ORDER.index(kind) if kind in _ERROR_ORDER else len(_ERROR_ORDER), kind)
+    return (3, task, 0, metric)
 
 
 def compare_groups(runs: Sequence[Run], *, baseline: int = 0, notes: Sequence[str] = ()) -> Comparison:

@@ -171,3 +171,15 @@ def test_malformed_inputs_name_the_folder(tmp_path, case, message):
     with pytest.raises(RunComparisonError, match=re.escape(message)) as info:
         compare_groups(find_runs(paths)[0])
     assert str(paths[0]) in str(info.value)
+
+
+def test_labels_leave_out_the_overrides_every_run_shares(tmp_path):
+    import yaml
+
+    sweep = two_variant_sweep(tmp_path / "sweep")
+    for job in sweep.iterdir():
+        if job.is_dir():
+            file = job / ".hydra" / "overrides.yaml"
+            file.write_text(yaml.safe_dump(["train.max_iter=60", *yaml.safe_load(file.read_text())]))
+    assert [g.label for g in group_runs(find_runs([sweep])[0])] == ["model/roi_heads/mask_head=X",
+                                                                    "model/roi_heads/mask_head=Y"]
