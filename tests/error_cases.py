@@ -107,3 +107,22 @@ def case(name: str) -> tuple[list[dict], float]:
 #: The cases with one error type (the key of its dAP).
 SINGLE_ERROR_CASES = {"dupe": "dupe", "loc": "loc", "cls": "cls", "bkg": "bkg", "bkg_same_image": "bkg",
                       "miss": "miss", "both": "both"}
+
+
+def instances_of(dets: list[dict], image_id: int):
+    """The detections of ``image_id`` as the model's ``Instances`` (contiguous classes: cat 0, dog 1;
+    masks the boxes' rectangles), for feeding a COCOEvaluator."""
+    import torch
+
+    from framework.structures import Boxes, Instances
+
+    mine = [d for d in dets if d["image_id"] == image_id]
+    boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in mine)], dtype=torch.float32)
+    masks = torch.zeros(len(mine), SIZE, SIZE, dtype=torch.bool)
+    for k, d in enumerate(mine):
+        x, y, w, h = (int(v) for v in d["bbox"])
+        masks[k, y : y + h, x : x + w] = True
+    return Instances((SIZE, SIZE), pred_boxes=Boxes(boxes.reshape(-1, 4)),
+                     scores=torch.tensor([d["score"] for d in mine], dtype=torch.float32),
+                     pred_classes=torch.tensor([d["category_id"] - 1 for d in mine], dtype=torch.int64),
+                     pred_masks=masks)

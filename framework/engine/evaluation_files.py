@@ -18,7 +18,7 @@ from typing import Any, Union
 from framework.errors import EvaluationInputError
 from framework.evaluation.coco_evaluation import GROUND_TRUTH_FILE_NAME, RESULTS_FILE_NAME
 
-__all__ = ["INFERENCE_DIR", "EvaluationFiles", "last_evaluation_files"]
+__all__ = ["INFERENCE_DIR", "EvaluationFiles", "last_evaluation_files", "test_image_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,22 +67,45 @@ def last_evaluation_files(run_dir: Union[str, Path]) -> EvaluationFiles:
     return EvaluationFiles(results, gt, source)
 
 
-def _ground_truth_from_config(run_dir: Path) -> tuple[dict[str, Any], str]:
-    """The test set's ground truth as a run builds it for its evaluator (:func:`~framework.engine.builders.build_evaluator`)."""
+def test_image_files(run_dir: Union[str, Path]) -> dict[int, str]:
+    """``{image id: image file}`` of the run's test set, through the dataset catalog as the run
+    loaded it (``dataset.test`` of its ``config.yaml``): where a gallery of failures reads its images.
+
+    Raises:
+        EvaluationInputError: the run directory has no config.yaml naming its test set.
+        ConfigError / DatasetError: its test set can no longer be loaded.
+    """
+    from framework.data import get_dataset
+
+    name, _ = _test_set(Path(run_dir))
+    return {int(d["image_id"]): d["file_name"] for d in get_dataset(name) if "file_name" in d}
+
+
+def _test_set(run_dir: Path) -> tuple[str, Path]:
+    """The registered name of the run's test set and the config it comes from."""
     from omegaconf import OmegaConf
 
-    from framework.data import coco_ground_truth, get_dataset, get_metadata
     from framework.engine.builders import register_split
 
     config = run_dir / "config.yaml"
     if not config.is_file():
-        raise EvaluationInputError(f"'{run_dir}' has neither {INFERENCE_DIR}/{GROUND_TRUTH_FILE_NAME} nor a config.yaml "
-                                   "naming its test set: pass the ground truth with --gt GT.json --dt RESULTS.json")
+        raise EvaluationInputError(f"'{run_dir}' has no config.yaml naming its test set: pass the ground truth with "
+                                   "--gt GT.json --dt RESULTS.json (and --image-root for the images)")
     cfg = OmegaConf.load(config)
     test = OmegaConf.select(cfg, "dataset.test")
     if test is None:
         raise EvaluationInputError(f"'{config}' has no dataset.test: pass the ground truth with --gt GT.json --dt RESULTS.json")
-    name = register_split(test, "dataset.test", keep_empty=True)
+    return register_split(test, "dataset.test", keep_empty=True), config
+
+
+def _ground_truth_from_config(run_dir: Path) -> tuple[dict[str, Any], str]:
+    """The test set's ground truth as a run builds it for its evaluator (:func:`~framework.engine.builders.build_evaluator`)."""
+    from framework.data import coco_ground_truth, get_dataset, get_metadata
+
+    if not (run_dir / "config.yaml").is_file():
+        raise EvaluationInputError(f"'{run_dir}' has neither {INFERENCE_DIR}/{GROUND_TRUTH_FILE_NAME} nor a config.yaml "
+                                   "naming its test set: pass the ground truth with --gt GT.json --dt RESULTS.json")
+    name, config = _test_set(run_dir)
     json_file = get_metadata(name).json_file
     if json_file is None:
         raise EvaluationInputError(f"dataset {name!r} of '{config}' has no COCO json (metadata json_file): pass the "

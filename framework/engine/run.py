@@ -3,7 +3,8 @@ evaluate. Every process of a run calls :func:`run` (see :mod:`framework.engine.l
 
 The run directory receives: ``config.yaml`` (resolved), Hydra's ``.hydra/`` (composed config and
 overrides), ``log.txt``, ``metrics.jsonl`` (training scalars), ``metrics.json`` (final metrics),
-checkpoints, ``inference/coco_instances_results.json`` and TensorBoard event files.
+checkpoints, ``inference/coco_instances_results.json`` (with the evaluator's analysis: ``errors.*``,
+``pr_curves_*.png``) and TensorBoard event files.
 """
 
 from __future__ import annotations

@@ -7,7 +7,11 @@ stops before ``on_multirun_end``) and when the jobs ran in other processes (SLUR
 
 * ``summary.md``: one row per job: number, status, the overrides that tell it apart from the
   others (those all jobs share are listed above the table), wall time, the main metrics;
-* ``summary.csv`` and ``summary.json``: the same with every final metric of ``metrics.json``.
+* ``summary.csv`` and ``summary.json``: the same with every final metric of ``metrics.json``;
+* when some jobs differ only in ``seed`` (``-m seed=1,2,3 ...``): the jobs grouped as
+  ``tools/compare_runs.py`` groups them (:mod:`framework.engine.run_comparison`), the same tables
+  appended to ``summary.md`` (mean +- sample std per group, each group's difference from the first
+  one and whether it exceeds the seed spread) and ``comparison.md`` / ``.json`` / ``.png`` beside it.
 """
 
 from __future__ import annotations
@@ -70,7 +74,8 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
         row = [j["folder"], status, own, j["seconds"], *(j["metrics"].get(k) for k in shown)]
         lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
     shared = f"Every job: `{' '.join(common)}`\n\n" if common else ""
-    (sweep_dir / "summary.md").write_text(f"# Sweep {sweep_dir}\n\n{shared}" + "\n".join(lines) + "\n")
+    pooled = _seeds_pooled(sweep_dir)
+    (sweep_dir / "summary.md").write_text(f"# Sweep {sweep_dir}\n\n{shared}" + "\n".join(lines) + "\n" + pooled)
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["job", "status", "error", "overrides", "seconds", *metric_keys])
@@ -79,6 +84,24 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
                              *(j["metrics"].get(k, "") for k in metric_keys)])
     (sweep_dir / "summary.json").write_text(json.dumps(jobs, indent=2, sort_keys=True))
     return jobs
+
+
+def _seeds_pooled(sweep_dir: Path) -> str:
+    """The comparison of the sweep's groups of jobs equal but for the seed (written as
+    ``comparison.*``), as markdown for ``summary.md``; ``""`` when no two jobs differ only in seed."""
+    from framework.engine.comparison_report import comparison_markdown, write_comparison
+    from framework.engine.run_comparison import RunComparisonError, compare_groups, find_runs, group_runs
+
+    try:
+        runs, notes = find_runs([sweep_dir])
+        if all(len(g.runs) < 2 for g in group_runs(runs)):
+            return ""
+        comparison = compare_groups(runs, notes=notes)
+    except RunComparisonError as e:  # e.g. jobs on different test sets: the per-job table still stands
+        return f"\nNo comparison of seeds: {e}\n"
+    title = "Seeds pooled (as tools/compare_runs.py)"
+    write_comparison(comparison, sweep_dir, title=title)
+    return "\n" + comparison_markdown(comparison, title=title).replace("\n## ", "\n### ").replace("# ", "## ", 1)
 
 
 class SweepSummary(Callback):

@@ -15,6 +15,7 @@ import itertools
 import json
 import logging
 import os
+import time
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
@@ -24,14 +25,9 @@ import pycocotools.mask as mask_util
 import torch
 
 from framework.errors import ConfigError, did_you_mean
+from framework.evaluation.coco_analysis import ERROR_METRICS, analyze_evaluation
 from framework.evaluation.coco_backend import Backend
-from framework.evaluation.coco_metrics import (
-    AP_METRICS,
-    TASKS,
-    Task,
-    evaluate_coco_results,
-    load_coco_gt,
-)
+from framework.evaluation.coco_metrics import AP_METRICS, TASKS, Task, cocoeval_metrics, load_coco_gt, run_cocoeval
 from framework.evaluation.evaluator import DatasetEvaluator, EvalResults
 from framework.registry import EVALUATORS
 from framework.utils import comm
@@ -149,6 +145,8 @@ class COCOEvaluator(DatasetEvaluator):
         dataset_id_to_contiguous_id: dataset category id -> model class index 0..K-1.
         class_names: K names, indexed by contiguous id (for the per-category AP entries).
         output_dir: where to dump the predictions json (nothing is written if ``None``).
+        dataset_dicts: the test set's dataset dicts (``image_id``, ``file_name``): where the
+            gallery of failures reads its images (optional; without them there is no gallery).
 
     Args:
         tasks: which of "bbox" (box AP) and "segm" (mask AP, needs ``pred_masks``) to compute;
@@ -156,6 +154,15 @@ class COCOEvaluator(DatasetEvaluator):
         max_dets_per_image: detections per image kept by COCOeval (``maxDets`` = [1, 10, this]).
         backend: "pycocotools" (the reference) or "faster_coco_eval" (the same metrics, faster on
             large sets; ``pip install 'framework[fast-eval]'``); see :mod:`framework.evaluation.coco_backend`.
+        analysis: also compute, at every evaluation, the TIDE error breakdown (metrics
+            ``<task>/dAP-<type>``), write ``errors.json`` / ``.md`` / ``.png`` and
+            ``pr_curves_<task>.png`` into ``output_dir``, and, inside a training, put a PR curve per
+            category into TensorBoard (:mod:`framework.evaluation.coco_analysis`; docs/evaluation.md
+            gives its measured cost).
+        gallery_size: with ``analysis``, draw the N images that lose the most (missed objects +
+            false positives >= ``gallery_score_thresh``) into ``output_dir/failures/`` and, inside a
+            training, TensorBoard (:mod:`framework.evaluation.error_gallery`); 0: no gallery.
+        gallery_score_thresh: detections below this score are not drawn in, nor counted by, the gallery.
 
     ``evaluate()`` returns ``{"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl", "AP-<class>"...},
     "segm": {...}}`` in percent with NaN where undefined, on the main process; ``None`` elsewhere.
@@ -167,10 +174,14 @@ class COCOEvaluator(DatasetEvaluator):
         dataset_id_to_contiguous_id: Mapping[int, int],
         class_names: Sequence[str],
         output_dir: Optional[Union[str, Path]] = None,
+        dataset_dicts: Optional[Sequence[Mapping[str, Any]]] = None,
         *,
         tasks: Optional[Sequence[Task]] = None,
         max_dets_per_image: int = 100,
         backend: Backend = "pycocotools",
+        analysis: bool = True,
+        gallery_size: int = 0,
+        gallery_score_thresh: float = 0.5,
     ) -> None:
         if isinstance(tasks, str):
             tasks = (tasks,)
@@ -186,6 +197,15 @@ class COCOEvaluator(DatasetEvaluator):
         self.tasks: Optional[tuple[str, ...]] = tuple(tasks) if tasks is not None else None
         self._masks_seen = False  # for tasks=None: did any processed image carry pred_masks?
         self.max_dets_per_image = int(max_dets_per_image)
+        if int(gallery_size) < 0:
+            raise ConfigError(f"COCOEvaluator: gallery_size must be >= 0 (0: no gallery), got {gallery_size}")
+        if int(gallery_size) > 0 and not analysis:
+            raise ConfigError("COCOEvaluator: gallery_size > 0 needs analysis=true (the gallery shows its error types)")
+        self.analysis = bool(analysis)
+        self.gallery_size = int(gallery_size)
+        self.gallery_score_thresh = float(gallery_score_thresh)
+        # image id -> file name, for the gallery's pictures
+        self._image_files = {int(d["image_id"]): d["file_name"] for d in dataset_dicts or () if "file_name" in d}
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.gt_json = gt_json if isinstance(gt_json, Mapping) else Path(gt_json)
         self._gt_name = "the validated ground truth" if isinstance(gt_json, Mapping) else f"'{self.gt_json}'"
@@ -231,7 +251,7 @@ class COCOEvaluator(DatasetEvaluator):
             if output_fields is None:
                 return None
             tasks = ("bbox", "segm") if "pred_masks" in output_fields else ("bbox",)
-        per_task = [*AP_METRICS, *(f"AP-{name}" for name in self.class_names)]
+        per_task = [*AP_METRICS, *(f"AP-{name}" for name in self.class_names), *(ERROR_METRICS if self.analysis else ())]
         return {f"{task}/{name}" for task in tasks for name in per_task}
 
     def reset(self) -> None:
@@ -309,6 +329,8 @@ class COCOEvaluator(DatasetEvaluator):
             # The keys evaluate_coco_results would give: one AP-<name> per category of the ground truth.
             names = {**{c["id"]: c["name"] for c in self._coco_gt.dataset["categories"]}, **self._category_names}
             keys = [*AP_METRICS, *(f"AP-{names[c]}" for c in self._coco_gt.getCatIds())]
+            if self.analysis:
+                keys += ERROR_METRICS
             return {task: dict.fromkeys(keys, float("nan")) for task in tasks}
 
         if not predictions:
@@ -331,17 +353,35 @@ class COCOEvaluator(DatasetEvaluator):
                 # Written before COCOeval turns the masks into RLEs with bytes in place.
                 self._write_ground_truth(self.output_dir / GROUND_TRUTH_FILE_NAME, image_ids)
 
-        return {
-            task: evaluate_coco_results(
-                self._coco_gt,
-                coco_results,
-                task,
-                max_dets_per_image=self.max_dets_per_image,
-                category_names=self._category_names,
-                image_ids=image_ids,
-            )
-            for task in tasks
-        }
+        start = time.perf_counter()
+        coco_evals = {task: run_cocoeval(self._coco_gt, coco_results, task, max_dets_per_image=self.max_dets_per_image,
+                                         image_ids=image_ids) for task in tasks}
+        results = {task: cocoeval_metrics(e, category_names=self._category_names) for task, e in coco_evals.items()}
+        logger.info("COCOeval (%s): %.2f s", ", ".join(tasks), time.perf_counter() - start)
+        if self.analysis:
+            analyzed = analyze_evaluation(
+                coco_gt=self._coco_gt, results=coco_results, coco_evals=coco_evals, image_ids=image_ids,
+                category_names=self._category_names, output_dir=self.output_dir,
+                max_dets=self.max_dets_per_image, gallery_size=self.gallery_size,
+                gallery_score_thresh=self.gallery_score_thresh,
+                load_image=self._load_image if self._image_files else None, skip_errors=self._skip_errors())
+            for task, metrics in analyzed.items():
+                results[task].update(metrics)
+        return results
+
+    def _load_image(self, image_id: int) -> tuple[torch.Tensor, str]:
+        """An evaluated image as (3, H, W) uint8 RGB, and its file name (for the gallery)."""
+        from framework.data.detection_utils import ImageReadError, read_image
+
+        if image_id not in self._image_files:
+            raise ImageReadError(f"image {image_id} is not among the evaluator's dataset_dicts")
+        return read_image(self._image_files[image_id], "RGB"), self._image_files[image_id]
+
+    @staticmethod
+    def _skip_errors() -> tuple[type[BaseException], ...]:
+        from framework.data.skipping import BAD_IMAGE_ERRORS
+
+        return BAD_IMAGE_ERRORS
 
     def _write_ground_truth(self, path: Path, image_ids: Optional[list[int]]) -> None:
         """The ground truth COCOeval uses (without the images left out as unreadable) as a json file."""

@@ -29,7 +29,8 @@ from tabulate import tabulate
 from framework.errors import ConfigError, did_you_mean
 from framework.evaluation.coco_backend import BACKENDS, Backend, coco_api
 
-__all__ = ["Task", "TASKS", "AP_METRICS", "load_coco_gt", "evaluate_coco_results", "evaluate_predictions_json"]
+__all__ = ["Task", "TASKS", "AP_METRICS", "load_coco_gt", "run_cocoeval", "cocoeval_metrics", "evaluate_coco_results",
+           "evaluate_predictions_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -157,34 +158,19 @@ def _log_per_category(task: str, per_category: Mapping[str, float], columns: int
     logger.info("Per-category %s AP:\n%s", task, table)
 
 
-def evaluate_coco_results(
+def run_cocoeval(
     coco_gt: COCO,
     coco_results: Sequence[Mapping[str, Any]],
     task: Task,
     *,
     max_dets_per_image: int = 100,
-    category_names: Optional[Mapping[int, str]] = None,
     image_ids: Optional[Sequence[int]] = None,
-) -> dict[str, float]:
-    """Run COCOeval for one task and return AP metrics in percent (NaN where undefined).
+) -> COCOeval:
+    """COCOeval of one task, evaluated and accumulated (its summary logged): the object whose
+    ``eval["precision"]`` (T IoU thresholds x R recall points x K categories x A area ranges x M
+    maxDets, -1 where undefined) the metrics and the precision-recall curves are read from.
 
-    Args:
-        coco_gt: the ground truth (see :func:`load_coco_gt`); its backend (pycocotools' or
-            faster-coco-eval's ``COCO``) evaluates. COCOeval caches RLEs of its annotations in
-            place, which does not change any result.
-        coco_results: COCO result dicts (dataset category ids). Not modified.
-        task: "bbox" or "segm" (the latter needs a ``segmentation`` in every result).
-        max_dets_per_image: detections per image (and category) kept, highest scores first;
-            COCOeval's ``maxDets`` becomes ``[1, 10, max_dets_per_image]`` (entries above it dropped).
-        category_names: dataset category id -> name for the per-category entries (default: the
-            names in the ground-truth json).
-        image_ids: evaluate on these images of ``coco_gt`` only (COCOeval's ``params.imgIds``);
-            ``None``: all of them. The same metrics as a ground truth without the other images
-            (a category left without ground truth gets NaN). Must not be empty: COCOeval reads
-            an empty list as "every image".
-
-    Returns:
-        ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AP-<category name>"...}``.
+    Args: as :func:`evaluate_coco_results`.
     """
     if task not in TASKS:
         raise ValueError(f"unknown COCO task {task!r}; valid: {list(TASKS)}.{did_you_mean(task, TASKS)}")
@@ -228,22 +214,63 @@ def evaluate_coco_results(
     text = summary.getvalue()
     if "Average Precision" in text:
         logger.info("COCOeval %s summary:\n%s", task, text[text.index(" Average Precision") :].rstrip())
+    return coco_eval
 
+
+def cocoeval_metrics(coco_eval: COCOeval, *, category_names: Optional[Mapping[int, str]] = None) -> dict[str, float]:
+    """The metrics of an evaluated :func:`run_cocoeval` (logged as tables): ``{"AP", "AP50", "AP75",
+    "APs", "APm", "APl", "AP-<category name>"...}`` in percent, NaN where undefined.
+
+    Args:
+        category_names: dataset category id -> name for the per-category entries (default: the
+            names in the ground-truth json).
+    """
+    task = coco_eval.params.iouType
     metrics = _summarize_ap(coco_eval)
     if any(math.isnan(v) for v in metrics.values()):
         logger.info("Some %s metrics are NaN: no ground truth in that area range", task)
     table = tabulate([list(metrics.values())], headers=list(metrics), tablefmt="pipe", floatfmt=".3f")
     logger.info("Evaluation results for %s:\n%s", task, table)
 
-    if category_names is None:
-        category_names = {cat["id"]: cat["name"] for cat in coco_gt.dataset["categories"]}
-    else:
-        gt_names = {cat["id"]: cat["name"] for cat in coco_gt.dataset["categories"]}
-        category_names = {**gt_names, **category_names}
+    gt_names = {cat["id"]: cat["name"] for cat in coco_eval.cocoGt.dataset["categories"]}
+    category_names = gt_names if category_names is None else {**gt_names, **category_names}
     per_category = _per_category_ap(coco_eval, category_names)
     _log_per_category(task, per_category)
     metrics.update(per_category)
     return metrics
+
+
+def evaluate_coco_results(
+    coco_gt: COCO,
+    coco_results: Sequence[Mapping[str, Any]],
+    task: Task,
+    *,
+    max_dets_per_image: int = 100,
+    category_names: Optional[Mapping[int, str]] = None,
+    image_ids: Optional[Sequence[int]] = None,
+) -> dict[str, float]:
+    """Run COCOeval for one task and return AP metrics in percent (NaN where undefined).
+
+    Args:
+        coco_gt: the ground truth (see :func:`load_coco_gt`); its backend (pycocotools' or
+            faster-coco-eval's ``COCO``) evaluates. COCOeval caches RLEs of its annotations in
+            place, which does not change any result.
+        coco_results: COCO result dicts (dataset category ids). Not modified.
+        task: "bbox" or "segm" (the latter needs a ``segmentation`` in every result).
+        max_dets_per_image: detections per image (and category) kept, highest scores first;
+            COCOeval's ``maxDets`` becomes ``[1, 10, max_dets_per_image]`` (entries above it dropped).
+        category_names: dataset category id -> name for the per-category entries (default: the
+            names in the ground-truth json).
+        image_ids: evaluate on these images of ``coco_gt`` only (COCOeval's ``params.imgIds``);
+            ``None``: all of them. The same metrics as a ground truth without the other images
+            (a category left without ground truth gets NaN). Must not be empty: COCOeval reads
+            an empty list as "every image".
+
+    Returns:
+        ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AP-<category name>"...}``.
+    """
+    coco_eval = run_cocoeval(coco_gt, coco_results, task, max_dets_per_image=max_dets_per_image, image_ids=image_ids)
+    return cocoeval_metrics(coco_eval, category_names=category_names)
 
 
 def evaluate_predictions_json(

@@ -36,12 +36,47 @@ from framework.evaluation.error_inputs import (
     read_results,
     resolve_tasks,
 )
-from framework.evaluation.error_matching import ERROR_TYPES, assign_errors
+from framework.evaluation.error_matching import ERROR_TYPES, ErrorAssignment, assign_errors
 
-__all__ = ["ERROR_TYPES", "SPECIAL_ERROR_TYPES", "analyze_errors"]
+__all__ = ["ERROR_TYPES", "SPECIAL_ERROR_TYPES", "analyze_errors", "error_assignments"]
 
 #: The special error types: all false positives, all false negatives.
 SPECIAL_ERROR_TYPES = ("FP", "FN")
+
+
+def error_assignments(
+    *,
+    gt: GroundTruthSource,
+    results: ResultsSource,
+    tasks: Optional[Sequence[str]] = None,
+    image_ids: Optional[Sequence[int]] = None,
+    fg_iou: float = 0.5,
+    bg_iou: float = 0.1,
+    max_dets: int = 100,
+) -> dict[str, ErrorAssignment]:
+    """The inputs checked, then per task which detections are correct and the error type of every
+    other one and of every missed object (:func:`~framework.evaluation.error_matching.assign_errors`):
+    what :func:`analyze_errors` turns into AP lost, and what PR curves and a gallery of failures read.
+
+    Args and Raises: as :func:`analyze_errors`.
+
+    Returns:
+        ``{task: ErrorAssignment}``.
+    """
+    coco_gt, gt_name = read_ground_truth(gt)
+    result_list, results_name = read_results(results)
+    tasks = resolve_tasks(tasks, result_list)
+    check_results(coco_gt, result_list, tasks=tasks, gt_name=gt_name, results_name=results_name)
+    analyzed = list(coco_gt.getImgIds()) if image_ids is None else [int(i) for i in image_ids]
+    unknown = sorted(set(analyzed) - set(coco_gt.getImgIds()))
+    if unknown:
+        raise EvaluationInputError(f"image_ids {unknown[:10]} are not images of {gt_name}")
+    assignments = {}
+    for task in tasks:
+        check_ground_truth_for(coco_gt, task, image_ids=analyzed, gt_name=gt_name)
+        assignments[task] = assign_errors(coco_gt, result_list, task=task, image_ids=image_ids, fg_iou=fg_iou,
+                                          bg_iou=bg_iou, max_dets=max_dets)
+    return assignments
 
 
 def analyze_errors(
@@ -75,18 +110,6 @@ def analyze_errors(
     Raises:
         EvaluationInputError: naming the file and what is wrong (see :mod:`~framework.evaluation.error_inputs`).
     """
-    coco_gt, gt_name = read_ground_truth(gt)
-    result_list, results_name = read_results(results)
-    tasks = resolve_tasks(tasks, result_list)
-    check_results(coco_gt, result_list, tasks=tasks, gt_name=gt_name, results_name=results_name)
-    analyzed = list(coco_gt.getImgIds()) if image_ids is None else [int(i) for i in image_ids]
-    unknown = sorted(set(analyzed) - set(coco_gt.getImgIds()))
-    if unknown:
-        raise EvaluationInputError(f"image_ids {unknown[:10]} are not images of {gt_name}")
-    breakdown = {}
-    for task in tasks:
-        check_ground_truth_for(coco_gt, task, image_ids=analyzed, gt_name=gt_name)
-        assignment = assign_errors(coco_gt, result_list, task=task, image_ids=image_ids, fg_iou=fg_iou,
-                                   bg_iou=bg_iou, max_dets=max_dets)
-        breakdown[task] = error_breakdown(assignment)
-    return breakdown
+    assignments = error_assignments(gt=gt, results=results, tasks=tasks, image_ids=image_ids, fg_iou=fg_iou,
+                                    bg_iou=bg_iou, max_dets=max_dets)
+    return {task: error_breakdown(assignment) for task, assignment in assignments.items()}

@@ -24,7 +24,7 @@ from fvcore.common.history_buffer import HistoryBuffer
 
 from framework.errors import did_you_mean
 
-__all__ = ["EventStorage", "get_event_storage", "HistoryBuffer"]
+__all__ = ["EventStorage", "get_event_storage", "current_event_storage", "put_scalars", "HistoryBuffer"]
 
 _CURRENT_STORAGE_STACK: list["EventStorage"] = []
 
@@ -43,8 +43,15 @@ def get_event_storage() -> "EventStorage":
     return _CURRENT_STORAGE_STACK[-1]
 
 
+def current_event_storage() -> "EventStorage | None":
+    """The innermost :class:`EventStorage` in use, or ``None`` outside any (inference, tools, tests):
+    for code that records what it has when it runs inside training (an evaluator's curves and
+    images) and does nothing otherwise."""
+    return _CURRENT_STORAGE_STACK[-1] if _CURRENT_STORAGE_STACK else None
+
+
 class EventStorage:
-    """Scalars (with history), images, histograms and texts recorded during training.
+    """Scalars (with history), images, histograms, texts and PR curves recorded during training.
 
     Args:
         start_iter: the iteration number the storage starts at; ``iter`` is stamped on
@@ -60,6 +67,7 @@ class EventStorage:
         self._vis_data: list[tuple[str, torch.Tensor, int]] = []
         self._histograms: list[dict[str, Any]] = []
         self._texts: list[tuple[str, str, int]] = []
+        self._pr_curves: list[dict[str, Any]] = []
         self._current_prefix = ""
 
     # ------------------------------------------------------------------ scalars
@@ -161,6 +169,22 @@ class EventStorage:
         """Record a piece of text (e.g. a resolved config or an evaluation table) for TensorBoard."""
         self._texts.append((self._current_prefix + name, str(text), self.iter))
 
+    def put_pr_curve(self, tag: str, *, tp: Any, fp: Any, tn: Any, fn: Any, precision: Any, recall: Any) -> None:
+        """Record a precision-recall curve for TensorBoard's PR-curve dashboard (its raw form,
+        ``SummaryWriter.add_pr_curve_raw``).
+
+        Args:
+            tp, fp, tn, fn, precision, recall: (N,) sequences, N in [2, 127], entry ``i`` at the
+                threshold ``i / (N - 1)`` (TensorBoard's threshold axis, increasing).
+        """
+        arrays = {k: torch.as_tensor(v, dtype=torch.float64).flatten()
+                  for k, v in dict(tp=tp, fp=fp, tn=tn, fn=fn, precision=precision, recall=recall).items()}
+        lengths = {len(a) for a in arrays.values()}
+        if len(lengths) != 1 or not 2 <= lengths.pop() <= 127:
+            raise ValueError(f"put_pr_curve({tag!r}): tp, fp, tn, fn, precision and recall must have one length in "
+                             f"[2, 127] (TensorBoard's limit), got {[len(a) for a in arrays.values()]}")
+        self._pr_curves.append({"tag": self._current_prefix + tag, **arrays, "global_step": self.iter})
+
     @property
     def images(self) -> list[tuple[str, torch.Tensor, int]]:
         """``[(name, (C, H, W) tensor, iteration)]`` put since the last :meth:`clear_images`."""
@@ -175,6 +199,16 @@ class EventStorage:
     def texts(self) -> list[tuple[str, str, int]]:
         """``[(name, text, iteration)]`` put since the last :meth:`clear_texts`."""
         return list(self._texts)
+
+    @property
+    def pr_curves(self) -> list[dict[str, Any]]:
+        """``[{"tag", "tp", "fp", "tn", "fn", "precision", "recall", "global_step"}]`` put since the last
+        :meth:`clear_pr_curves` (arrays as float64 tensors)."""
+        return list(self._pr_curves)
+
+    def clear_pr_curves(self) -> None:
+        """Forget the PR curves (see :meth:`clear_images`)."""
+        self._pr_curves = []
 
     def clear_images(self) -> None:
         """Forget the images (a writer calls this after sending them, so memory stays bounded)."""

@@ -9,7 +9,7 @@ from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from framework.structures import BitMasks, Instances, PolygonMasks
 
-__all__ = ["draw_instances", "side_by_side", "to_rgb_uint8"]
+__all__ = ["draw_instances", "draw_labelled", "side_by_side", "to_rgb_uint8"]
 
 
 def to_rgb_uint8(image: torch.Tensor, input_format: str) -> torch.Tensor:
@@ -66,13 +66,42 @@ def draw_instances(
     inst_colors = [tuple(int(c) for c in palette[k % len(palette)]) for k in classes] if palette else None
     size = (image.shape[-2], image.shape[-1])
     masks = _masks(instances, f"{prefix}_masks", size)
-    if masks is not None and masks.shape[-2:] == size:
-        image = draw_segmentation_masks(image, masks, alpha=mask_alpha, colors=inst_colors)
     labels = [class_names[k] if 0 <= k < len(class_names) else str(k) for k in classes]
     if prefix == "pred" and instances.has("scores"):
         labels = [f"{name} {s:.0%}" for name, s in zip(labels, instances.scores.tolist())]
     boxes = instances.get(f"{prefix}_boxes").tensor
-    return draw_bounding_boxes(image, boxes, labels=labels, colors=inst_colors, width=2, fill_labels=label_background)
+    return draw_labelled(image, boxes, labels=labels, colors=inst_colors, masks=masks, mask_alpha=mask_alpha,
+                         label_background=label_background)
+
+
+def draw_labelled(
+    image: torch.Tensor,
+    boxes: torch.Tensor,
+    *,
+    labels: Sequence[str],
+    colors: Sequence[tuple[int, int, int]] | None = None,
+    masks: torch.Tensor | None = None,
+    mask_alpha: float = 0.5,
+    width: int = 2,
+    label_background: bool = False,
+) -> torch.Tensor:
+    """Draw N boxes with their labels, and their masks when given (torchvision.utils).
+
+    Args:
+        image: (3, H, W) uint8 RGB.
+        boxes: (N, 4) XYXY absolute.
+        labels: N strings; colors: N RGB tuples (``None``: torchvision's palette).
+        masks: (N, H, W) bool, or ``None``; masks of another size than the image are not drawn.
+    Returns:
+        (3, H, W) uint8 RGB.
+    """
+    if len(boxes) == 0:
+        return image
+    size = (image.shape[-2], image.shape[-1])
+    if masks is not None and len(masks) and masks.shape[-2:] == size:
+        image = draw_segmentation_masks(image, masks.bool(), alpha=mask_alpha, colors=list(colors) if colors else None)
+    return draw_bounding_boxes(image, boxes.float(), labels=list(labels), colors=list(colors) if colors else None,
+                               width=width, fill_labels=label_background)
 
 
 def side_by_side(left: torch.Tensor, right: torch.Tensor, gap: int = 4) -> torch.Tensor:

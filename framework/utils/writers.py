@@ -162,9 +162,9 @@ class JSONWriter(EventWriter):
 
 @LOGGERS.register()
 class TensorboardWriter(EventWriter):
-    """Write scalars, images, histograms and texts to TensorBoard event files in the run directory.
+    """Write scalars, images, histograms, texts and PR curves to TensorBoard event files in the run directory.
 
-    Images, histograms and texts are cleared from the storage once written. ``log_run`` adds the
+    Images, histograms, texts and PR curves are cleared from the storage once written. ``log_run`` adds the
     resolved config and the overrides as texts; ``log_final`` one row of the HParams tab (the
     overridden values against the final metrics), so the jobs of a sweep compare side by side.
 
@@ -195,6 +195,11 @@ class TensorboardWriter(EventWriter):
         for name, text, itr in storage.texts:
             self._writer.add_text(name, text, itr)
         storage.clear_texts()
+        for curve in storage.pr_curves:
+            self._writer.add_pr_curve_raw(curve["tag"], curve["tp"], curve["fp"], curve["tn"], curve["fn"],
+                                          curve["precision"], curve["recall"], curve["global_step"],
+                                          num_thresholds=len(curve["tp"]))
+        storage.clear_pr_curves()
         self._writer.flush()
 
     @property

@@ -35,26 +35,30 @@ TINY = [
 def _tensorboard_tags(run_dir: Path) -> dict[str, set]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    tags: dict[str, set] = {"scalars": set(), "images": set(), "tensors": set(), "hparams": set()}
+    tags: dict[str, set] = {"scalars": set(), "images": set(), "tensors": set(), "hparams": set(), "pr_curves": set()}
     for f in run_dir.glob("events.out.tfevents.*"):
         acc = EventAccumulator(str(f), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
         acc.Reload()
         for kind in ("scalars", "images", "tensors"):
             tags[kind] |= set(acc.Tags().get(kind, []))
-        try:
-            tags["hparams"] |= set(acc.PluginTagToContent("hparams"))
-        except KeyError:  # this events file holds no hparams
-            pass
+        for plugin in ("hparams", "pr_curves"):
+            try:
+                tags[plugin] |= set(acc.PluginTagToContent(plugin))
+            except KeyError:  # this events file holds none
+                pass
     return tags
 
 
 def test_main_job_trains_evaluates_and_logs(tmp_path):
-    cfg = compose(TINY)
+    cfg = compose(TINY + ["evaluators.coco.gallery_size=2"])
     metric = run(cfg, output_dir=tmp_path)
 
     for name in ("config.yaml", "log.txt", "metrics.json", "metrics.jsonl", "model_final.pth",
-                 "last_checkpoint", "inference/coco_instances_results.json"):
+                 "last_checkpoint", "inference/coco_instances_results.json", "inference/errors.json",
+                 "inference/errors.md", "inference/errors.png", "inference/pr_curves_bbox.png",
+                 "inference/pr_curves_segm.png"):
         assert (tmp_path / name).exists(), name
+    assert len(list((tmp_path / "inference" / "failures").glob("0[12]_image*.png"))) == 2
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["iteration"] == 6
     assert {"bbox/AP", "segm/AP", "bbox/AP50", "segm/APs"} <= set(metrics)
@@ -68,10 +72,16 @@ def test_main_job_trains_evaluates_and_logs(tmp_path):
         assert scalar in tags["scalars"], scalar
     assert len([t for t in tags["images"] if t.startswith("vis/")]) == 2
     assert any(t.startswith("config") for t in tags["tensors"])
+    # The evaluator's analysis: TIDE dAP scalars, a PR curve per task and class, the gallery of failures.
+    for task in ("bbox", "segm"):
+        assert {f"{task}/dAP-{t}" for t in ("cls", "loc", "both", "dupe", "bkg", "miss", "FP", "FN")} <= tags["scalars"]
+        assert {f"pr_{task}/{name}" for name in ("disk", "square", "triangle", "cross")} <= tags["pr_curves"]
+    assert {"failures/01", "failures/02"} <= tags["images"]
 
     # eval_only with the final checkpoint reproduces the final evaluation of training exactly
     eval_dir = tmp_path / "eval"
-    run(compose(TINY + ["eval_only=true", f"weights={tmp_path / 'model_final.pth'}"]), output_dir=eval_dir)
+    run(compose(TINY + ["evaluators.coco.gallery_size=2", "eval_only=true", f"weights={tmp_path / 'model_final.pth'}"]),
+        output_dir=eval_dir)
     again = json.loads((eval_dir / "metrics.json").read_text())
     assert {k: v for k, v in again.items() if "/" in k} == pytest.approx(
         {k: v for k, v in metrics.items() if "/" in k}, nan_ok=True
@@ -94,12 +104,13 @@ def _train_net(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def test_multirun_gives_one_complete_run_directory_per_job(tmp_path):
     sweep = tmp_path / "sweep"
     res = _train_net(["-m", *TINY, "train.max_iter=2", "lr_scheduler.steps=[]",
-                      "solver.base_lr=0.01,0.02", f"hydra.sweep.dir={sweep}"], tmp_path)
+                      "solver.base_lr=0.01,0.02", "seed=1,2", f"hydra.sweep.dir={sweep}"], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
-    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "config.yaml").exists())
-    assert len(jobs) == 2
-    for job, lr in zip(jobs, ("0.01", "0.02")):
+    jobs = sorted((p for p in sweep.iterdir() if p.is_dir() and (p / "config.yaml").exists()), key=lambda p: int(p.name))
+    assert len(jobs) == 4
+    for job, (lr, seed) in zip(jobs, [("0.01", 1), ("0.01", 2), ("0.02", 1), ("0.02", 2)]):
         assert f"solver.base_lr={lr}" in (job / ".hydra" / "overrides.yaml").read_text()
+        assert f"seed={seed}" in (job / ".hydra" / "overrides.yaml").read_text()
         assert json.loads((job / "metrics.json").read_text())["iteration"] == 2
         assert (job / "model_final.pth").exists()
         tags = _tensorboard_tags(job)
@@ -107,6 +118,11 @@ def test_multirun_gives_one_complete_run_directory_per_job(tmp_path):
         # the HParams tab: this job's swept value against its final metrics
         assert "_hparams_/session_start_info" in tags["hparams"]
     assert "Final: bbox AP" in res.stdout
+    # The sweep root pools the seeds as tools/compare_runs.py does: two groups of two jobs.
+    summary = (sweep / "summary.md").read_text()
+    assert "## Seeds pooled (as tools/compare_runs.py)" in summary
+    assert "| A | 2 | 1, 2 |" in summary and "| B | 2 | 1, 2 |" in summary and "solver.base_lr=0.02" in summary
+    assert (sweep / "comparison.png").is_file()
 
 
 def test_command_line_typo_fails_before_any_job(tmp_path):

@@ -25,7 +25,9 @@ from framework.data.build import build_test_loader
 from framework.data.coco import coco_ground_truth, load_coco_json
 from framework.data.mapper import DatasetMapper
 from framework.evaluation import COCOEvaluator, evaluate_coco_results, inference_on_dataset
+from framework.evaluation.coco_analysis import ERROR_METRICS, error_metrics
 from framework.evaluation.coco_evaluation import RESULTS_FILE_NAME
+from framework.evaluation.error_analysis import analyze_errors
 from framework.evaluation.coco_metrics import load_coco_gt
 from framework.structures import Boxes, Instances
 
@@ -126,6 +128,8 @@ def test_skip_evaluates_the_rest_without_the_ground_truth_of_the_bad_image(tmp_p
     assert {r["image_id"] for r in dumped} == {1, 3}
     expected = evaluate_coco_results(load_coco_gt(_without_image(gt, 2)), dumped, "bbox",
                                      category_names={1: "disk", 2: "square"})
+    # The error analysis (on by default) also leaves image 2 out.
+    expected.update(error_metrics(analyze_errors(gt=_without_image(gt, 2), results=dumped, tasks=["bbox"])["bbox"]))
     _assert_same_metrics(results["bbox"], expected)
     assert 0 < results["bbox"]["AP"] < 100
     # Counting image 2's two objects as missed would have given a lower AP.
@@ -159,7 +163,7 @@ def test_every_image_unreadable_gives_nan_not_an_evaluation_of_all(tmp_path, tes
     with caplog.at_level(logging.WARNING):
         results, model = _evaluate(dicts, gt, tmp_path, "skip")
     assert model.seen == [] and results["data"] == {"skipped_test_images": 3.0}
-    assert set(results["bbox"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl", "AP-disk", "AP-square"}
+    assert set(results["bbox"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl", "AP-disk", "AP-square", *ERROR_METRICS}
     assert all(math.isnan(v) for v in results["bbox"].values())
     assert "every image of the validated ground truth was left out as unreadable" in caplog.text
 

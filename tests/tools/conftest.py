@@ -66,3 +66,9 @@ def visualize_data() -> ModuleType:
 def analyze_results() -> ModuleType:
     """tools/analyze_results.py as a module."""
     return _load_tool("analyze_results")
+
+
+@pytest.fixture(scope="session")
+def compare_runs() -> ModuleType:
+    """tools/compare_runs.py as a module."""
+    return _load_tool("compare_runs")

@@ -9,14 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from error_cases import SIZE, case, ground_truth
+from error_cases import SIZE, case, ground_truth, instances_of
 from framework.evaluation import COCOEvaluator
 from framework.evaluation.error_analysis import ERROR_TYPES, analyze_errors
-from framework.structures import Boxes, Instances
 
 
 def _files(folder: Path, dets: list[dict], gt: dict | None = None) -> tuple[Path, Path]:
@@ -50,20 +48,7 @@ def test_gt_and_results_files(analyze_results, tmp_path, capsys):
     _check_outputs(out, expected)
     assert expected["bbox"]["dAP"]["miss"] == pytest.approx(100 - ap, abs=1e-9)
     printed = capsys.readouterr().out
-    assert f"| bbox | {ap:.2f} |" in printed and f"Wrote errors.json, errors.md, errors.png to {out}" in printed
-
-
-def _as_instances(dets: list[dict], image_id: int) -> Instances:
-    mine = [d for d in dets if d["image_id"] == image_id]
-    boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in mine)], dtype=torch.float32)
-    masks = torch.zeros(len(mine), SIZE, SIZE, dtype=torch.bool)
-    for k, d in enumerate(mine):
-        x, y, w, h = (int(v) for v in d["bbox"])
-        masks[k, y : y + h, x : x + w] = True
-    return Instances((SIZE, SIZE), pred_boxes=Boxes(boxes.reshape(-1, 4)),
-                     scores=torch.tensor([d["score"] for d in mine], dtype=torch.float32),
-                     pred_classes=torch.tensor([d["category_id"] - 1 for d in mine], dtype=torch.int64),
-                     pred_masks=masks)
+    assert f"| bbox | {ap:.2f} |" in printed and f"Wrote errors.json, errors.md, errors.png, pr_curves_bbox.png, pr_curves_segm.png to {out}" in printed
 
 
 def test_run_directory_written_by_the_evaluator(analyze_results, tmp_path):
@@ -74,7 +59,7 @@ def test_run_directory_written_by_the_evaluator(analyze_results, tmp_path):
                               output_dir=run / "inference")
     for image_id in (1, 2, 3, 4):
         evaluator.process([{"image_id": image_id, "height": SIZE, "width": SIZE}],
-                          [{"instances": _as_instances(dets, image_id)}])
+                          [{"instances": instances_of(dets, image_id)}])
     evaluator.evaluate()
     assert json.loads((run / "inference" / "coco_ground_truth.json").read_text()) == {
         **ground_truth(), "info": {}, "licenses": []}
@@ -94,7 +79,7 @@ def test_images_left_out_as_unreadable_are_not_in_the_kept_ground_truth(analyze_
                               output_dir=run / "inference")
     for image_id in (1, 2, 4):  # image 3 (object D) could not be read
         evaluator.process([{"image_id": image_id, "height": SIZE, "width": SIZE}],
-                          [{"instances": _as_instances(dets, image_id)}])
+                          [{"instances": instances_of(dets, image_id)}])
     evaluator.process_skipped([SkippedImage("000003.png", 3, "cannot read image")])
     evaluator.evaluate()
     kept = json.loads((run / "inference" / "coco_ground_truth.json").read_text())
@@ -117,9 +102,32 @@ def test_older_run_directory_rebuilds_the_ground_truth_from_its_config(analyze_r
     cfg = {"dataset": {"test": {"name": "analyze_results_test_val", "json": str(gt), "image_root": str(images)}}}
     (run / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(cfg)))
     out = tmp_path / "out"
-    assert analyze_results.main([str(run), "--out", str(out), "--tasks", "bbox"]) == 0
+    assert analyze_results.main([str(run), "--out", str(out), "--tasks", "bbox", "--gallery", "3"]) == 0
     assert "has no inference/coco_ground_truth.json" in caplog.text
     _check_outputs(out, analyze_errors(gt=gt, results=dets, tasks=["bbox"]))
+    # The gallery reads the images through the run's test set: only image 4 (a false positive at .95) loses.
+    assert sorted(p.name for p in (out / "failures").iterdir()) == ["01_image4.png"]
+
+
+def test_pr_curves_and_gallery_from_files(analyze_results, tmp_path, capsys):
+    dets, _ = case("miss")
+    gt, dt = _files(tmp_path / "in", dets)
+    images = tmp_path / "images"
+    images.mkdir()
+    for image in ground_truth()["images"]:
+        Image.fromarray(np.full((SIZE, SIZE, 3), 90, dtype=np.uint8)).save(images / image["file_name"])
+    out = tmp_path / "out"
+    args = ["--gt", str(gt), "--dt", str(dt), "--out", str(out), "--gallery", "2", "--image-root", str(images)]
+    assert analyze_results.main(args) == 0
+    for name in ("pr_curves_bbox.png", "pr_curves_segm.png", "failures/01_image3.png"):
+        with Image.open(out / name) as picture:
+            assert picture.format == "PNG", name
+    assert not (out / "failures" / "02_image1.png").exists()  # nothing else loses
+    assert "failures/01_image3.png" in capsys.readouterr().out
+
+    with pytest.raises(SystemExit) as exit_info:
+        analyze_results.main(["--gt", str(gt), "--dt", str(dt), "--out", str(out), "--gallery", "2"])
+    assert exit_info.value.code == 2 and "--gallery with --gt needs --image-root" in capsys.readouterr().err
 
 
 def test_user_errors_are_one_line_with_exit_code_2(analyze_results, tmp_path, capsys):

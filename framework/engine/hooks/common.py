@@ -102,7 +102,7 @@ class PeriodicWriter(Hook):
     """Call ``write()`` of every writer every ``period`` steps and at the last step; at the end
     write once more.
 
-    Images, histograms and texts left in the storage after the writers ran are dropped, so they do
+    Images, histograms, texts and PR curves left in the storage after the writers ran are dropped, so they do
     not pile up when no writer consumes them.
 
     Args:
@@ -123,6 +123,7 @@ class PeriodicWriter(Hook):
         loop.storage.clear_images()
         loop.storage.clear_histograms()
         loop.storage.clear_texts()
+        loop.storage.clear_pr_curves()
 
     def after_step(self, loop: TrainLoop) -> None:
         if (loop.iter + 1) % self.period == 0 or loop.iter == loop.max_iter - 1:
