@@ -8,7 +8,7 @@ rank's stream into batches (grouped by orientation when asked) and resumes at a 
 
 The training samplers are components of the ``TRAIN_SAMPLERS`` registry (``dataloader.train.sampler``).
 A new one subclasses :class:`InfiniteSampler` and writes :meth:`~InfiniteSampler.infinite_indices`;
-its runtime arguments are any of ``size``, ``dataset_dicts``, ``seed`` and ``start_index`` (what
+its runtime arguments are any of ``size``, ``dataset_dicts`` and ``seed`` (what
 :func:`framework.data.build.build_train_loader` offers), its knobs keyword-only. Exact resume then
 holds with no sampler state in the checkpoint: the stream is a function of the seed, and the
 batch sampler replays it up to the iteration a run resumes at.

@@ -359,12 +359,19 @@ class COCOEvaluator(DatasetEvaluator):
         results = {task: cocoeval_metrics(e, category_names=self._category_names) for task, e in coco_evals.items()}
         logger.info("COCOeval (%s): %.2f s", ", ".join(tasks), time.perf_counter() - start)
         if self.analysis:
-            analyzed = analyze_evaluation(
-                coco_gt=self._coco_gt, results=coco_results, coco_evals=coco_evals, image_ids=image_ids,
-                category_names=self._category_names, output_dir=self.output_dir,
-                max_dets=self.max_dets_per_image, gallery_size=self.gallery_size,
-                gallery_score_thresh=self.gallery_score_thresh,
-                load_image=self._load_image if self._image_files else None, skip_errors=self._skip_errors())
+            try:
+                analyzed = analyze_evaluation(
+                    coco_gt=self._coco_gt, results=coco_results, coco_evals=coco_evals, image_ids=image_ids,
+                    category_names=self._category_names, output_dir=self.output_dir,
+                    max_dets=self.max_dets_per_image, gallery_size=self.gallery_size,
+                    gallery_score_thresh=self.gallery_score_thresh,
+                    load_image=self._load_image if self._image_files else None, skip_errors=self._skip_errors())
+            except Exception as e:  # noqa: BLE001 - the AP is computed; a diagnostic must not end a training run
+                logger.warning(
+                    "COCOEvaluator: the error analysis failed (%s: %s); the AP metrics stand, the dAP-* metrics are "
+                    "NaN and its files are not written (evaluators.coco.analysis=false turns it off)", type(e).__name__, e,
+                )
+                analyzed = {task: dict.fromkeys(ERROR_METRICS, float("nan")) for task in tasks}
             for task, metrics in analyzed.items():
                 results[task].update(metrics)
         return results

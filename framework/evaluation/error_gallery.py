@@ -20,6 +20,7 @@ Masks are drawn for ``segm``, boxes always.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,8 +250,9 @@ def write_gallery(pictures: Sequence[tuple[Failure, torch.Tensor]], out_dir: Uni
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("[0-9][0-9]_image*.png"):
-        old.unlink()
+    for old in out.glob("*_image*.png"):
+        if re.fullmatch(r"\d+_image\d+\.png", old.name):  # any rank width: a gallery of 100+ too
+            old.unlink()
     paths = []
     for rank, (failure, picture) in enumerate(pictures, start=1):
         path = out / f"{rank:02d}_image{failure.image_id}.png"

@@ -177,3 +177,32 @@ def test_gallery_images_are_uint8_pictures(tmp_path):
     (_, picture, _), = storage.images
     # 100 px images are drawn enlarged to 512 (failure_gallery's min_size), under two header lines.
     assert picture.dtype == torch.uint8 and picture.shape[:2] == (3, 42 + 512) and picture.shape[2] == 2 * 512 + 4
+
+
+def test_a_failing_analysis_leaves_the_ap_and_nan_error_metrics(tmp_path, monkeypatch, caplog):
+    import framework.evaluation.coco_evaluation as coco_evaluation
+
+    def broken(**kwargs):
+        raise OSError("disk full")
+
+    dets, _ = case("miss")
+    evaluator = COCOEvaluator(gt_json=ground_truth(), dataset_id_to_contiguous_id={1: 0, 2: 1},
+                              class_names=["cat", "dog"], output_dir=tmp_path)
+    expected = _evaluate(evaluator, dets)
+    monkeypatch.setattr(coco_evaluation, "analyze_evaluation", broken)
+    with caplog.at_level("WARNING"):
+        results = _evaluate(evaluator, dets)
+    assert "the error analysis failed (OSError: disk full)" in caplog.text
+    for task in ("bbox", "segm"):
+        assert results[task]["AP"] == expected[task]["AP"]
+        assert all(np.isnan(results[task][k]) for k in ERROR_METRICS)
+    assert evaluator.metric_names({"pred_masks"}) == set(flatten_results(results))
+
+
+def test_a_new_gallery_removes_every_old_picture(tmp_path):
+    from framework.evaluation.error_gallery import write_gallery
+
+    for name in ("01_image3.png", "100_image7.png", "notes.png"):
+        (tmp_path / name).write_bytes(b"")
+    write_gallery([], tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.png"]
