@@ -12,11 +12,16 @@ from torch import nn
 from framework.errors import ConfigError
 from framework.layers import ShapeSpec
 from framework.modeling.matcher import Matcher
-from framework.modeling.proposal_generator.proposal_utils import add_ground_truth_to_proposals
-from framework.modeling.roi_heads import build_branch_pooler, build_mask_branch, forward_mask_branch, label_proposals
+from framework.modeling.roi_heads import (
+    MaskBranchMixin,
+    build_branch_pooler,
+    label_and_sample_proposals,
+    label_proposals,
+    log_sample_counts,
+)
 from framework.registry import BOX_HEADS, BOX_PREDICTORS, MASK_HEADS, ROI_HEADS, ROI_POOLERS, Spec
 from framework.structures import Boxes, ImageList, Instances
-from framework.utils.events import name_scope, put_scalars
+from framework.utils.events import name_scope
 
 from projects.cascade_rcnn.scale_gradient import scale_gradient
 
@@ -24,7 +29,7 @@ __all__ = ["CascadeROIHeads"]
 
 
 @ROI_HEADS.register()
-class CascadeROIHeads(nn.Module):
+class CascadeROIHeads(MaskBranchMixin, nn.Module):
     """Box stages of rising IoU thresholds, each refining the boxes of the one before; then masks.
 
     Stage 0 pools the (labelled, sampled) RPN proposals; stage k > 0 pools the boxes stage k-1
@@ -104,21 +109,13 @@ class CascadeROIHeads(nn.Module):
             for head, weights in zip(self.box_head, stage_bbox_reg_weights)
         )
 
-        self.mask_on = mask_head is not None
-        if self.mask_on:
-            self.mask_in_features, self.mask_pooler, self.mask_head = build_mask_branch(
-                input_shape,
-                num_classes=num_classes,
-                head=mask_head,
-                pooler=mask_pooler,
-                pooler_resolution=mask_pooler_resolution,
-                in_features=mask_in_features or in_features,
-            )
-
-    @property
-    def output_fields(self) -> tuple[str, ...]:
-        """The fields of the predicted ``Instances``: boxes, scores, classes (+ ``pred_masks``)."""
-        return ("pred_boxes", "scores", "pred_classes", *(("pred_masks",) if self.mask_on else ()))
+        self._init_mask_branch(
+            input_shape,
+            head=mask_head,
+            pooler=mask_pooler,
+            pooler_resolution=mask_pooler_resolution,
+            in_features=mask_in_features or in_features,
+        )
 
     def forward(
         self,
@@ -141,24 +138,17 @@ class CascadeROIHeads(nn.Module):
             losses.update(self._forward_mask(features, proposals))
         return [], losses
 
-    def forward_with_given_boxes(self, features: Mapping[str, torch.Tensor], instances: list[Instances]) -> list[Instances]:
-        """Inference of the mask branch on final detections."""
-        return self._forward_mask(features, instances) if self.mask_on else instances
-
     # ------------------------------------------------------------------ stages
     def _label_and_sample(self, proposals: list[Instances], targets: Sequence[Instances]) -> list[Instances]:
-        if self.proposal_append_gt:
-            proposals = add_ground_truth_to_proposals(targets, proposals)
-        sampled, num_fg, num_bg = label_proposals(
+        return label_and_sample_proposals(
             proposals,
             targets,
             matcher=self.proposal_matchers[0],
             num_classes=self.num_classes,
             batch_size_per_image=self.batch_size_per_image,
             positive_fraction=self.positive_fraction,
+            append_gt=self.proposal_append_gt,
         )
-        _log_samples(num_fg, num_bg)
-        return sampled
 
     def _forward_box(self, features, proposals, targets=None):
         """Run the stages. Training: the summed per-stage losses; inference: the detections."""
@@ -174,7 +164,7 @@ class CascadeROIHeads(nn.Module):
                         proposals, targets, matcher=self.proposal_matchers[k], num_classes=self.num_classes
                     )
                     with name_scope(f"stage{k}"):
-                        _log_samples(num_fg, num_bg)
+                        log_sample_counts(num_fg, num_bg)
             x = self.box_pooler(feats, [p.proposal_boxes for p in proposals])
             if self.training:
                 x = scale_gradient(x, 1.0 / self.num_stages)
@@ -207,26 +197,6 @@ class CascadeROIHeads(nn.Module):
                 b = b[b.nonempty()]
             out.append(Instances(size, proposal_boxes=b))
         return out
-
-    def _forward_mask(self, features, instances):
-        return forward_mask_branch(
-            features,
-            instances,
-            in_features=self.mask_in_features,
-            pooler=self.mask_pooler,
-            head=self.mask_head,
-            num_classes=self.num_classes,
-            training=self.training,
-        )
-
-
-def _log_samples(num_fg: list[int], num_bg: list[int]) -> None:
-    put_scalars(
-        **{
-            "roi_head/num_fg_samples": sum(num_fg) / max(len(num_fg), 1),
-            "roi_head/num_bg_samples": sum(num_bg) / max(len(num_bg), 1),
-        }
-    )
 
 
 def _check_stages(ious: Sequence[float], weights: Sequence[Sequence[float]]) -> None:

@@ -9,8 +9,13 @@ from framework.modeling.roi_heads.mask_head import (
     mask_rcnn_inference,
     mask_rcnn_loss,
 )
-from framework.modeling.roi_heads.mask_branch import build_mask_branch, forward_mask_branch
-from framework.modeling.roi_heads.proposal_labeling import label_proposals, select_foreground_proposals
+from framework.modeling.roi_heads.mask_branch import MaskBranchMixin, build_mask_branch, forward_mask_branch
+from framework.modeling.roi_heads.proposal_labeling import (
+    label_and_sample_proposals,
+    label_proposals,
+    log_sample_counts,
+    select_foreground_proposals,
+)
 from framework.modeling.roi_heads.roi_heads import StandardROIHeads
 from framework.modeling.roi_heads.roi_pooling import build_branch_pooler
 
@@ -23,9 +28,12 @@ __all__ = [
     "mask_rcnn_inference",
     "mask_rcnn_loss",
     "StandardROIHeads",
+    "MaskBranchMixin",
     "build_branch_pooler",
     "build_mask_branch",
     "forward_mask_branch",
+    "label_and_sample_proposals",
     "label_proposals",
+    "log_sample_counts",
     "select_foreground_proposals",
 ]

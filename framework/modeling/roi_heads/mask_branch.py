@@ -37,7 +37,7 @@ from framework.structures import Instances
 from .proposal_labeling import select_foreground_proposals
 from .roi_pooling import build_branch_pooler
 
-__all__ = ["build_mask_branch", "forward_mask_branch", "reads_feature_maps"]
+__all__ = ["MaskBranchMixin", "build_mask_branch", "forward_mask_branch", "reads_feature_maps"]
 
 
 def reads_feature_maps(head_cls: type) -> Optional[bool]:
@@ -113,3 +113,55 @@ def forward_mask_branch(
         return head({f: features[f] for f in in_features}, instances)
     boxes = [i.proposal_boxes for i in instances] if training else [i.pred_boxes for i in instances]
     return head(pooler([features[f] for f in in_features], boxes), instances)
+
+
+class MaskBranchMixin:
+    """The mask branch of an RoI-heads module, for any variant: ``mask_on``, ``mask_in_features``,
+    ``mask_pooler``, ``mask_head`` (detectron2's attribute and parameter names), ``output_fields``,
+    ``_forward_mask`` and ``forward_with_given_boxes``. The module sets ``num_classes`` and calls
+    :meth:`_init_mask_branch` from its constructor."""
+
+    num_classes: int
+
+    def _init_mask_branch(
+        self,
+        input_shape: Mapping[str, ShapeSpec],
+        *,
+        head: Optional[Spec[MASK_HEADS]],
+        pooler: Optional[Spec[ROI_POOLERS]],
+        pooler_resolution: int,
+        in_features: Sequence[str],
+    ) -> None:
+        """Build the branch (nothing with ``head=None``: Faster R-CNN)."""
+        self.mask_on = head is not None
+        if self.mask_on:
+            self.mask_in_features, self.mask_pooler, self.mask_head = build_mask_branch(
+                input_shape,
+                num_classes=self.num_classes,
+                head=head,
+                pooler=pooler,
+                pooler_resolution=pooler_resolution,
+                in_features=in_features,
+            )
+
+    @property
+    def output_fields(self) -> tuple[str, ...]:
+        """The fields of the ``Instances`` the RoI heads predict at inference (what evaluators and
+        exporters can expect): boxes, scores and classes, plus ``pred_masks`` with a mask head."""
+        return ("pred_boxes", "scores", "pred_classes", *(("pred_masks",) if self.mask_on else ()))
+
+    def _forward_mask(self, features: Mapping[str, torch.Tensor], instances: list[Instances]):
+        """Mask losses (training) or ``pred_masks`` (inference): :func:`forward_mask_branch`."""
+        return forward_mask_branch(
+            features,
+            instances,
+            in_features=self.mask_in_features,
+            pooler=self.mask_pooler,
+            head=self.mask_head,
+            num_classes=self.num_classes,
+            training=self.training,
+        )
+
+    def forward_with_given_boxes(self, features: Mapping[str, torch.Tensor], instances: list[Instances]) -> list[Instances]:
+        """Inference of the mask branch on final detections (unchanged without a mask head)."""
+        return self._forward_mask(features, instances) if self.mask_on else instances

@@ -12,10 +12,12 @@ from collections.abc import Sequence
 import torch
 
 from framework.modeling.matcher import Matcher
+from framework.modeling.proposal_generator.proposal_utils import add_ground_truth_to_proposals
 from framework.modeling.sampling import subsample_labels
 from framework.structures import Instances, pairwise_iou
+from framework.utils.events import put_scalars
 
-__all__ = ["label_proposals", "select_foreground_proposals"]
+__all__ = ["label_and_sample_proposals", "label_proposals", "log_sample_counts", "select_foreground_proposals"]
 
 
 @torch.no_grad()
@@ -73,6 +75,46 @@ def label_proposals(
         num_fg.append(fg)
         num_bg.append(bg)
     return labelled, num_fg, num_bg
+
+
+def label_and_sample_proposals(
+    proposals: Sequence[Instances],
+    targets: Sequence[Instances],
+    *,
+    matcher: Matcher,
+    num_classes: int,
+    batch_size_per_image: int,
+    positive_fraction: float,
+    append_gt: bool,
+) -> list[Instances]:
+    """The RoI heads' training targets for RPN proposals: optionally add the gt boxes to them
+    (``append_gt``), then :func:`label_proposals` with sampling, and log the sample counts.
+
+    Returns per image the sampled proposals with ``gt_classes`` (K for background) and, for images
+    with gt, every ``gt_*`` field of their matched gt (``gt_boxes``, ``gt_masks``).
+    """
+    if append_gt:
+        proposals = add_ground_truth_to_proposals(targets, proposals)
+    sampled, num_fg, num_bg = label_proposals(
+        proposals,
+        targets,
+        matcher=matcher,
+        num_classes=num_classes,
+        batch_size_per_image=batch_size_per_image,
+        positive_fraction=positive_fraction,
+    )
+    log_sample_counts(num_fg, num_bg)
+    return sampled
+
+
+def log_sample_counts(num_fg: Sequence[int], num_bg: Sequence[int]) -> None:
+    """``roi_head/num_fg_samples`` / ``num_bg_samples``: the mean per image (in the current name scope)."""
+    put_scalars(
+        **{
+            "roi_head/num_fg_samples": sum(num_fg) / max(len(num_fg), 1),
+            "roi_head/num_bg_samples": sum(num_bg) / max(len(num_bg), 1),
+        }
+    )
 
 
 def select_foreground_proposals(proposals: Sequence[Instances], bg_label: int) -> list[Instances]:

@@ -14,20 +14,18 @@ from torch import nn
 
 from framework.layers import ShapeSpec
 from framework.modeling.matcher import Matcher
-from framework.modeling.proposal_generator.proposal_utils import add_ground_truth_to_proposals
 from framework.registry import BOX_HEADS, BOX_PREDICTORS, MASK_HEADS, ROI_HEADS, ROI_POOLERS, Spec
 from framework.structures import Boxes, ImageList, Instances
-from framework.utils.events import put_scalars
 
-from .mask_branch import build_mask_branch, forward_mask_branch
-from .proposal_labeling import label_proposals, select_foreground_proposals
+from .mask_branch import MaskBranchMixin
+from .proposal_labeling import label_and_sample_proposals, select_foreground_proposals
 from .roi_pooling import build_branch_pooler
 
 __all__ = ["StandardROIHeads", "select_foreground_proposals"]
 
 
 @ROI_HEADS.register()
-class StandardROIHeads(nn.Module):
+class StandardROIHeads(MaskBranchMixin, nn.Module):
     """The RoI heads of Faster / Mask R-CNN: a box branch and an optional mask branch sharing proposals.
 
     Runtime args: input_shape: ShapeSpec of every backbone output, by name.
@@ -87,47 +85,27 @@ class StandardROIHeads(nn.Module):
             box_predictor, input_shape=self.box_head.output_shape, num_classes=num_classes
         )
 
-        self.mask_on = mask_head is not None
-        if self.mask_on:
-            self.mask_in_features, self.mask_pooler, self.mask_head = build_mask_branch(
-                input_shape,
-                num_classes=num_classes,
-                head=mask_head,
-                pooler=mask_pooler,
-                pooler_resolution=mask_pooler_resolution,
-                in_features=mask_in_features or in_features,
-            )
-
-    @property
-    def output_fields(self) -> tuple[str, ...]:
-        """The fields of the ``Instances`` this module predicts at inference (what evaluators and
-        exporters can expect): boxes, scores and classes, plus ``pred_masks`` with a mask head."""
-        return ("pred_boxes", "scores", "pred_classes", *(("pred_masks",) if self.mask_on else ()))
+        self._init_mask_branch(
+            input_shape,
+            head=mask_head,
+            pooler=mask_pooler,
+            pooler_resolution=mask_pooler_resolution,
+            in_features=mask_in_features or in_features,
+        )
 
     # ------------------------------------------------------------------ training targets
     def label_and_sample_proposals(self, proposals: list[Instances], targets: Sequence[Instances]) -> list[Instances]:
-        """Match proposals to gt (IoU), sample ``batch_size_per_image`` at ``positive_fraction``.
-
-        Returns per image the sampled proposals with ``gt_classes`` (K for background) and, for
-        images with gt, every ``gt_*`` field of their matched gt (``gt_boxes``, ``gt_masks``).
-        """
-        if self.proposal_append_gt:
-            proposals = add_ground_truth_to_proposals(targets, proposals)
-        sampled, num_fg, num_bg = label_proposals(
+        """Match proposals to gt (IoU), sample ``batch_size_per_image`` at ``positive_fraction``
+        (:func:`.proposal_labeling.label_and_sample_proposals`)."""
+        return label_and_sample_proposals(
             proposals,
             targets,
             matcher=self.proposal_matcher,
             num_classes=self.num_classes,
             batch_size_per_image=self.batch_size_per_image,
             positive_fraction=self.positive_fraction,
+            append_gt=self.proposal_append_gt,
         )
-        put_scalars(
-            **{
-                "roi_head/num_fg_samples": sum(num_fg) / max(len(num_fg), 1),
-                "roi_head/num_bg_samples": sum(num_bg) / max(len(num_bg), 1),
-            }
-        )
-        return sampled
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -156,16 +134,7 @@ class StandardROIHeads(nn.Module):
             if self.mask_on:
                 losses.update(self._forward_mask(features, proposals))
             return [], losses
-        instances = self._forward_box(features, proposals)
-        if self.mask_on:
-            instances = self._forward_mask(features, instances)
-        return instances, {}
-
-    def forward_with_given_boxes(self, features: Mapping[str, torch.Tensor], instances: list[Instances]) -> list[Instances]:
-        """Inference of the non-box branches (masks) on final detections."""
-        if self.mask_on:
-            instances = self._forward_mask(features, instances)
-        return instances
+        return self.forward_with_given_boxes(features, self._forward_box(features, proposals)), {}
 
     def _forward_box(self, features, proposals):
         feats = [features[f] for f in self.box_in_features]
@@ -180,15 +149,3 @@ class StandardROIHeads(nn.Module):
             return losses
         instances, _ = self.box_predictor.inference(predictions, proposals)
         return instances
-
-    def _forward_mask(self, features, instances):
-        """Mask losses (training) or ``pred_masks`` (inference): :func:`.mask_branch.forward_mask_branch`."""
-        return forward_mask_branch(
-            features,
-            instances,
-            in_features=self.mask_in_features,
-            pooler=self.mask_pooler,
-            head=self.mask_head,
-            num_classes=self.num_classes,
-            training=self.training,
-        )
