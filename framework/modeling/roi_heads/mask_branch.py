@@ -1,4 +1,4 @@
-"""The mask branch of the RoI heads, as two functions any RoI-heads variant composes.
+"""The mask branch of the RoI heads, for any RoI-heads variant: two functions and the mixin that uses them.
 
 A mask head (MASK_HEADS) takes one of two inputs, chosen by the RoI heads' ``mask_pooler`` knob:
 
