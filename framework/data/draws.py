@@ -50,7 +50,7 @@ class SeededDraws:
 
     Args:
         dataset: what to draw from: ``len()`` and ``raw(index)`` (a :class:`framework.data.map_dataset.MapDataset`).
-        seed: the sample's own seed for draws, e.g. ``derive_seed(loader_seed, position, DRAWS_STREAM)``.
+        seed: the sample's own seed for draws, e.g. ``derive_seed(loader_seed, SeedStream.TRAIN_DRAWS, position)``.
         skip_bad_images: replace a drawn image that cannot be read (listed in ``skipped``) by
             another draw, up to :data:`MAX_REPLACEMENTS` times; else its error propagates.
 

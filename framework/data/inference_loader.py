@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from torch.utils.data import DataLoader, Dataset
 
-from framework.utils.seeding import derive_seed, seeded_global_rngs
+from framework.utils.seeding import SeedStream, derive_seed, seeded_global_rngs
 
 from .map_dataset import MapDataset
 from .skipping import BAD_IMAGE_ERRORS, LoadedBatch, LoadedItem, SkippedImage
@@ -37,7 +37,7 @@ class InferenceDataset(Dataset):
 
     def __getitem__(self, idx: int) -> LoadedItem:
         try:
-            with seeded_global_rngs(derive_seed(idx)):
+            with seeded_global_rngs(derive_seed(SeedStream.TEST_IMAGE, idx)):
                 return LoadedItem(mapped=self.dataset[idx])
         except BAD_IMAGE_ERRORS as e:
             if not self.skip_bad_images:

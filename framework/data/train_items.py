@@ -17,20 +17,15 @@ from typing import Any
 
 from torch.utils.data import DataLoader, Dataset
 
-from framework.utils.seeding import derive_seed, seed_global_rngs, seeded_global_rngs
+from framework.utils.seeding import SeedStream, derive_seed, seed_global_rngs, seeded_global_rngs
 
 from .draws import MAX_REPLACEMENTS, SeededDraws
 from .map_dataset import DatasetMappingError, MapDataset
 from .skipping import BAD_IMAGE_ERRORS, LoadedBatch, LoadedItem, SkippedImage
 
-__all__ = ["SeededMapDataset", "SkipCountingLoader", "worker_init_fn", "DRAWS_STREAM"]
+__all__ = ["SeededMapDataset", "SkipCountingLoader", "worker_init_fn"]
 
 logger = logging.getLogger(__name__)
-
-#: Mixed into a sample's seed for its draws of other samples, so that they are a stream of their
-#: own, apart from the global generators the augmentations draw from.
-DRAWS_STREAM = 1
-
 
 def worker_init_fn(worker_id: int, *, seed: int, rank: int = 0) -> None:
     """Seed a DataLoader worker's global generators from (``seed``, ``rank``, ``worker_id``).
@@ -39,14 +34,14 @@ def worker_init_fn(worker_id: int, *, seed: int, rank: int = 0) -> None:
     seeds every item on its own (see the module docstring); this covers anything else in the
     worker that draws random numbers.
     """
-    seed_global_rngs(derive_seed(seed, rank, worker_id))
+    seed_global_rngs(derive_seed(seed, SeedStream.LOADER_WORKER, rank, worker_id))
 
 
 class SeededMapDataset(Dataset):
     """Maps item ``(position, index)`` with the global generators seeded from (seed, position).
 
     Returns a :class:`~framework.data.skipping.LoadedItem`. A mapper that takes draws gets a
-    :class:`~framework.data.draws.SeededDraws` seeded from (seed, position, :data:`DRAWS_STREAM`).
+    :class:`~framework.data.draws.SeededDraws` seeded from (seed, ``SeedStream.TRAIN_DRAWS``, position).
     With ``skip_bad_images``, an image that cannot be read is replaced by the next dataset index
     (deterministically, so resuming stays exact) and listed in the item's ``skipped``, with the
     unreadable images its draws replaced, for the loader to count.
@@ -60,11 +55,11 @@ class SeededMapDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> LoadedItem:
         position, index = key
         skipped: list[SkippedImage] = []
-        with seeded_global_rngs(derive_seed(self.seed, position)):
+        with seeded_global_rngs(derive_seed(self.seed, SeedStream.TRAIN_SAMPLE, position)):
             for attempt in range(min(MAX_REPLACEMENTS + 1, len(self.dataset))):
                 candidate = (index + attempt) % len(self.dataset)
                 # Made afresh for each attempt: the draws depend on (seed, position) only.
-                draws = SeededDraws(self.dataset, derive_seed(self.seed, position, DRAWS_STREAM),
+                draws = SeededDraws(self.dataset, derive_seed(self.seed, SeedStream.TRAIN_DRAWS, position),
                                     skip_bad_images=self.skip_bad_images)
                 try:
                     out = self.dataset.map(candidate, draws=draws)

@@ -34,7 +34,7 @@ from framework.errors import ConfigError, did_you_mean
 from framework.layers.amp import amp_autocast, check_amp
 from framework.utils import comm
 from framework.utils.events import EventStorage
-from framework.utils.seeding import derive_seed, seed_global_rngs
+from framework.utils.seeding import SeedStream, derive_seed, seed_global_rngs
 
 __all__ = ["Trainer", "GradClipper"]
 
@@ -219,7 +219,7 @@ class Trainer:
                 self._call_hooks("before_train")
                 for self.iter in range(start_iter, self.max_iter):
                     loop.iter = self.storage.iter = self.iter
-                    seed_global_rngs(derive_seed(self.seed, comm.get_rank(), self.iter), cuda=True)
+                    seed_global_rngs(derive_seed(self.seed, SeedStream.TRAIN_STEP, comm.get_rank(), self.iter), cuda=True)
                     self._call_hooks("before_step")
                     self.run_step()
                     self._call_hooks("after_step")

@@ -2,7 +2,7 @@
 
 A tiny mixing augmentation appends the objects of one other training image (resized to this one)
 with their class + 100, so the mapped ground truth shows which image was drawn. The draws must be
-the index a generator seeded with (seed, position, DRAWS_STREAM) gives, whatever the workers, the
+the index a generator seeded with (seed, SeedStream.TRAIN_DRAWS, position) gives, whatever the workers, the
 random numbers other augmentations take, or the iteration a run resumes at.
 """
 
@@ -22,9 +22,8 @@ from framework.data.detection_utils import ImageReadError
 from framework.data.draws import MAX_REPLACEMENTS, SeededDraws
 from framework.data.mapper import DatasetMapper
 from framework.data.synthetic import generate_synthetic_coco
-from framework.data.train_items import DRAWS_STREAM
 from framework.utils.events import EventStorage
-from framework.utils.seeding import derive_seed
+from framework.utils.seeding import SeedStream, derive_seed
 
 OFFSET = 100  # class of an object taken from the other image
 
@@ -83,7 +82,7 @@ def own_classes(dataset_dict):
 
 
 def expected_draw(seed, position, n):
-    g = torch.Generator().manual_seed(derive_seed(seed, position, DRAWS_STREAM))
+    g = torch.Generator().manual_seed(derive_seed(seed, SeedStream.TRAIN_DRAWS, position))
     return int(torch.randint(n, (), generator=g))
 
 
@@ -168,7 +167,7 @@ def test_an_unreadable_drawn_image_is_replaced_and_counted_by_the_loader(dicts, 
     # By hand: image 0 as a sample (positions 0 and 6, replaced by image 1), plus every draw of index 0.
     expected = 2
     for position in range(12):
-        g = torch.Generator().manual_seed(derive_seed(1, position, DRAWS_STREAM))
+        g = torch.Generator().manual_seed(derive_seed(1, SeedStream.TRAIN_DRAWS, position))
         readable = 0
         while readable < 3:
             if int(torch.randint(6, (), generator=g)) == 0:
