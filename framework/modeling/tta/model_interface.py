@@ -44,21 +44,21 @@ def check_tta_model(model: Any, *, who: str) -> tuple[str, ...]:
         raise ConfigError(
             f"tta={who}: the model {name} cannot be evaluated with test-time augmentation: it needs a method "
             f"inference(batched_inputs, do_postprocess=False, detected_instances=None), as GeneralizedRCNN has"
-            + (f" (its inference() lacks {lacking})" if callable(inference) else "") + "; set tta=null")
+            + (f" (its inference() lacks {lacking})" if callable(inference) else "") + "; evaluate without test-time augmentation (~tta)")
     if not callable(getattr(model, "postprocess", None)):
         raise ConfigError(f"tta={who}: the model {name} has no postprocess(instances, height, width) (GeneralizedRCNN's), "
-                          "which maps the merged detections to the original image and pastes masks; set tta=null")
+                          "which maps the merged detections to the original image and pastes masks; evaluate without test-time augmentation (~tta)")
     fields = getattr(model, "output_fields", None)
     if fields is None:
         raise ConfigError(f"tta={who}: the model {name} does not declare its output_fields (its RoI heads have none), "
                           "so it is not known whether it predicts masks; give the RoI heads an output_fields "
-                          "property (MaskBranchMixin has one), or set tta=null")
+                          "property (MaskBranchMixin has one), or evaluate without test-time augmentation (~tta)")
     unknown = [f for f in fields if f not in MERGEABLE_FIELDS]
     if unknown:
         raise ConfigError(f"tta={who}: the model {name} predicts {unknown}, which test-time augmentation cannot map "
-                          f"between resized and mirrored views (it merges {list(MERGEABLE_FIELDS)}); set tta=null")
+                          f"between resized and mirrored views (it merges {list(MERGEABLE_FIELDS)}); evaluate without test-time augmentation (~tta)")
     if getattr(model, "test_resize", None) is not None:
         raise ConfigError(f"tta={who}: model.test_resize={list(model.test_resize)} resizes every image inside the model, "
                           "which would undo the sizes of the views; set model.test_resize=null and resize in the test "
-                          "pipeline (input.test.augmentations: ResizeShortestEdgeTorchvision), or set tta=null")
+                          "pipeline (input.test.augmentations: ResizeShortestEdgeTorchvision), or evaluate without test-time augmentation (~tta)")
     return tuple(fields)
