@@ -37,28 +37,30 @@ def check_tta_model(model: Any, *, who: str) -> tuple[str, ...]:
             what to do.
     """
     name = type(model).__name__
+    refuse = f"tta={who}: the model {name}"
+    without = "evaluate without test-time augmentation (~tta)"
     inference = getattr(model, "inference", None)
     params = inspect.signature(inference).parameters if callable(inference) else {}
     lacking = [p for p in ("do_postprocess", "detected_instances") if p not in params]
     if not callable(inference) or lacking:
         raise ConfigError(
-            f"tta={who}: the model {name} cannot be evaluated with test-time augmentation: it needs a method "
-            f"inference(batched_inputs, do_postprocess=False, detected_instances=None), as GeneralizedRCNN has"
-            + (f" (its inference() lacks {lacking})" if callable(inference) else "") + "; evaluate without test-time augmentation (~tta)")
+            f"{refuse} cannot be evaluated with test-time augmentation: it needs a method inference(batched_inputs, "
+            "do_postprocess=False, detected_instances=None), as GeneralizedRCNN has"
+            + (f" (its inference() lacks {lacking})" if callable(inference) else "") + f"; {without}")
     if not callable(getattr(model, "postprocess", None)):
-        raise ConfigError(f"tta={who}: the model {name} has no postprocess(instances, height, width) (GeneralizedRCNN's), "
-                          "which maps the merged detections to the original image and pastes masks; evaluate without test-time augmentation (~tta)")
+        raise ConfigError(f"{refuse} has no postprocess(instances, height, width) (GeneralizedRCNN's), which maps the "
+                          f"merged detections to the original image and pastes masks; {without}")
     fields = getattr(model, "output_fields", None)
     if fields is None:
-        raise ConfigError(f"tta={who}: the model {name} does not declare its output_fields (its RoI heads have none), "
-                          "so it is not known whether it predicts masks; give the RoI heads an output_fields "
-                          "property (MaskBranchMixin has one), or evaluate without test-time augmentation (~tta)")
+        raise ConfigError(f"{refuse} does not declare its output_fields (its RoI heads have none), so it is not known "
+                          "whether it predicts masks; give the RoI heads an output_fields property (MaskBranchMixin "
+                          f"has one), or {without}")
     unknown = [f for f in fields if f not in MERGEABLE_FIELDS]
     if unknown:
-        raise ConfigError(f"tta={who}: the model {name} predicts {unknown}, which test-time augmentation cannot map "
-                          f"between resized and mirrored views (it merges {list(MERGEABLE_FIELDS)}); evaluate without test-time augmentation (~tta)")
+        raise ConfigError(f"{refuse} predicts {unknown}, which test-time augmentation cannot map between resized and "
+                          f"mirrored views (it merges {list(MERGEABLE_FIELDS)}); {without}")
     if getattr(model, "test_resize", None) is not None:
-        raise ConfigError(f"tta={who}: model.test_resize={list(model.test_resize)} resizes every image inside the model, "
-                          "which would undo the sizes of the views; set model.test_resize=null and resize in the test "
-                          "pipeline (input.test.augmentations: ResizeShortestEdgeTorchvision), or evaluate without test-time augmentation (~tta)")
+        raise ConfigError(f"tta={who}: model.test_resize={list(model.test_resize)} resizes every image inside the "
+                          "model, which would undo the sizes of the views; set model.test_resize=null and resize in "
+                          f"the test pipeline (input.test.augmentations: ResizeShortestEdgeTorchvision), or {without}")
     return tuple(fields)
