@@ -59,6 +59,7 @@ __all__ = [
     "LOGGERS",
     "TRAIN_SAMPLERS",
     "AUGMENTATIONS",
+    "TEST_TIME_AUGMENTATIONS",
     "ALL_REGISTRIES",
     "CONFIG_SECTIONS",
     "add_registry",
@@ -307,6 +308,11 @@ TRAIN_SAMPLERS = Registry(
 AUGMENTATIONS = Registry(
     "AUGMENTATIONS", "one step of a data pipeline: image + ground truth -> image + ground truth (resize, flip, ...)"
 )
+TEST_TIME_AUGMENTATIONS = Registry(
+    "TEST_TIME_AUGMENTATIONS",
+    "model wrappers for evaluation: detections over augmented copies of each test image, merged",
+    config_key="tta",
+)
 
 ALL_REGISTRIES: dict[str, Registry] = {
     r._name: r
@@ -328,6 +334,7 @@ ALL_REGISTRIES: dict[str, Registry] = {
         LOGGERS,
         TRAIN_SAMPLERS,
         AUGMENTATIONS,
+        TEST_TIME_AUGMENTATIONS,
     )
 }
 

@@ -279,6 +279,9 @@ def _key_hint(key: str, other_overrides: list[str], config_name: str) -> str:
         if isinstance(node, DictConfig):
             where = ".".join(parts[:i]) or "<root>"
             return did_you_mean(part, list(node.keys())) + f" Keys under '{where}': {', '.join(map(str, node.keys()))}."
+        if node is None and i > 0:  # an unselected component (tta: null): its knobs are not there yet
+            where = ".".join(parts[:i])
+            return f"'{where}' is null in this config: select a component first ({where}=<name>), then set its knobs."
         break
     return ""
 

@@ -18,12 +18,14 @@ from typing import Any, Union
 from framework.errors import EvaluationInputError
 from framework.evaluation.coco_evaluation import GROUND_TRUTH_FILE_NAME, RESULTS_FILE_NAME
 
-__all__ = ["INFERENCE_DIR", "EvaluationFiles", "last_evaluation_files", "test_image_files"]
+__all__ = ["INFERENCE_DIR", "TTA_INFERENCE_DIR", "EvaluationFiles", "last_evaluation_files", "test_image_files"]
 
 logger = logging.getLogger(__name__)
 
 #: The folder of a run directory the evaluators write into (:func:`framework.engine.evaluation.build_evaluation`).
 INFERENCE_DIR = "inference"
+#: Where they write the evaluation with test-time augmentation (``tta``), detectron2's folder name.
+TTA_INFERENCE_DIR = "inference_TTA"
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ def _evaluate_weights(cfg: DictConfig, model, data, output_dir: Path) -> dict[st
     if not path:
         raise ConfigError("eval_only=true needs weights=<checkpoint> (or a run directory with a last_checkpoint)")
     ckpt.load(path, checkpointables=[])
-    metrics = build_evaluation(cfg, model, data, output_dir)()
+    metrics = build_evaluation(cfg, model, data, output_dir).final()  # with tta: also the TTA metrics
     if comm.is_main_process():
         write_json(output_dir / "metrics.json", {"iteration": None, "weights": str(path), **metrics})
     return metrics

@@ -72,6 +72,7 @@ def build_training(cfg: DictConfig, model: torch.nn.Module, data: Datasets, outp
             "checkpointer": checkpointer,
             "writers": writers,
             "evaluate": evaluation,
+            "evaluate_final": evaluation.final,
             "metric_names": evaluation.metric_names,
             "vis_data": _visualization_data(cfg, data),
             "output_dir": str(output_dir),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
+from typing import Optional
 
 from framework.engine.hooks.base import HOOKS, Hook, Priority, TrainLoop
 from framework.errors import ConfigError
@@ -26,19 +27,24 @@ class EvalHook(Hook):
     Args:
         evaluate: ``() -> {"bbox/AP": 38.0, ...}`` (flat metrics on the main process, ``{}`` on the
             others); it switches the model to eval mode and back, and runs on every process.
+        evaluate_final: the same for the evaluation after the last step (default ``evaluate``): a
+            run offers its evaluation with test-time augmentation here (``tta``), which, as in
+            detectron2, is too slow to repeat every ``period`` steps.
         period: steps between evaluations; ``0`` evaluates only after the last step.
     """
 
     priority = Priority.BELOW_NORMAL  # after the periodic checkpoint of the same step
 
-    def __init__(self, evaluate: Callable[[], Mapping[str, float]], *, period: int = 0) -> None:
+    def __init__(self, evaluate: Callable[[], Mapping[str, float]],
+                 evaluate_final: Optional[Callable[[], Mapping[str, float]]] = None, *, period: int = 0) -> None:
         if period < 0:
             raise ConfigError(f"EvalHook(period={period}): period must be >= 0 (0: only at the end)")
         self.evaluate = evaluate
+        self.evaluate_final = evaluate_final or evaluate
         self.period = period
 
-    def _evaluate(self, loop: TrainLoop, iteration: int) -> None:
-        metrics = loop.evaluate(iteration, self.evaluate)
+    def _evaluate(self, loop: TrainLoop, iteration: int, evaluate: Callable[[], Mapping[str, float]]) -> None:
+        metrics = loop.evaluate(iteration, evaluate)
         if metrics:
             loop.storage.put_scalars(**metrics, smoothing_hint=False, cur_iter=iteration)
             shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if not math.isnan(v))
@@ -50,8 +56,8 @@ class EvalHook(Hook):
         next_iter = loop.iter + 1
         # The last step is evaluated in after_train, once the other hooks (final checkpoint) ran.
         if self.period > 0 and next_iter % self.period == 0 and next_iter != loop.max_iter:
-            self._evaluate(loop, loop.iter)
+            self._evaluate(loop, loop.iter, self.evaluate)
 
     def after_train(self, loop: TrainLoop) -> None:
         if loop.iter >= loop.max_iter:  # training completed (not an exception)
-            self._evaluate(loop, loop.max_iter - 1)
+            self._evaluate(loop, loop.max_iter - 1, self.evaluate_final)

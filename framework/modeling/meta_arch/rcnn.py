@@ -181,14 +181,36 @@ class GeneralizedRCNN(nn.Module):
         return x.contiguous(memory_format=torch.channels_last) if nhwc else x
 
     @torch.no_grad()
-    def inference(self, batched_inputs: Sequence[dict[str, Any]], do_postprocess: bool = True) -> list:
-        """Detections per image; with ``do_postprocess`` mapped to each input's ``height``/``width``."""
+    def inference(
+        self,
+        batched_inputs: Sequence[dict[str, Any]],
+        do_postprocess: bool = True,
+        *,
+        detected_instances: Optional[Sequence[Instances]] = None,
+    ) -> list:
+        """Detections per image; with ``do_postprocess`` mapped to each input's ``height``/``width``
+        (:meth:`postprocess`), else ``Instances`` at the size of each (resized) input image.
+
+        Args:
+            detected_instances: per image, detections at the size of its input image
+                (``pred_boxes``, ``pred_classes``, ``scores``) to run only the RoI heads' branches
+                that take given boxes on (``roi_heads.forward_with_given_boxes``: the mask branch),
+                skipping proposals and the box branch (detectron2's argument; test-time
+                augmentation uses it to predict masks on merged boxes).
+        """
         images = self.preprocess_image(batched_inputs)
         x = self._to_memory_format(images.tensor)
         with amp_autocast(self.inference_amp, self.device.type, knob="inference_amp"):
             features = self.backbone(x)
-            proposals, _ = self.proposal_generator(images, features, None)
-            results, _ = self.roi_heads(images, features, proposals, None)
+            if detected_instances is None:
+                proposals, _ = self.proposal_generator(images, features, None)
+                results, _ = self.roi_heads(images, features, proposals, None)
+            else:
+                if len(detected_instances) != len(batched_inputs):
+                    raise ValueError(f"GeneralizedRCNN.inference: {len(detected_instances)} detected_instances for "
+                                     f"{len(batched_inputs)} inputs")
+                given = [d.to(self.device) for d in detected_instances]
+                results = self.roi_heads.forward_with_given_boxes(features, given)
         if self.inference_amp != "none":
             results = [_float32_fields(r) for r in results]
         if not do_postprocess:
@@ -197,7 +219,11 @@ class GeneralizedRCNN(nn.Module):
         for r, x in zip(results, batched_inputs):
             # outputs go to the original size, by default the size of the image given
             h, w = x.get("height", x["image"].shape[-2]), x.get("width", x["image"].shape[-1])
-            out.append({"instances": detector_postprocess(
-                r, int(h), int(w), mask_threshold=self.mask_threshold, mask_paste=self.mask_paste
-            )})
+            out.append({"instances": self.postprocess(r, int(h), int(w))})
         return out
+
+    def postprocess(self, results: Instances, height: int, width: int) -> Instances:
+        """Detections at the network's input size -> at ``(height, width)``, masks pasted with
+        ``mask_threshold`` / ``mask_paste`` (:func:`~framework.modeling.postprocessing.detector_postprocess`)."""
+        return detector_postprocess(results, height, width, mask_threshold=self.mask_threshold,
+                                    mask_paste=self.mask_paste)
