@@ -8,7 +8,8 @@
 
 ``--split train`` runs the training mapper (its augmentations, e.g. random resize and flip, seeded
 by the config's ``seed``) and draws the ``instances`` it produces: the boxes and masks the losses
-see, crowd annotations and boxes emptied by the augmentations left out. ``--split test`` runs the test mapper and draws the dataset's
+see, crowd annotations and boxes emptied by the augmentations left out; a mixing augmentation
+(copy-paste) draws its other images from the same dataset. ``--split test`` runs the test mapper and draws the dataset's
 (non-crowd) annotations scaled to the resized image. Without ``--dataset`` / ``--json`` the config's
 ``dataset.train`` (or ``dataset.test``) is used. Trailing arguments are Hydra-style overrides of
 ``configs/train.yaml`` (the ``input`` section, ``dataset=...``, ``seed=...``).
@@ -78,6 +79,27 @@ def ground_truth(d: dict, mapped: dict, mapper: Any):
     return resize(sample, size, image=mapped["image"]).to_instances()
 
 
+def with_draws(mapper: Any, dataset_dicts: list[dict], seed: int) -> Any:
+    """``mapper``, or, when one of its augmentations mixes in other samples (copy-paste), a function
+    mapping each dict with draws from ``dataset_dicts``, seeded from ``seed`` and its position as the
+    training loader seeds them (:mod:`framework.data.draws`)."""
+    if not getattr(mapper, "takes_draws", False):
+        return mapper
+    from framework.data.draws import SeededDraws
+    from framework.data.map_dataset import MapDataset
+    from framework.data.train_items import DRAWS_STREAM
+    from framework.utils.seeding import derive_seed
+
+    dataset = MapDataset(dataset_dicts, mapper, serialize=False)
+    positions = {id(d): i for i, d in enumerate(dataset_dicts)}
+
+    def load(d: dict) -> dict:
+        draws = SeededDraws(dataset, derive_seed(seed, positions[id(d)], DRAWS_STREAM), skip_bad_images=False)
+        return mapper(d, draws=draws)
+
+    return load
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
     from torchvision.transforms.v2.functional import to_pil_image
@@ -89,15 +111,16 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = compose(args.overrides)
     mapper = build_mapper(cfg, args.split)
-    dicts, meta = load_dataset(args, cfg)
-    dicts = dicts[: args.num] if args.num else dicts
+    all_dicts, meta = load_dataset(args, cfg)
+    dicts = all_dicts[: args.num] if args.num else all_dicts
     stems = [Path(d["file_name"]).stem for d in dicts]
     if len(set(stems)) < len(stems):  # same file names in different folders: keep the outputs apart
         stems = [f"{s}_{d['image_id']}" for s, d in zip(stems, dicts)]
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(int(cfg.seed))  # the training mapper's random sizes and flips
-    loop = ImageLoop(dicts, mapper, desc=f"{args.split} mapper", errors=(ImageReadError, ImageSizeMismatchError))
+    loop = ImageLoop(dicts, with_draws(mapper, all_dicts, int(cfg.seed)), desc=f"{args.split} mapper",
+                     errors=(ImageReadError, ImageSizeMismatchError))
     for index, d, mapped in loop:
         image = to_rgb_uint8(mapped["image"], mapper.image_format)
         drawn = draw_instances(image, ground_truth(d, mapped, mapper), class_names=meta.thing_classes,

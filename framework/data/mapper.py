@@ -88,6 +88,13 @@ class DatasetMapper:
             if isinstance(aug, MixingAugmentation) and not is_train:
                 raise ConfigError(f"DatasetMapper(is_train=False): augmentations.{i} ({type(aug).__name__}) mixes in "
                                   "other training samples, which only training draws")
+            if getattr(aug, "train_only", False) and not is_train:
+                raise ConfigError(f"DatasetMapper(is_train=False): augmentations.{i} ({type(aug).__name__}) is for "
+                                  "training only: predictions are mapped back to the original image by a rescale, "
+                                  "which its geometry would break; test with a resize (ResizeShortestEdge)")
+            if getattr(aug, "needs_masks", False) and not mask_on:
+                raise ConfigError(f"DatasetMapper: augmentations.{i} ({type(aug).__name__}) works on the instance "
+                                  "masks, but mask_on=False: set mask_on=true (e.g. input.train.mask_on=true)")
         self.is_train = bool(is_train)
         self.image_format = image_format
         self.mask_format = mask_format

@@ -100,3 +100,21 @@ def test_the_loader_counts_images_without_objects_and_the_model_trains_on_them(t
     losses = model([alone])
     assert all(torch.isfinite(v) for v in losses.values())
     assert losses["loss_box_reg"].item() == 0.0 and losses["loss_mask"].item() == 0.0
+
+
+def test_large_scale_jitter_that_crops_every_object_away_is_counted(tmp_path):
+    # A 64x64 image with one 8x8 object in its top-left corner, jittered at scale 2 into 32x32: no
+    # resize, a 32x32 crop at offset round(32 u) each way, so the object survives only for u < 7.5 / 32;
+    # copy-paste jitters the other image alike, so it pastes an object rarely too.
+    dicts = [record(write_image(tmp_path / f"{i}.png", 64, 64), 64, 64, [ann([0, 0, 8, 8], [[0, 0, 8, 0, 8, 8]])],
+                    image_id=i + 1) for i in range(4)]
+    fixed = {"min_scale": 2.0, "max_scale": 2.0}
+    mapper = DatasetMapper(is_train=True, augmentations=[{"name": "LargeScaleJitter", "image_size": 32, **fixed},
+                                                         {"name": "CopyPaste", **fixed}])
+    loader = build_train_loader(dicts, mapper, total_batch_size=4, num_workers=0, seed=0, aspect_ratio_grouping=False)
+    with EventStorage() as storage:
+        batches = list(itertools.islice(iter(loader), 4))
+        counted = storage.history("data/empty_images").latest()
+    sizes = [len(d["instances"]) for b in batches for d in b]
+    assert all(d["image"].shape == (3, 32, 32) for b in batches for d in b)
+    assert counted == sizes.count(0) and 0 < counted < len(sizes)

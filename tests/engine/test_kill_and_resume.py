@@ -1,6 +1,7 @@
 """A killed job loses nothing: SIGKILL during a checkpoint write leaves the previous checkpoint and
 ``last_checkpoint`` loadable, and a run SIGKILLed mid-training then resumed ends bitwise equal to an
-uninterrupted run, with aspect-ratio grouping on, with 0 and with 2 data workers (CPU)."""
+uninterrupted run, with aspect-ratio grouping on, with 0 and with 2 data workers (CPU), and with
+large-scale jitter + copy-paste (whose draws of other images must be replayed too)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-from tiny_job import SMALL_IMAGES
+from tiny_job import FEW_DETECTIONS, SMALL_IMAGES
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +28,15 @@ TINY = [
     "hooks.checkpointer.period=2",
     "hooks.writer.period=2",
 ]
+
+#: The training pipelines the kill-and-resume test runs: the default one, and the LSJ + copy-paste
+#: preset's on 96x96 images (its pipeline replaces the default's, so the default's sizes are left out),
+#: with 20 detections per test image (the evaluation is most of a run's time).
+PIPELINES = {
+    "default": TINY,
+    "copy_paste": [*(o for o in TINY if not o.startswith("input.train.")), "experiment=lsj_copy_paste_quick",
+                   "input.train.augmentations.0.image_size=96", *FEW_DETECTIONS],
+}
 
 #: tools/train_net.py plus a hook that SIGKILLs the process after a given step (no cleanup runs).
 TRAIN_NET_WITH_KILL = textwrap.dedent("""
@@ -98,12 +109,13 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(tmp_path):
     assert not any(p.exists() for p in leftovers)
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
-def test_sigkill_then_resume_equals_the_uninterrupted_run(tmp_path, num_workers, full_run):
+@pytest.mark.parametrize("num_workers, pipeline", [(0, "default"), (2, "default"), (2, "copy_paste")])
+def test_sigkill_then_resume_equals_the_uninterrupted_run(tmp_path, num_workers, pipeline, full_runs):
+    full_run = full_runs(pipeline)
     script = tmp_path / "train_net_with_kill.py"
     script.write_text(TRAIN_NET_WITH_KILL)
     cut = tmp_path / "cut"
-    args = [*TINY, f"dataloader.train.num_workers={num_workers}", f"hydra.run.dir={cut}"]
+    args = [*PIPELINES[pipeline], f"dataloader.train.num_workers={num_workers}", f"hydra.run.dir={cut}"]
     # Killed after step 4: the checkpoint of step 3 is the last one, step 4 is lost and redone.
     _train(script, [*args, "+hook@hooks.kill=KillAfter", "hooks.kill.iteration=4"], tmp_path, killed=True)
     assert (cut / "last_checkpoint").read_text() == "model_0000003.pth"
@@ -121,13 +133,21 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run(tmp_path, num_workers,
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory) -> Path:
-    """The uninterrupted run (0 workers: the batches do not depend on the number of workers)."""
-    root = tmp_path_factory.mktemp("full")
-    script = root / "train_net_with_kill.py"
-    script.write_text(TRAIN_NET_WITH_KILL)
-    _train(script, [*TINY, "dataloader.train.num_workers=0", f"hydra.run.dir={root / 'run'}"], root)
-    return root / "run"
+def full_runs(tmp_path_factory) -> Callable[[str], Path]:
+    """The uninterrupted run of a pipeline (0 workers: the batches do not depend on the number of
+    workers), made on first use and shared."""
+    runs: dict[str, Path] = {}
+
+    def full_run(pipeline: str) -> Path:
+        if pipeline not in runs:
+            root = tmp_path_factory.mktemp(f"full_{pipeline}")
+            script = root / "train_net_with_kill.py"
+            script.write_text(TRAIN_NET_WITH_KILL)
+            _train(script, [*PIPELINES[pipeline], "dataloader.train.num_workers=0", f"hydra.run.dir={root / 'run'}"], root)
+            runs[pipeline] = root / "run"
+        return runs[pipeline]
+
+    return full_run
 
 
 def test_resuming_with_another_model_config_fails_clearly_and_loses_nothing(tmp_path):

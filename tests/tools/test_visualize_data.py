@@ -64,3 +64,12 @@ def test_errors(visualize_data, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         visualize_data.main(["--json", "a.json", "--output", str(tmp_path)])
     assert e.value.code == 2 and "--json needs --image-root" in capsys.readouterr().err
+
+
+def test_a_mixing_augmentation_draws_from_the_dataset_reproducibly(visualize_data, tmp_path):
+    args = ["--num", "3", "experiment=lsj_copy_paste_quick", "input.train.augmentations.0.image_size=64"]
+    assert visualize_data.main([*args, "--output", str(tmp_path / "a")]) == 0
+    assert visualize_data.main([*args, "--output", str(tmp_path / "b")]) == 0
+    pngs = sorted((tmp_path / "a").glob("*.png"))
+    assert len(pngs) == 3 and all(Image.open(p).size == (64, 64) for p in pngs)  # LSJ's fixed size
+    assert all(p.read_bytes() == (tmp_path / "b" / p.name).read_bytes() for p in pngs)

@@ -5,13 +5,17 @@ Importing this package registers the built-in ones. :mod:`.base` defines what an
 """
 
 from .base import AugSample, Augmentation, MixingAugmentation, OtherSamples
+from .copy_paste import CopyPaste, paste
 from .flip import RandomHorizontalFlip
-from .geometry import crop, horizontal_flip, resize, resize_image_pil
+from .geometry import crop, horizontal_flip, pad, resize, resize_image_pil
+from .scale_jitter import LargeScaleJitter, crop_and_pad_to, scale_jitter, scale_jitter_shape
 from .shortest_edge import ResizeShortestEdge, ResizeShortestEdgeRange, ResizeShortestEdgeTorchvision, resize_shortest_edge_shape
 
 __all__ = [
     "AugSample",
     "Augmentation",
+    "CopyPaste",
+    "LargeScaleJitter",
     "MixingAugmentation",
     "OtherSamples",
     "RandomHorizontalFlip",
@@ -19,8 +23,13 @@ __all__ = [
     "ResizeShortestEdgeRange",
     "ResizeShortestEdgeTorchvision",
     "crop",
+    "crop_and_pad_to",
     "horizontal_flip",
+    "pad",
+    "paste",
     "resize",
     "resize_image_pil",
     "resize_shortest_edge_shape",
+    "scale_jitter",
+    "scale_jitter_shape",
 ]

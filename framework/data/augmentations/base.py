@@ -17,7 +17,7 @@ which it draws other images of the training set with their ground truth.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Protocol, Union
+from typing import ClassVar, Optional, Protocol, Union
 
 import torch
 from torchvision import tv_tensors
@@ -122,7 +122,15 @@ class Augmentation:
     (:meth:`AugSample.select`); those whose box or mask it empties are removed after the last
     augmentation anyway, and an image left without objects is still trained on (counted as
     ``data/empty_images``).
+
+    Two class attributes tell the mapper, which checks them when it is built, what an augmentation
+    cannot run without: ``train_only`` (e.g. a crop or a pad, which the test pipeline's mapping of
+    predictions back to the original image by a rescale cannot undo) and ``needs_masks`` (it works
+    on the objects' masks: the mapper must keep ``mask_on``).
     """
+
+    train_only: ClassVar[bool] = False
+    needs_masks: ClassVar[bool] = False
 
     def __call__(self, sample: AugSample) -> AugSample:
         raise NotImplementedError
@@ -136,6 +144,8 @@ class MixingAugmentation(Augmentation):
     """An augmentation that combines its sample with other samples of the training set
     (copy-paste, mixup, mosaic): it is called with :class:`OtherSamples` too. Training only: the
     training loader provides the draws (:mod:`framework.data.draws`)."""
+
+    train_only = True
 
     def __call__(self, sample: AugSample, others: OtherSamples) -> AugSample:  # type: ignore[override]
         raise NotImplementedError

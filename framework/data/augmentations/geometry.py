@@ -22,7 +22,7 @@ from framework.structures import BitMasks, PolygonMasks
 
 from .base import AugSample, Masks
 
-__all__ = ["resize", "resize_image_pil", "horizontal_flip", "crop"]
+__all__ = ["resize", "resize_image_pil", "horizontal_flip", "crop", "pad"]
 
 
 def resize_image_pil(image: torch.Tensor, new_size: tuple[int, int]) -> torch.Tensor:
@@ -121,3 +121,24 @@ def crop(sample: AugSample, top: int, left: int, height: int, width: int) -> Aug
         masks = BitMasks(masks.tensor[:, top:top + height, left:left + width])
     image = F.crop(sample.image, top, left, height, width)
     return dataclasses.replace(sample, image=image, boxes=F.crop(sample.boxes, top, left, height, width), masks=masks)
+
+
+def pad(sample: AugSample, *, bottom: int = 0, right: int = 0, fill: float = 0.0) -> AugSample:
+    """The sample padded with ``bottom`` rows and ``right`` columns (``F.pad``), to size (H + bottom, W + right).
+
+    The image's new pixels are ``fill``; bit masks are padded with background (the padded area is
+    no object); boxes and polygons keep their coordinates (the origin stays at the top left), the
+    boxes' ``canvas_size`` grows. Padding on the bottom and right only is what detectron2's
+    ``FixedSizeCrop`` does, so that the image's pixels keep their coordinates.
+    """
+    if bottom < 0 or right < 0:
+        raise ValueError(f"pad: bottom and right must be >= 0, got bottom={bottom}, right={right}")
+    if bottom == 0 and right == 0:
+        return sample
+    padding = [0, 0, int(right), int(bottom)]  # left, top, right, bottom
+    masks = sample.masks
+    if isinstance(masks, BitMasks):
+        padded = F.pad(tv_tensors.Mask(masks.tensor.to(torch.uint8)), padding, fill=0)
+        masks = BitMasks(padded.as_subclass(torch.Tensor).bool())
+    image = F.pad(sample.image, padding, fill=fill)
+    return dataclasses.replace(sample, image=image, boxes=F.pad(sample.boxes, padding), masks=masks)
