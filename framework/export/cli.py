@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = compose(others)
         output = Path(args.output)
     written = export_model(cfg, weights, formats=formats, output_dir=output,
-                           class_names=resolve_metadata(cfg).thing_classes)
+                           dataset=resolve_metadata(cfg))
     for fmt, info in written.items():
         print(f"{fmt}: {output / info['file']} ({info['seconds']} s)")
     print(f"metadata: {output / 'metadata.json'}")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from framework.data.catalog import Metadata
 from framework.errors import ConfigError, did_you_mean
 from framework.export.build import build_exportable, export_config
 from framework.export.metadata import MODEL_FILES, write_metadata
@@ -43,9 +44,10 @@ def _versions() -> dict[str, str]:
 
 
 def export_model(cfg: DictConfig, weights: Path, *, formats: Sequence[str], output_dir: Path,
-                 class_names: Sequence[str]) -> dict[str, dict]:
+                 dataset: Metadata) -> dict[str, dict]:
     """Build the model of ``cfg`` with ``weights``, record it once with torch.export, write each of
-    ``formats`` into ``output_dir`` (``model.onnx``, ``model.pt2``) and ``metadata.json``.
+    ``formats`` into ``output_dir`` (``model.onnx``, ``model.pt2``) and ``metadata.json`` (with the
+    class names and category ids of ``dataset``, the config's test dataset).
 
     Returns:
         per format ``{"file": name, "seconds": export time, ...}`` (as in metadata.json).
@@ -76,6 +78,6 @@ def export_model(cfg: DictConfig, weights: Path, *, formats: Sequence[str], outp
             written[fmt] = {"file": target.name, "opset": ONNX_OPSET,
                             "seconds": round(record_s + time.perf_counter() - start, 1)}
         logger.info(f"Wrote {target} ({written[fmt]['seconds']} s including the torch.export recording)")
-    write_metadata(output_dir, cfg=cfg, class_names=list(class_names), weights=str(weights), formats=written,
+    write_metadata(output_dir, cfg=cfg, dataset=dataset, weights=str(weights), formats=written,
                    mask_on=module.mask_on, versions=_versions())
     return written

@@ -15,6 +15,8 @@ from typing import Any, Union
 
 from omegaconf import DictConfig, OmegaConf
 
+from framework.data.catalog import Metadata
+
 __all__ = ["METADATA_FILE", "MODEL_FILES", "io_contract", "write_metadata"]
 
 METADATA_FILE = "metadata.json"
@@ -38,7 +40,7 @@ def io_contract(*, mask_on: bool) -> dict[str, Any]:
     }
 
 
-def write_metadata(output_dir: Union[str, os.PathLike], *, cfg: DictConfig, class_names: list[str], weights: str,
+def write_metadata(output_dir: Union[str, os.PathLike], *, cfg: DictConfig, dataset: Metadata, weights: str,
                    formats: dict[str, dict[str, Any]], mask_on: bool, versions: dict[str, str]) -> Path:
     """Write ``output_dir/metadata.json``.
 
@@ -46,6 +48,8 @@ def write_metadata(output_dir: Union[str, os.PathLike], *, cfg: DictConfig, clas
     ``files``; an export of another model replaces the file (its models' entries go).
 
     Args:
+        dataset: the test dataset's metadata: ``class_names`` (its ``thing_classes``) and, under
+            ``dataset``, the colours and category ids (for COCO-format results).
         formats: per format just written, ``{"file": ..., "seconds": ..., ...}`` (opset for ONNX).
         versions: package versions the export ran with.
     """
@@ -60,7 +64,9 @@ def write_metadata(output_dir: Union[str, os.PathLike], *, cfg: DictConfig, clas
         if previous.get("config") == config and previous.get("weights") == weights:
             files.update(previous.get("files", {}))
     files.update(formats)
-    data = {"class_names": list(class_names), **io_contract(mask_on=mask_on), "files": files, "weights": weights,
-            "versions": versions, "config": config}
+    described = {"name": dataset.name, "thing_colors": [list(c) for c in dataset.thing_colors],
+                 "thing_dataset_id_to_contiguous_id": {str(k): v for k, v in dataset.thing_dataset_id_to_contiguous_id.items()}}
+    data = {"class_names": list(dataset.thing_classes), **io_contract(mask_on=mask_on), "files": files,
+            "dataset": described, "weights": weights, "versions": versions, "config": config}
     path.write_text(json.dumps(data, indent=2))
     return path

@@ -6,6 +6,7 @@ import os
 from typing import Any, Union
 
 import torch
+import torchvision
 from torch.export import Dim, ExportedProgram
 
 from framework.errors import ExportError
@@ -16,6 +17,26 @@ __all__ = ["EXAMPLE_SIZE", "dynamic_shapes", "example_image", "export_program", 
 #: (H, W) of the image the graph is recorded with. Its content and size do not matter (H and W are
 #: dynamic); it is not square, so that no code path equates height and width.
 EXAMPLE_SIZE = (240, 320)
+
+
+def _fake_nms(dets: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """torchvision::nms on symbolic tensors: a kept-index vector of unknown length >= 0.
+
+    torchvision's own fake kernel (0.29) makes that length with the deprecated
+    ``create_unbacked_symint``, whose minimum is 2: torch.export then records a runtime assertion
+    "kept >= 2" after every NMS, and an image with fewer detections per class fails in the
+    exported program. This is the same kernel with a minimum of 0; eager NMS is not affected
+    (fake kernels only run while a graph is recorded).
+    """
+    torch._check(dets.dim() == 2 and dets.size(1) == 4, lambda: f"boxes should be (N, 4), got {tuple(dets.shape)}")
+    torch._check(scores.dim() == 1 and dets.size(0) == scores.size(0),
+                 lambda: f"scores should be (N,) for (N, 4) boxes, got {tuple(scores.shape)}")
+    num_to_keep = torch.library.get_ctx().new_dynamic_size(min=0)
+    return dets.new_empty(num_to_keep, dtype=torch.long)
+
+
+assert torchvision.ops.nms  # torchvision::nms is registered before its fake kernel is replaced
+torch.library.register_fake("torchvision::nms", _fake_nms, allow_override=True)
 
 
 def example_image(size: tuple[int, int] = EXAMPLE_SIZE, *, seed: int = 0) -> torch.Tensor:

@@ -1,0 +1,86 @@
+"""One message, naming what to fix: a module that does not export (its path, class and operation),
+an unknown --format, a missing run directory (exit code 2 from the command)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from framework.config.compose import compose
+from framework.engine.builders import build_model
+from framework.errors import ExportError
+from framework.export.cli import main as export_main
+from framework.export.module import ExportablePredictor
+from framework.export.onnx import write_onnx
+from framework.export.torch_export import export_program
+
+
+def _exportable(cfg_overrides=()):
+    cfg = compose(list(cfg_overrides))
+    torch.manual_seed(0)
+    model = build_model(cfg, torch.device("cpu")).eval()
+    return ExportablePredictor(model=model, short_edge=128, max_size=192, mask_on=True)
+
+
+class ValueBranchingHead(torch.nn.Module):
+    """A mask head that branches on tensor values: torch.export cannot record that."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x, instances):
+        if x.mean() > 0:  # a Python branch on data
+            x = x * 1.0
+        return self.inner(x, instances)
+
+
+class StableSortHead(torch.nn.Module):
+    """A mask head using aten.sort.stable, which torch.export records but ONNX cannot translate."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x, instances):
+        return self.inner(x + 0 * torch.sort(x, dim=1, stable=True)[0], instances)
+
+
+def test_value_branch_names_module_and_line():
+    module = _exportable()
+    module.model.roi_heads.mask_head = ValueBranchingHead(module.model.roi_heads.mask_head)
+    with pytest.raises(ExportError) as e:
+        export_program(module)
+    message = str(e.value)
+    assert "module model.roi_heads.mask_head (ValueBranchingHead)" in message
+    assert "test_errors.py" in message and "if x.mean() > 0" in message
+    assert "docs/deployment.md" in message and "\n" not in message
+
+
+@pytest.mark.slow
+def test_op_without_onnx_translation_names_module_and_op(tmp_path):
+    module = _exportable()
+    module.model.roi_heads.mask_head = StableSortHead(module.model.roi_heads.mask_head)
+    program = export_program(module)  # torch.export records it ...
+    with pytest.raises(ExportError) as e:  # ... ONNX has no translation
+        write_onnx(program, tmp_path / "m.onnx", output_names=["boxes", "scores", "classes", "masks"])
+    message = str(e.value)
+    assert "aten.sort.stable" in message and "roi_heads.mask_head" in message and "StableSortHead" in message
+
+
+def test_unknown_format_is_one_line(capsys, tmp_path):
+    assert export_main([str(tmp_path), "--format", "onx"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --format 'onx' is not an export format; valid: onnx, torch_export. Did you mean 'onnx'?"
+
+
+def test_missing_run_directory_is_one_line(capsys, tmp_path):
+    missing = tmp_path / "no_such_run"
+    assert export_main([str(missing), "--format", "onnx"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: run directory {missing} not found") and "\n" not in err
+
+
+def test_no_model_named_is_one_line(capsys, tmp_path):
+    assert export_main(["--format", "onnx", "--output", str(tmp_path), "model=mask_rcnn_R_50_FPN"]) == 2
+    assert "weights=<checkpoint file>" in capsys.readouterr().err

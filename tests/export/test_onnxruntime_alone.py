@@ -1,0 +1,74 @@
+"""Done-when of issue 27: the main job's run directory exports (the command's code path), and
+onnxruntime alone, in a process that never imports framework, runs the .onnx on a new image and
+gives what ``Predictor.from_run`` gives."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from decisive_model import make_decisive
+from framework.checkpoint import Checkpointer
+from framework.config.compose import compose
+from framework.engine.builders import build_model
+from framework.engine.predictor import Predictor
+from framework.export.cli import main as export_main
+from framework.structures import Boxes, Instances
+from parity import assert_parity
+
+# Only numpy, PIL and onnxruntime: what a deployment has. It fails if anything imported framework.
+DEPLOYMENT = r"""
+import sys
+import numpy as np
+import onnxruntime
+from PIL import Image
+
+image = np.asarray(Image.open(sys.argv[2]).convert("RGB"))
+session = onnxruntime.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+names = [o.name for o in session.get_outputs()]
+outputs = dict(zip(names, session.run(None, {"image": image})))
+np.savez(sys.argv[3], **outputs)
+loaded = sorted(m for m in sys.modules if m == "framework" or m.startswith("framework."))
+assert not loaded, loaded
+"""
+
+
+def test_onnxruntime_alone_gives_what_predictor_from_run_gives(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = compose([])  # the main job's config
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    torch.manual_seed(0)
+    model = build_model(cfg, torch.device("cpu"))
+    make_decisive(Predictor(model=model, cfg=cfg))
+    Checkpointer(model, str(run)).save("model_final")
+
+    assert export_main([str(run), "--format", "onnx"]) == 0
+    metadata = json.loads((run / "export" / "metadata.json").read_text())
+    assert metadata["files"]["onnx"]["file"] == "model.onnx" and metadata["files"]["onnx"]["opset"] == 21
+    assert list(metadata["outputs"]) == ["boxes", "scores", "classes", "masks"]
+    assert metadata["inputs"]["image"] == {**metadata["inputs"]["image"], "dtype": "uint8", "shape": ["H", "W", 3]}
+    assert metadata["class_names"] == list(Predictor.from_run(run, device="cpu").class_names)
+
+    image_file = tmp_path / "new.png"
+    Image.fromarray(np.random.default_rng(7).integers(0, 256, (283, 211, 3), dtype=np.uint8)).save(image_file)
+    result = subprocess.run([sys.executable, "-I", "-c", DEPLOYMENT, str(run / "export" / "model.onnx"),
+                             str(image_file), str(tmp_path / "out.npz")],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = np.load(tmp_path / "out.npz")
+    assert out["masks"].dtype == np.uint8 and out["masks"].shape[1:] == (283, 211)
+    assert out["classes"].dtype == np.int64 and out["boxes"].dtype == np.float32
+
+    eager = Predictor.from_run(run, device="cpu")(str(image_file))
+    deployed = Instances((283, 211), pred_boxes=Boxes(torch.from_numpy(out["boxes"])),
+                         scores=torch.from_numpy(out["scores"]), pred_classes=torch.from_numpy(out["classes"]),
+                         pred_masks=torch.from_numpy(out["masks"]).bool())
+    assert len(eager) > 50
+    assert_parity(eager, deployed, key=("main_job", "onnxruntime alone"))
