@@ -1,12 +1,13 @@
 """Done-when of issue 27: the main job's run directory exports (the command's code path), and
 onnxruntime alone, in a process that never imports framework, runs the .onnx on a new image and
-gives what ``Predictor.from_run`` gives."""
+gives what ``Predictor.from_run`` gives; tools/demo.py --backend onnxruntime runs it too."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +22,8 @@ from framework.engine.predictor import Predictor
 from framework.export.cli import main as export_main
 from framework.structures import Boxes, Instances
 from parity import assert_parity
+
+REPO = Path(__file__).resolve().parents[2]
 
 # Only numpy, PIL and onnxruntime: what a deployment has. It fails if anything imported framework.
 DEPLOYMENT = r"""
@@ -72,3 +75,12 @@ def test_onnxruntime_alone_gives_what_predictor_from_run_gives(tmp_path, capsys)
                          pred_masks=torch.from_numpy(out["masks"]).bool())
     assert len(eager) > 50
     assert_parity(eager, deployed, key=("main_job", "onnxruntime alone"))
+
+    # tools/demo.py --backend onnxruntime runs the same export: a drawn image, the same detections in its json
+    demo = [sys.executable, str(REPO / "tools" / "demo.py"), "--input", str(image_file), "--output",
+            str(tmp_path / "drawn"), "--run", str(run), "--backend", "onnxruntime", "--json", "--score-thresh", "0"]
+    result = subprocess.run(demo, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "drawn" / "new.png").is_file()
+    detections = json.loads((tmp_path / "drawn" / "coco_instances_results.json").read_text())
+    assert len(detections) == len(eager)
