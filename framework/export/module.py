@@ -31,8 +31,10 @@ class ExportablePredictor(nn.Module):
     Args:
         model: a built GeneralizedRCNN-like detector in eval mode (``inference(batched_inputs,
             do_postprocess=False)``, ``input_format``, ``mask_threshold``, ``mask_paste``).
-        short_edge, max_size, resize_style: the config's ``input.test`` resize (``min_size[0]``,
-            ``max_size``, ``resize_style``).
+        short_edge, max_size, resize_style: the config's test-time resize
+            (:func:`framework.export.build.exported_resize`: ``input.test.augmentations``'s one
+            ``short_edge_length`` and ``max_size``; ``"detectron2"`` for ``ResizeShortestEdge``,
+            ``"torchvision"`` for ``ResizeShortestEdgeTorchvision``).
         mask_on: whether the model predicts masks (adds the ``masks`` output).
 
     Call: ``module(image)`` with ``image`` (H, W, 3) uint8 RGB, any H, W >= 2. Returns the tuple
@@ -51,7 +53,7 @@ class ExportablePredictor(nn.Module):
     ) -> None:
         super().__init__()
         if resize_style not in ("detectron2", "torchvision"):
-            raise ConfigError(f"input.test.resize_style must be 'detectron2' or 'torchvision', got {resize_style!r}")
+            raise ConfigError(f"ExportablePredictor: resize_style must be 'detectron2' or 'torchvision', got {resize_style!r}")
         self.model = model.eval()
         self.short_edge = int(short_edge)
         self.max_size = int(max_size)

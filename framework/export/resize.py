@@ -1,9 +1,10 @@
 """The test-time resize of :class:`framework.data.mapper.DatasetMapper`, as graph operations.
 
 An exported model takes the image at its own size, so the mapper's resize has to happen inside the
-graph, for any input size. Two rules, as the mapper's ``resize_style``:
+graph, for any input size. Two rules, as the mapper's resize component
+(``input.test.augmentations``: ``ResizeShortestEdge`` or ``ResizeShortestEdgeTorchvision``):
 
-* ``"detectron2"``: the output size of :func:`framework.data.mapper.resize_shortest_edge_shape`
+* ``"detectron2"``: the output size of :func:`framework.data.augmentations.resize_shortest_edge_shape`
   (float64, sides rounded half up) and PIL's bilinear resampling of the uint8 image. PIL's
   resampler is reproduced to the bit: per output pixel a triangle filter widened by the
   downscaling factor, normalised, turned into 22-bit fixed-point weights, a horizontal then a
@@ -41,13 +42,13 @@ def resize_shape(height: Tensor, width: Tensor, *, short_edge: int, max_size: in
                  style: Literal["detectron2", "torchvision"] = "detectron2") -> tuple[Tensor, Tensor]:
     """Output (new_h, new_w) of the test-time resize of an image of (height, width), as 0-d int64.
 
-    ``"detectron2"`` mirrors :func:`framework.data.mapper.resize_shortest_edge_shape` operation for
+    ``"detectron2"`` mirrors :func:`framework.data.augmentations.resize_shortest_edge_shape` operation for
     operation in float64 (so the +0.5 rounding agrees); ``"torchvision"`` mirrors
     :func:`framework.layers.resize.resize_shortest_edge_torchvision` (``floor(side * scale)``).
 
     Args:
         height, width: 0-d float64 tensors, the input's size.
-        short_edge, max_size: the mapper's ``min_size[0]`` and ``max_size``; ``short_edge == 0``: no resize.
+        short_edge, max_size: the resize's one ``short_edge_length`` and ``max_size``; ``short_edge == 0``: no resize.
     """
     if short_edge == 0:
         return height.to(torch.int64), width.to(torch.int64)
@@ -103,7 +104,7 @@ def _fixed_point_round(acc: Tensor) -> Tensor:
 
 def resize_image(image: Tensor, new_h, new_w, new_h_f: Tensor, new_w_f: Tensor, *,
                  style: Literal["detectron2", "torchvision"] = "detectron2") -> Tensor:
-    """Resize an (H, W, 3) uint8 image to (3, new_h, new_w) float32, as the mapper's ``resize_style``.
+    """Resize an (H, W, 3) uint8 image to (3, new_h, new_w) float32, as the mapper's resize component.
 
     ``"detectron2"``: PIL's bilinear resize, bit for bit (integer values 0..255); ``"torchvision"``:
     float bilinear interpolation of the float image (no rounding).

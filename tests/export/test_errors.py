@@ -8,7 +8,8 @@ import torch
 
 from framework.config.compose import compose
 from framework.engine.builders import build_model
-from framework.errors import ExportError
+from framework.errors import ConfigError, ExportError
+from framework.export.build import exported_resize
 from framework.export.cli import main as export_main
 from framework.export.module import ExportablePredictor
 from framework.export.onnx import write_onnx
@@ -66,6 +67,23 @@ def test_op_without_onnx_translation_names_module_and_op(tmp_path):
         write_onnx(program, tmp_path / "m.onnx", output_names=["boxes", "scores", "classes", "masks"])
     message = str(e.value)
     assert "aten.sort.stable" in message and "roi_heads.mask_head" in message and "StableSortHead" in message
+
+
+def test_test_pipeline_read_from_the_augmentations_list():
+    assert exported_resize(compose([])) == (224, 400, "detectron2")  # configs/train.yaml's input.test
+    torchvision_style = compose(["input.test.augmentations=[{name: ResizeShortestEdgeTorchvision, "
+                                 "short_edge_length: [96], max_size: 160}]"])
+    assert exported_resize(torchvision_style) == (96, 160, "torchvision")
+    assert exported_resize(compose(["input.test.augmentations=[]"]))[0] == 0  # no resize
+
+
+def test_test_pipeline_that_does_not_export_is_named():
+    flipped = compose(["input.test.augmentations=[{name: ResizeShortestEdge, short_edge_length: [96]}, "
+                       "{name: RandomHorizontalFlip}]"])
+    with pytest.raises(ExportError, match=r"'input.test.augmentations.1' \(RandomHorizontalFlip\) does not export"):
+        exported_resize(flipped)
+    with pytest.raises(ConfigError, match=r"input.test.augmentations.0.short_edge_length' must hold one test size"):
+        exported_resize(compose(["input.test.augmentations.0.short_edge_length=[224,256]"]))
 
 
 def test_unknown_format_is_one_line(capsys, tmp_path):

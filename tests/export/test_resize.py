@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from framework.data.mapper import resize_shortest_edge_shape
+from framework.data.augmentations import resize_shortest_edge_shape
 from framework.export.resize import pil_bilinear_weights, resize_image, resize_shape
 
 # (height, width, short_edge, max_size): down- and upscaling, portrait and landscape, the cap on the
