@@ -17,8 +17,8 @@ from decisive_model import make_decisive
 from framework.checkpoint import Checkpointer
 from framework.config.compose import compose
 from framework.engine.builders import build_model
-from framework.engine.predictor import Predictor, resolve_metadata
-from framework.export.exporter import export_model
+from framework.engine.predictor import Predictor
+from framework.export.cli import main as export_main
 from framework.structures import Instances
 
 BOX_TOL, SCORE_TOL, MIN_MASK_IOU = 1e-2, 1e-3, 0.99
@@ -27,8 +27,10 @@ WORST: dict[tuple[str, str], dict[str, float]] = {}
 
 
 def exported_run(root: Path, overrides: list[str]) -> Path:
-    """A run directory (config.yaml, model_final.pth of a decisive random model) exported to
-    ``root/export`` in both formats; returns the run directory."""
+    """A run directory (config.yaml, model_final.pth of a decisive random model) exported by the
+    ``framework-export`` command (tools/export_model.py) to ``root/export`` in both formats, from
+    one torch.export recording; returns the run directory. About a minute of CPU per model (the
+    ONNX translation is most of it), so each test module shares its exports."""
     cfg = compose(overrides)
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -36,8 +38,7 @@ def exported_run(root: Path, overrides: list[str]) -> Path:
     model = build_model(cfg, torch.device("cpu"))
     make_decisive(Predictor(model=model, cfg=cfg))
     Checkpointer(model, str(root)).save("model_final")
-    export_model(cfg, root / "model_final.pth", formats=["onnx", "torch_export"], output_dir=root / "export",
-                 dataset=resolve_metadata(cfg))
+    assert export_main([str(root), "--format", "onnx", "torch_export"]) == 0
     return root
 
 

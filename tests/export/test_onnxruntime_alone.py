@@ -11,15 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 
-from decisive_model import make_decisive
-from framework.checkpoint import Checkpointer
-from framework.config.compose import compose
-from framework.engine.builders import build_model
 from framework.engine.predictor import Predictor
-from framework.export.cli import main as export_main
 from framework.structures import Boxes, Instances
 from parity import assert_parity
 
@@ -42,19 +36,11 @@ assert not loaded, loaded
 """
 
 
-def test_onnxruntime_alone_gives_what_predictor_from_run_gives(tmp_path, capsys):
-    run = tmp_path / "run"
-    run.mkdir()
-    cfg = compose([])  # the main job's config
-    (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    torch.manual_seed(0)
-    model = build_model(cfg, torch.device("cpu"))
-    make_decisive(Predictor(model=model, cfg=cfg))
-    Checkpointer(model, str(run)).save("model_final")
-
-    assert export_main([str(run), "--format", "onnx"]) == 0
+def test_onnxruntime_alone_gives_what_predictor_from_run_gives(main_job_run, tmp_path):
+    run = main_job_run  # the main job's run directory, exported by the framework-export command
     metadata = json.loads((run / "export" / "metadata.json").read_text())
     assert metadata["files"]["onnx"]["file"] == "model.onnx" and metadata["files"]["onnx"]["opset"] == 21
+    assert metadata["files"]["torch_export"]["file"] == "model.pt2"
     assert list(metadata["outputs"]) == ["boxes", "scores", "classes", "masks"]
     assert metadata["inputs"]["image"] == {**metadata["inputs"]["image"], "dtype": "uint8", "shape": ["H", "W", 3]}
     assert metadata["class_names"] == list(Predictor.from_run(run, device="cpu").class_names)

@@ -1,10 +1,14 @@
 """Issue 27's parity: onnxruntime and torch.export against eager Predictor, on images the export never saw.
 
 Each model is a decisive random model (tests/export/decisive_model.py) in a run directory,
-exported by the code tools/export_model.py runs. Images: noise at three sizes other than the
-export's 240x320 (one of them checked to give > 50 detections), a blank image (checked to give
-none), and two coco_tiny val images when ../shared/data/coco_tiny exists. Eager is
-``Predictor.from_run`` itself: PIL resize in the mapper, the model, detector_postprocess.
+exported once by the framework-export command (the main job's export is shared with
+test_onnxruntime_alone.py). Images: noise at three sizes other than the export's 240x320 (one of
+them checked to give > 50 detections), a blank image (checked to give none), and two coco_tiny
+val images when ../shared/data/coco_tiny exists. Eager is ``Predictor.from_run`` itself: PIL
+resize in the mapper, the model, detector_postprocess.
+
+The R50-FPN presets are marked ``export_r50`` and left out of the default run (conftest.py):
+``pytest -m export_r50 tests/export`` runs them.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ MODELS = {
     "mask_rcnn_R_50_FPN": ["model=mask_rcnn_R_50_FPN"],
     "faster_rcnn_R_50_FPN": ["model=faster_rcnn_R_50_FPN"],
 }
-SLOW = {"mask_rcnn_R_50_FPN", "faster_rcnn_R_50_FPN"}
+R50 = {"mask_rcnn_R_50_FPN", "faster_rcnn_R_50_FPN"}
 SIZES = [(301, 199), (131, 97), (389, 517)]
 
 
@@ -37,9 +41,12 @@ def _noise(size: tuple[int, int], seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
 
 
-@pytest.fixture(scope="module", params=[pytest.param(k, marks=pytest.mark.slow) if k in SLOW else k for k in MODELS])
+@pytest.fixture(scope="module", params=[pytest.param(k, marks=pytest.mark.export_r50) if k in R50 else k for k in MODELS])
 def predictors(request, tmp_path_factory):
-    run = exported_run(tmp_path_factory.mktemp("run"), MODELS[request.param])
+    if request.param == "main_job":
+        run = request.getfixturevalue("main_job_run")
+    else:
+        run = exported_run(tmp_path_factory.mktemp("run"), MODELS[request.param])
     return request.param, {"eager": Predictor.from_run(run, device="cpu"),
                            **{b: Predictor.from_run(run, backend=b) for b in ("onnxruntime", "torch_export")}}
 
