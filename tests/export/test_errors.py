@@ -24,16 +24,17 @@ def _exportable(cfg_overrides=()):
 
 
 class ValueBranchingHead(torch.nn.Module):
-    """A mask head that branches on tensor values: torch.export cannot record that."""
+    """An RPN head that branches on tensor values: torch.export cannot record that. (The RPN's
+    head, not a later one: recording stops there, after the backbone only.)"""
 
     def __init__(self, inner):
         super().__init__()
         self.inner = inner
 
-    def forward(self, x, instances):
-        if x.mean() > 0:  # a Python branch on data
-            x = x * 1.0
-        return self.inner(x, instances)
+    def forward(self, features):
+        if features[0].mean() > 0:  # a Python branch on data
+            features = [f * 1.0 for f in features]
+        return self.inner(features)
 
 
 class StableSortHead(torch.nn.Module):
@@ -58,12 +59,12 @@ class SmallDetector(torch.nn.Module):
 
 def test_value_branch_names_module_and_line():
     module = _exportable()
-    module.model.roi_heads.mask_head = ValueBranchingHead(module.model.roi_heads.mask_head)
+    module.model.proposal_generator.rpn_head = ValueBranchingHead(module.model.proposal_generator.rpn_head)
     with pytest.raises(ExportError) as e:
         export_program(module)
     message = str(e.value)
-    assert "module model.roi_heads.mask_head (ValueBranchingHead)" in message
-    assert "test_errors.py" in message and "if x.mean() > 0" in message
+    assert "module model.proposal_generator.rpn_head (ValueBranchingHead)" in message
+    assert "test_errors.py" in message and "if features[0].mean() > 0" in message
     assert "docs/deployment.md" in message and "\n" not in message
 
 
