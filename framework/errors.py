@@ -21,6 +21,12 @@ class EvaluationInputError(InputError, ValueError):
     truth without masks. The message names the file and what is wrong."""
 
 
+class ExportError(InputError):
+    """A model (or a part of it) that cannot be exported to ONNX or torch.export: the message names
+    the module (its path in the model and its class) and the operation that could not be recorded
+    or translated, and docs/deployment.md says how to make it exportable."""
+
+
 def did_you_mean(word: str, candidates: Iterable[str], *, n: int = 3) -> str:
     """Return ``" Did you mean 'x'?"`` (or ``""``) for the closest ``candidates`` to ``word``."""
     candidates = sorted(set(map(str, candidates)))

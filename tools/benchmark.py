@@ -6,7 +6,7 @@
     python tools/benchmark.py --sections inference train --repeats 7 --device cuda
     python tools/benchmark.py --sections inference --variants bf16 compile
 
-Sections (``--sections``, default all):
+Sections (``--sections``, default all but the opt-in ones):
 
 * ``inference``: Mask R-CNN R50-FPN, batch 1, a COCO image (../shared/data/coco_tiny when present,
   else a generated 480x640 one) resized to 800 px (``--test-size``) by both models, eval mode. torchvision's
@@ -28,6 +28,10 @@ Sections (``--sections``, default all):
 * ``peak``: fp32 matmul and 3x3 convolution GFLOP/s measured on the spot, beside the achieved
   GFLOP/s of both models' inference (``inference`` counts them with torch.utils.flop_counter:
   2 flops per multiply-add; RoIAlign and NMS are not counted).
+* ``export`` (opt-in, only when named): the main job's model exported to ONNX and torch.export
+  (tools/export_model.py's code), then eager ``Predictor``, onnxruntime and the torch.export
+  program on the same image, alternating: s/img, peak RSS and their ratios to eager, and the
+  export's seconds (docs/deployment.md).
 
 Each model figure is ours / torchvision's: runs alternate (A, B, A, B, ...) after a warm-up, and
 the medians are compared. Equal work is verified and printed (input size, proposals, detections).
@@ -45,14 +49,15 @@ from typing import Any, Optional
 
 from bench import sections
 from bench.report import cpu_ticks, machine_info, steal_share, to_markdown
-from bench.sections import SECTIONS
+from bench.sections import OPT_IN_SECTIONS, SECTIONS
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 timed runs per side, fewer data batches (< 5 min on 2 cores)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per side (default 5, 3 with --quick)")
-    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS + OPT_IN_SECTIONS, default=list(SECTIONS),
+                        help=f"default: {' '.join(SECTIONS)}; opt-in: {' '.join(OPT_IN_SECTIONS)}")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--test-size", type=int, nargs=2, default=(800, 1333), metavar=("MIN", "MAX"),
@@ -83,7 +88,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     report: dict[str, Any] = {"machine": machine_info(device), "quick": args.quick, "repeats": args.repeats, "sections": {}}
     started, ticks_started = time.perf_counter(), cpu_ticks()
     with tempfile.TemporaryDirectory() as tmp:
-        for name in SECTIONS:
+        for name in SECTIONS + OPT_IN_SECTIONS:
             if name not in args.sections:
                 continue
             t0, ticks0 = time.perf_counter(), cpu_ticks()

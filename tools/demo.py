@@ -4,12 +4,16 @@
     python tools/demo.py --input photos/ --output vis/ weights=outputs/<date>/<time>/model_final.pth
     python tools/demo.py --input "photos/*.jpg" --output vis/ --run outputs/<date>/<time> --json
     python tools/demo.py --input a.jpg --output vis/ model=mask_rcnn_R_50_FPN dataset=coco weights=model.pkl
+    python tools/demo.py --input photos/ --output vis/ --run outputs/<date>/<time> --backend onnxruntime
+    python tools/demo.py --input photos/ --output vis/ --export deploy/ --backend torch_export
 
 Which config builds the model: ``--run DIR`` takes that run's ``config.yaml`` (and its best, else
 last checkpoint, unless ``weights=`` names another); without ``--run``, a ``weights=`` file inside a
 run directory (next to a ``config.yaml``) takes that run's config; otherwise ``configs/train.yaml`` is
 composed with the overrides. On a run's config the overrides set keys
 (``input.test.augmentations.0.short_edge_length=[320]``); ``--no-run-config`` composes ``configs/train.yaml`` even for weights inside a run directory.
+``--backend onnxruntime`` / ``torch_export`` runs the model that tools/export_model.py wrote (into
+``RUN/export`` for ``--run RUN``, or the folder ``--export DIR``) instead of the model in Python.
 
 Output: ``<output>/<image stem>.png`` (masks, boxes, class names and scores of the detections with
 score >= ``--score-thresh``); with ``--json``, ``<output>/coco_instances_results.json``: those
@@ -43,6 +47,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--score-thresh", type=float, default=0.5, help="draw/write detections scoring at least this")
     parser.add_argument("--json", action="store_true", help="also write coco_instances_results.json")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--backend", default="eager", help="eager (default), onnxruntime or torch_export: "
+                        "run the export of --run (RUN/export) or of --export DIR")
+    parser.add_argument("--export", help="the folder tools/export_model.py wrote (for --backend onnxruntime/torch_export)")
     parser.add_argument("--no-run-config", action="store_true",
                         help="compose configs/train.yaml even when weights= lies in a run directory")
     add_traceback_flag(parser)
@@ -83,6 +90,19 @@ def build_predictor(args: argparse.Namespace):
     """The Predictor the command line describes (see the module docstring for which config is used)."""
     from framework.engine.predictor import Predictor
 
+    if args.backend != "eager" or args.export:
+        from framework.engine.exported_model import BACKENDS
+        from framework.errors import did_you_mean
+
+        if args.backend not in BACKENDS or args.backend == "eager":
+            valid = [b for b in BACKENDS if b != "eager"]
+            raise UsageError(f"--backend {args.backend!r} cannot run an export; valid: {', '.join(valid)}."
+                             f"{did_you_mean(args.backend, valid)}")
+        if args.export:
+            return Predictor.from_export(args.export, backend=args.backend)
+        if not args.run:
+            raise UsageError(f"--backend {args.backend} runs an export: give --run RUN (its RUN/export) or --export DIR")
+        return Predictor.from_run(args.run, backend=args.backend)
     weights = [o.partition("=")[2] for o in args.overrides if o.partition("=")[0] == "weights"]
     others = [o for o in args.overrides if o.partition("=")[0] != "weights"]
     checkpoint = weights[-1] if weights else None

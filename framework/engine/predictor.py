@@ -8,6 +8,13 @@ Example::
 
 Every input goes through the run's test-time ``DatasetMapper`` (``input.test``: resize, channel
 order), so a file gives exactly the detections the evaluator computed for it.
+
+The same model exported by tools/export_model.py runs behind the same API::
+
+    predictor = Predictor.from_run(run_dir, backend="onnxruntime")   # RUN_DIR/export/model.onnx
+    predictor = Predictor.from_export("deploy/", backend="torch_export")
+
+(the exported graph holds the resize and the post-processing; docs/deployment.md).
 """
 
 from __future__ import annotations
@@ -27,8 +34,9 @@ from PIL import Image, ImageOps
 from torch import nn
 
 from framework.data.catalog import Metadata
-from framework.errors import ConfigError
-from framework.structures import Instances
+from framework.engine.exported_model import BACKENDS, ExportedModel
+from framework.errors import ConfigError, did_you_mean
+from framework.structures import Boxes, Instances
 
 __all__ = ["Predictor", "ImageInput", "find_checkpoint", "load_run_config", "resolve_metadata"]
 
@@ -168,10 +176,16 @@ class Predictor:
     """A model in eval mode plus the test-time input pipeline of its config; call it on images.
 
     Args:
-        model: the detector (any device); it is put in eval mode.
+        model: the detector (any device); it is put in eval mode. With an exported ``backend``, the
+            :class:`~framework.engine.exported_model.ExportedModel` that runs it.
         cfg: the full config the model was built from (a run's ``config.yaml``): ``input.test``
             gives the mapper, ``dataset.test`` the class names.
         weights: the file the weights came from (shown by ``repr``).
+        backend: ``"eager"`` (the model in Python), ``"onnxruntime"`` (the ``model.onnx`` of an
+            export, run by onnxruntime) or ``"torch_export"`` (its ``model.pt2``). An exported
+            model resizes and post-processes inside its graph: the same detections as eager to
+            float rounding (docs/deployment.md gives the measured differences); it takes one
+            image per call, so ``batch_size`` only groups the calls.
 
     Call: ``predictor(image, *, batch_size=1)`` with one :data:`ImageInput` returns one
     :class:`Instances`; with a list of them, a list. Each ``Instances`` is on the CPU, has the
@@ -180,13 +194,24 @@ class Predictor:
     head, ``pred_masks`` (R, H, W) bool.
     """
 
-    def __init__(self, *, model: nn.Module, cfg: DictConfig, weights: str | None = None) -> None:
+    def __init__(self, *, model: Union[nn.Module, ExportedModel], cfg: DictConfig, weights: str | None = None,
+                 backend: str = "eager") -> None:
         from framework.engine.builders import build_mapper
 
+        if backend not in BACKENDS:
+            raise ValueError(f"Predictor backend must be one of {list(BACKENDS)}, got {backend!r}.{did_you_mean(str(backend), BACKENDS)}")
+        exported = isinstance(model, ExportedModel)
+        if exported != (backend != "eager") or (exported and model.backend != backend):
+            got = f"an ExportedModel for {model.backend!r}" if exported else type(model).__name__
+            raise ValueError(f"Predictor(backend={backend!r}) got {got}: backend='eager' takes the nn.Module, an "
+                             f"exported backend the ExportedModel (Predictor.from_export(folder, backend=...))")
         self.cfg = cfg
-        self.model = model.eval()
+        self.backend = backend
+        self.model = model if exported else model.eval()
         self.mapper = build_mapper(cfg, "test")
         self.weights = weights
+        if exported:
+            return
         model_format = getattr(model, "input_format", None)
         if model_format is not None and model_format != self.mapper.image_format:
             raise ConfigError(f"config path 'input.test.image_format' is {self.mapper.image_format!r} but the model's "
@@ -201,6 +226,7 @@ class Predictor:
         checkpoint: Union[str, os.PathLike] = "best",
         device: str = "auto",
         overrides: Sequence[str] = (),
+        backend: str = "eager",
     ) -> "Predictor":
         """The model of a run directory written by tools/train_net.py.
 
@@ -209,9 +235,33 @@ class Predictor:
             checkpoint: ``"best"``, ``"last"`` or a path (see :func:`find_checkpoint`).
             device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:1"``, ...
             overrides: ``key=value`` changes of the run's config.
+            backend: ``"eager"``, or ``"onnxruntime"`` / ``"torch_export"`` for the export that
+                ``tools/export_model.py RUN_DIR`` wrote into ``RUN_DIR/export`` (checkpoint and
+                overrides were chosen at export time: :meth:`from_export` for another folder).
         """
+        if backend != "eager":
+            if overrides or checkpoint != "best":
+                raise ConfigError(f"Predictor.from_run(backend={backend!r}): the exported graph was built with its "
+                                  "checkpoint and overrides; pass them to tools/export_model.py instead")
+            if not Path(run_dir).expanduser().is_dir():
+                load_run_config(run_dir)  # raises the run directory's FileNotFoundError
+            return cls.from_export(Path(run_dir).expanduser() / "export", backend=backend)
         cfg = load_run_config(run_dir, overrides)
         return cls._load(cfg, find_checkpoint(run_dir, checkpoint), device)
+
+    @classmethod
+    def from_export(cls, folder: Union[str, os.PathLike], *, backend: str = "onnxruntime") -> "Predictor":
+        """The model that tools/export_model.py wrote into ``folder``, run by ``backend``
+        (``"onnxruntime"``: ``model.onnx``, ``"torch_export"``: ``model.pt2``) on the CPU.
+
+        Raises:
+            FileNotFoundError: no export in ``folder``, or none for this backend (naming the command).
+        """
+        if backend not in BACKENDS or backend == "eager":
+            valid = [b for b in BACKENDS if b != "eager"]
+            raise ValueError(f"Predictor.from_export backend must be one of {valid}, got {backend!r}")
+        model = ExportedModel(folder, backend=backend)
+        return cls(model=model, cfg=OmegaConf.create(model.config), weights=str(model.path), backend=backend)
 
     @classmethod
     def from_config(
@@ -246,13 +296,17 @@ class Predictor:
         return cls(model=model, cfg=cfg, weights=str(weights))
 
     def __repr__(self) -> str:
+        if self.backend != "eager":
+            return f"Predictor({self.model!r})"
         return f"Predictor({type(self.model).__name__}, weights={self.weights!r}, {self.mapper!r})"
 
     # ------------------------------------------------------------------ metadata
     @cached_property
     def metadata(self) -> Metadata:
-        """Metadata of the config's test dataset (see :func:`resolve_metadata`); resolved on first use,
-        since a built-in dataset may be generated for it."""
+        """Metadata of the config's test dataset (see :func:`resolve_metadata`; resolved on first use,
+        since a built-in dataset may be generated for it; an export's are in its metadata.json)."""
+        if isinstance(self.model, ExportedModel):
+            return self.model.metadata
         return resolve_metadata(self.cfg)
 
     @property
@@ -279,12 +333,30 @@ class Predictor:
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
         results: list[Instances] = []
+        if isinstance(self.model, ExportedModel):
+            results = [self._run_exported(_as_dataset_dict(x, i, len(items))) for i, x in enumerate(items)]
+            return results[0] if single else results
         with inference_context(self.model), torch.inference_mode():
             for start in range(0, len(items), batch_size):
                 chunk = items[start : start + batch_size]
                 batch = [self.mapper(_as_dataset_dict(x, start + i, len(items))) for i, x in enumerate(chunk)]
                 results += [out["instances"].to("cpu") for out in self.model(batch)]
         return results[0] if single else results
+
+
+    def _run_exported(self, dataset_dict: dict[str, Any]) -> Instances:
+        """Detections of the exported model on one image, decoded as the mapper decodes it."""
+        from framework.data.detection_utils import read_image
+
+        rgb = read_image(dataset_dict["file_name"], "RGB").permute(1, 2, 0).numpy()  # (H, W, 3) uint8
+        out = self.model(rgb)
+        instances = Instances((rgb.shape[0], rgb.shape[1]))
+        instances.pred_boxes = Boxes(out["boxes"])
+        instances.scores = out["scores"]
+        instances.pred_classes = out["classes"]
+        if "masks" in out:
+            instances.pred_masks = out["masks"].bool()
+        return instances
 
 
 def _as_dataset_dict(image: Any, index: int, total: int) -> dict[str, Any]:

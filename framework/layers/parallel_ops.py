@@ -27,16 +27,17 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Optional, Sequence, TypeVar
 
 import torch
 from torch import Tensor
 from torchvision import ops
 
 from framework.layers import roi_align_sparse
+from framework.layers.graph_capture import is_exporting
 from framework.layers.memory_format import contiguous_nchw
 
-__all__ = ["roi_align", "batched_nms", "num_workers"]
+__all__ = ["batched_nms_per_class", "roi_align", "batched_nms", "num_workers"]
 
 T = TypeVar("T")
 
@@ -142,7 +143,7 @@ def roi_align(
         (K, C, out_h, out_w); in ``input``'s memory format on the sparse path, NCHW otherwise.
     """
     output_size = tuple(output_size)
-    if (input.device.type != "cpu" or torch.jit.is_scripting() or torch.jit.is_tracing() or rois.dim() != 2
+    if (input.device.type != "cpu" or torch.jit.is_scripting() or torch.jit.is_tracing() or is_exporting() or rois.dim() != 2
             or rois.shape[1] != 5):
         return ops.roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
     if input.dtype in (torch.bfloat16, torch.float16):
@@ -167,7 +168,8 @@ def roi_align(
     return _ChannelSplitRoIAlign.apply(input, rois, spatial_scale, output_size, sampling_ratio, aligned, workers)
 
 
-def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float, *,
+                num_classes: Optional[int] = None) -> Tensor:
     """``torchvision.ops.batched_nms`` with the classes split over the CPU threads (same result).
 
     Args:
@@ -176,12 +178,18 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         idxs: (N,) int class (or level) of each box; boxes of different classes never suppress
             each other.
         iou_threshold: boxes overlapping a higher-scored box of their class by IoU > this go.
+        num_classes: the class ids lie in [0, num_classes) (None: unknown). Only read while
+            exporting (:func:`batched_nms_per_class`), where a graph needs the classes up front.
 
     Returns:
         (K,) int64 indices of the kept boxes in decreasing order of score, equal to torchvision's
         (under autocast, to torchvision's under autocast: bf16 and fp16 boxes and scores are
         compared in float32).
     """
+    if is_exporting():
+        if num_classes is None:
+            raise ValueError("batched_nms: exporting needs num_classes (the classes' count), to record one NMS per class")
+        return batched_nms_per_class(boxes, scores, idxs, iou_threshold, num_classes=num_classes)
     workers = num_workers(boxes.device, boxes.shape[0], MIN_NMS_BOXES)
     if workers == 1 or not {boxes.dtype, scores.dtype} <= {torch.float32, torch.bfloat16, torch.float16}:
         return ops.batched_nms(boxes, scores, idxs, iou_threshold)
@@ -212,4 +220,26 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     # torchvision's per-class path ends the same way: kept indices ascending, then a sort by the
     # scores as given (in their own dtype, so that ties are ordered alike).
     keep = torch.where(keep_mask)[0]
+    return keep[scores[keep].sort(descending=True)[1]]
+
+
+def batched_nms_per_class(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float, *,
+                          num_classes: int) -> Tensor:
+    """Batched NMS as one ``torchvision.ops.nms`` per class id in ``range(num_classes)``, for a graph.
+
+    What torchvision's per-class path (and :func:`batched_nms` on several threads) computes, with
+    no branch on the number of boxes and no class-offset trick: offsetting boxes by the class
+    times the largest coordinate costs float32 precision (a coordinate of 1e5 has a spacing of
+    0.008 px), which moves IoUs near the threshold. A graph records ``num_classes`` NMS calls; a
+    class without boxes costs an empty one.
+
+    Args and returns: as :func:`batched_nms` (kept indices, by decreasing score).
+    """
+    kept = []
+    for class_id in range(num_classes):
+        members = torch.nonzero(idxs == class_id).flatten()
+        kept.append(members[ops.nms(boxes[members], scores[members], iou_threshold)])
+    keep = torch.cat(kept) if kept else idxs.new_zeros(0, dtype=torch.int64)
+    # torchvision's per-class path ends the same way: kept indices ascending, then sorted by score
+    keep = keep.sort()[0]
     return keep[scores[keep].sort(descending=True)[1]]

@@ -41,7 +41,8 @@ class Conv2d(nn.Conv2d):
         self.activation = activation
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.numel() == 0 and self.training and isinstance(self.norm, nn.SyncBatchNorm):
+        # training first: at inference the count of RoIs may be symbolic (torch.export), never read
+        if self.training and isinstance(self.norm, nn.SyncBatchNorm) and x.numel() == 0:
             # SyncBatchNorm would hang or fail deep in a collective; say why here instead.
             raise ValueError("SyncBatchNorm does not support empty inputs in training")
         folded = None if _has_hooks(self.norm) else fold_into_conv(self.norm, self.weight, self.bias)

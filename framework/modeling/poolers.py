@@ -62,8 +62,11 @@ def convert_boxes_to_pooler_format(box_lists: Sequence[Boxes]) -> torch.Tensor:
         box_lists: one Boxes per image, N images, M boxes in total.
     """
     boxes = Boxes.cat(list(box_lists)).tensor
-    counts = torch.tensor([len(b) for b in box_lists], device=boxes.device)
-    image_index = torch.repeat_interleave(torch.arange(len(box_lists), dtype=boxes.dtype, device=boxes.device), counts)
+    if len(box_lists) == 1:  # no counts to read: an exported graph (one image) has a symbolic box count
+        image_index = boxes.new_zeros(boxes.shape[0])
+    else:
+        counts = torch.tensor([len(b) for b in box_lists], device=boxes.device)
+        image_index = torch.repeat_interleave(torch.arange(len(box_lists), dtype=boxes.dtype, device=boxes.device), counts)
     return torch.cat([image_index[:, None], boxes], dim=1)
 
 
@@ -146,7 +149,7 @@ class ROIPooler(nn.Module):
             return x[0].new_zeros((0, num_channels, *self.output_size))
         # Zero boxes in total still go through the ops below (which return (0, C, h, w)), so the
         # output stays connected to the features' graph, as in detectron2.
-        num_boxes = sum(len(b) for b in box_lists)
+        num_boxes = sum(b.tensor.shape[0] for b in box_lists)  # a symbolic count stays symbolic (torch.export)
         rois = convert_boxes_to_pooler_format(box_lists).to(x[0].dtype)
         memory_format = torch.channels_last if is_channels_last(x[0]) else torch.contiguous_format
         if len(x) == 1:

@@ -2,7 +2,7 @@
 
 from framework.structures.boxes import Boxes, pairwise_iou
 from framework.structures.image_list import ImageList
-from framework.structures.instances import Instances
+from framework.structures.instances import Instances, split_by_image
 from framework.structures.masks import BitMasks, PolygonMasks, polygons_to_bitmask, rasterize_polygons_within_box
 
 __all__ = [
@@ -14,4 +14,5 @@ __all__ = [
     "pairwise_iou",
     "polygons_to_bitmask",
     "rasterize_polygons_within_box",
+    "split_by_image",
 ]

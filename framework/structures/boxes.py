@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Iterator, Sequence
 
 import torch
+from torch.fx.experimental.symbolic_shapes import guard_or_false
 from torchvision.ops import box_area, box_iou
 
 __all__ = ["Boxes", "pairwise_iou"]
@@ -30,7 +31,8 @@ class Boxes:
                 f"Boxes(tensor): expected an (N, 4) tensor or nested sequence of numbers, got "
                 f"{type(tensor).__name__} that torch cannot convert: {e}"
             ) from None
-        if tensor.numel() == 0:
+        # guard_or_false: a symbolic count of boxes (torch.export) is not known to be 0, and needs no reshape
+        if guard_or_false(tensor.numel() == 0):
             tensor = tensor.reshape(-1, 4)
         if tensor.dim() != 2 or tensor.size(-1) != 4:
             raise ValueError(
@@ -100,7 +102,8 @@ class Boxes:
             FloatingPointError: a box has a NaN or infinite coordinate (clamping would hide it).
         """
         finite = torch.isfinite(self.tensor).all(dim=1)
-        if not bool(finite.all()):
+        # An exported graph cannot raise on values; its callers drop non-finite boxes before clipping.
+        if not torch.compiler.is_exporting() and not bool(finite.all()):
             rows = torch.nonzero(~finite)[:, 0].tolist()
             shown = ", ".join(map(str, rows[:5])) + (", ..." if len(rows) > 5 else "")
             raise FloatingPointError(

@@ -5,8 +5,13 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 
 __all__ = ["ImageList"]
+
+
+def _as_size(value) -> int | torch.SymInt:
+    return value if isinstance(value, torch.SymInt) else int(value)
 
 
 class ImageList:
@@ -22,7 +27,8 @@ class ImageList:
         if len(image_sizes) != tensor.shape[0]:
             raise ValueError(f"ImageList: {len(image_sizes)} image sizes for a batch of {tensor.shape[0]} images")
         self.tensor = tensor
-        self.image_sizes = [(int(h), int(w)) for h, w in image_sizes]
+        # a symbolic size (torch.export) stays symbolic: int() would freeze it to the example's value
+        self.image_sizes = [(_as_size(h), _as_size(w)) for h, w in image_sizes]
 
     def __len__(self) -> int:
         return len(self.image_sizes)
@@ -76,6 +82,12 @@ class ImageList:
             max_h = (max_h + s - 1) // s * s
             max_w = (max_w + s - 1) // s * s
 
+        if len(tensors) == 1:
+            # One image: pad it, rather than copy it into a slice of a new batch, so that an
+            # exported graph (torch.export, ONNX) with symbolic sizes needs no in-place slice write.
+            img = tensors[0]
+            padded = F.pad(img, (0, max_w - img.shape[-1], 0, max_h - img.shape[-2]), value=pad_value)
+            return ImageList(padded[None].contiguous(), image_sizes)
         batch = tensors[0].new_full((len(tensors), *leading, max_h, max_w), pad_value)
         for img, slot in zip(tensors, batch):
             slot[..., : img.shape[-2], : img.shape[-1]].copy_(img)

@@ -6,10 +6,23 @@ import itertools
 from typing import Any, Sequence
 
 import torch
+from torch.fx.experimental.symbolic_shapes import guard_or_false
 
 from framework.errors import did_you_mean
 
-__all__ = ["Instances"]
+__all__ = ["Instances", "split_by_image"]
+
+
+def _as_size(value: Any) -> Any:
+    """``int(value)``, except for a symbolic size of a graph being exported (torch.SymInt), which
+    ``int()`` would freeze to the traced example's value."""
+    return value if isinstance(value, torch.SymInt) else int(value)
+
+
+def _length(value: Any) -> Any:
+    """``len(value)``, but a symbolic length (torch.export) stays symbolic: the builtin ``len``
+    must return an int, which would freeze it to the traced example's count."""
+    return value.__len__() if hasattr(value, "__len__") else len(value)
 
 
 def _index_list(values: list, item: Any) -> list:
@@ -43,7 +56,7 @@ class Instances:
     """
 
     def __init__(self, image_size: tuple[int, int], **fields: Any) -> None:
-        self._image_size = (int(image_size[0]), int(image_size[1]))
+        self._image_size = (_as_size(image_size[0]), _as_size(image_size[1]))
         self._fields: dict[str, Any] = {}
         for name, value in fields.items():
             self.set(name, value)
@@ -73,11 +86,12 @@ class Instances:
         """Add or replace a field. Raises ValueError if its length differs from the other fields'."""
         if name == "image_size":
             raise ValueError("'image_size' is fixed at construction and cannot be a field")
-        n = len(value)
+        n = _length(value)
         others = {k: v for k, v in self._fields.items() if k != name}
         if others:
-            expected = len(next(iter(others.values())))
-            if n != expected:
+            expected = _length(next(iter(others.values())))
+            # guard_or_false: two symbolic counts (torch.export) that cannot be told apart pass
+            if guard_or_false(n != expected):
                 raise ValueError(
                     f"field {name!r} has length {n}, but the Instances hold {expected} objects "
                     f"(fields {list(others)})"
@@ -111,7 +125,7 @@ class Instances:
     # -- container protocol --------------------------------------------------------------------
     def __len__(self) -> int:
         for value in self._fields.values():
-            return len(value)
+            return _length(value)
         return 0
 
     def __iter__(self):
@@ -181,3 +195,16 @@ class Instances:
         return f"Instances(num_instances={len(self)}, image_height={h}, image_width={w}, fields=[{fields}])"
 
     __str__ = __repr__
+
+
+def split_by_image(x: torch.Tensor, instances: Sequence[Instances]) -> list[torch.Tensor]:
+    """``list(x.split([len(i) for i in instances]))``: the rows of ``x`` (sum of the counts, ...)
+    that belong to each image, in order.
+
+    The counts are read as the instances' (possibly symbolic) lengths, not with the builtin ``len``:
+    while torch.export records a model, a count of detections is a symbolic size that ``len``
+    would have to turn into an int. One image takes all rows without a split.
+    """
+    if len(instances) == 1:
+        return [x]
+    return list(x.split([i.__len__() for i in instances]))

@@ -90,6 +90,11 @@ def to_markdown(report: dict[str, Any]) -> str:
     if ev:
         parts = [f"{k} {v:.2f} s" if isinstance(v, float) else f"{k}: {v}" for k, v in ev["results"].items()]
         lines += [f"Evaluation of {ev['predictions']} box + mask predictions: " + "; ".join(parts) + ".", ""]
+    export = report["sections"].get("export")
+    if export:
+        from bench.export_speed import export_markdown
+
+        lines += export_markdown(export)
     peak = report["sections"].get("peak")
     inference = report["sections"].get("inference")
     if peak or inference:

@@ -8,10 +8,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from bench.export_speed import section_export  # noqa: F401 (benchmark.py finds section_<name> here)
 from bench.inputs import COCO_TINY, benchmark_image, training_batch
 from bench.models import Recorder, our_mask_rcnn, torchvision_mask_rcnn
 
 SECTIONS = ("inference", "train", "main_job", "data", "eval", "peak")
+#: Sections run only when named (``--sections export``): exporting costs about a minute of CPU.
+OPT_IN_SECTIONS = ("export",)
 
 
 def section_inference(args, device, workdir: Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from framework.layers.graph_capture import is_exporting, known_all
 from framework.layers.parallel_ops import batched_nms
 from framework.structures import Boxes, Instances
 from framework.utils.events import put_scalars
@@ -58,7 +59,7 @@ def find_top_rpn_proposals(
     batch_idx = torch.arange(num_images, device=device)
     topk_scores, topk_proposals, level_ids = [], [], []
     for level, (boxes_l, logits_l) in enumerate(zip(proposals, pred_objectness_logits)):
-        k = min(logits_l.shape[1], pre_nms_topk)
+        k = torch.sym_min(logits_l.shape[1], pre_nms_topk)  # sym_min: a symbolic size while exporting
         scores_l, idx = logits_l.topk(k, dim=1)  # (N, k), sorted
         topk_scores.append(scores_l)
         topk_proposals.append(boxes_l[batch_idx[:, None], idx])  # (N, k, 4)
@@ -75,7 +76,9 @@ def find_top_rpn_proposals(
     for n, image_size in enumerate(image_sizes):
         boxes, scores, levels = Boxes(boxes_all[n]), scores_all[n], levels_all
         valid = torch.isfinite(boxes.tensor).all(dim=1) & torch.isfinite(scores)
-        if not valid.all():
+        if is_exporting():  # a graph cannot count or warn: it always drops the non-finite candidates
+            boxes, scores, levels = boxes[valid], scores[valid], levels[valid]
+        elif not valid.all():
             per_level = torch.bincount(levels[~valid], minlength=len(candidates)).tolist()
             where = ", ".join(f"{names[i]}: {c} of {candidates[i]}" for i, c in enumerate(per_level) if c)
             dropped.append(f"image {n} ({image_size[0]}x{image_size[1]}): {sum(per_level)} of {len(scores)} ({where})")
@@ -88,9 +91,9 @@ def find_top_rpn_proposals(
             boxes, scores, levels = boxes[valid], scores[valid], levels[valid]
         boxes.clip(image_size)
         keep = boxes.nonempty(threshold=min_box_size)
-        if not keep.all():
+        if not known_all(keep):
             boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
-        keep = batched_nms(boxes.tensor, scores, levels, nms_thresh)[:post_nms_topk]
+        keep = batched_nms(boxes.tensor, scores, levels, nms_thresh, num_classes=len(candidates))[:post_nms_topk]
         res = Instances(image_size)
         res.proposal_boxes = boxes[keep]
         res.objectness_logits = scores[keep]

@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from framework.layers import ShapeSpec
+from framework.layers.graph_capture import known_all
 from framework.layers.parallel_ops import batched_nms
 from framework.modeling.box_regression import Box2BoxTransform, dense_box_regression_loss
-from framework.structures import Boxes, Instances
+from framework.structures import Boxes, Instances, split_by_image
 from framework.registry import BOX_PREDICTORS
 from framework.utils.events import put_scalars
 
@@ -47,9 +48,10 @@ def fast_rcnn_inference(
 
 def _inference_single_image(boxes, scores, image_shape, score_thresh, nms_thresh, topk, min_box_size):
     valid = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
-    if not valid.all():
+    if not known_all(valid):
         boxes, scores = boxes[valid], scores[valid]
     scores = scores[:, :-1]  # drop background
+    num_classes = scores.shape[1]  # K: the class ids below are in [0, K)
     num_reg = boxes.shape[1] // 4
     boxes = Boxes(boxes.reshape(-1, 4))
     boxes.clip(image_shape)
@@ -62,7 +64,7 @@ def _inference_single_image(boxes, scores, image_shape, score_thresh, nms_thresh
         sides = boxes[:, 2:] - boxes[:, :2]
         big = (sides >= min_box_size).all(dim=1)
         boxes, scores, inds = boxes[big], scores[big], inds[big]
-    keep = batched_nms(boxes, scores, inds[:, 1], nms_thresh)
+    keep = batched_nms(boxes, scores, inds[:, 1], nms_thresh, num_classes=num_classes)
     if topk >= 0:
         keep = keep[:topk]
     result = Instances(image_shape)
@@ -183,7 +185,7 @@ class FastRCNNOutputLayers(nn.Module):
         _, deltas = predictions
         boxes = torch.cat([p.proposal_boxes.tensor for p in proposals])
         pred = self.box2box_transform.apply_deltas(deltas, boxes)
-        return list(pred.split([len(p) for p in proposals]))
+        return split_by_image(pred, proposals)
 
     def predict_boxes_for_gt_classes(self, predictions, proposals: Sequence[Instances]) -> list[torch.Tensor]:
         """Decoded boxes per image for each proposal's gt class, (Ri, 4); needs ``gt_classes`` on the
@@ -194,13 +196,13 @@ class FastRCNNOutputLayers(nn.Module):
         if boxes.shape[1] > 4:
             classes = torch.cat([p.gt_classes for p in proposals]).clamp(0, self.num_classes - 1)
             boxes = boxes.view(-1, self.num_classes, 4)[torch.arange(len(classes), device=boxes.device), classes]
-        return list(boxes.split([len(p) for p in proposals]))
+        return split_by_image(boxes, proposals)
 
     def predict_probs(self, predictions, proposals: Sequence[Instances]) -> list[torch.Tensor]:
         """Softmax class probabilities per image, (Ri, K+1)."""
         scores, _ = predictions
         # float32 softmax: under bf16 autocast the logits are bf16, whose 8-bit mantissa would tie scores
-        return list(F.softmax(scores.float(), dim=-1).split([len(p) for p in proposals]))
+        return split_by_image(F.softmax(scores.float(), dim=-1), proposals)
 
     def inference(self, predictions, proposals: Sequence[Instances]) -> tuple[list[Instances], list[torch.Tensor]]:
         """Detections of ``predictions`` on ``proposals``: decode, then :meth:`select_detections`."""

@@ -15,7 +15,7 @@ from torch import nn
 
 from framework.layers import Conv2d, ShapeSpec, get_norm
 from framework.registry import MASK_HEADS
-from framework.structures import Instances
+from framework.structures import Instances, split_by_image
 from framework.utils.events import put_scalars
 
 __all__ = ["BaseMaskRCNNHead", "MaskRCNNConvUpsampleHead", "mask_rcnn_loss", "mask_rcnn_inference"]
@@ -76,7 +76,7 @@ def mask_rcnn_inference(pred_mask_logits: torch.Tensor, pred_instances: Sequence
     else:
         classes = torch.cat([i.pred_classes for i in pred_instances]) if pred_instances else pred_mask_logits.new_zeros(0, dtype=torch.long)
         probs = pred_mask_logits[torch.arange(pred_mask_logits.size(0), device=classes.device), classes][:, None].sigmoid()
-    for p, inst in zip(probs.split([len(i) for i in pred_instances]), pred_instances):
+    for p, inst in zip(split_by_image(probs, pred_instances), pred_instances):
         inst.pred_masks = p
 
 
