@@ -1,5 +1,5 @@
 """Shared by the export tests: the main job's exported run (one export for every test that
-needs it), and the R50-FPN parity tests left out of the default run (docs/deployment.md)."""
+needs it), and the parity tests of the other models, left out of the default run (docs/deployment.md)."""
 
 import sys
 from pathlib import Path
@@ -9,19 +9,20 @@ import pytest
 # decisive_model.py and parity.py are imported by name
 sys.path.insert(0, str(Path(__file__).parent))
 
-#: Marks the R50-FPN parity tests: exporting a model costs about a minute of CPU, so the two R50
-#: presets would more than double the export tests' time. Run with ``pytest -m export_r50 tests/export``.
-R50_MARK = "export_r50"
+#: Marks the parity tests of the models other than the main job's (the R50-FPN presets, the
+#: projects/ plugin): exporting a model costs about a minute of CPU, more than CI's time affords for
+#: three more. Run with ``pytest -m export_full tests/export``.
+FULL_MARK = "export_full"
 
 
 def pytest_collection_modifyitems(config, items):
-    """Deselect the ``export_r50`` tests unless the ``-m`` expression names the marker."""
-    if R50_MARK in (config.option.markexpr or ""):
+    """Deselect the ``export_full`` tests unless the ``-m`` expression names the marker."""
+    if FULL_MARK in (config.option.markexpr or ""):
         return
-    heavy = [item for item in items if item.get_closest_marker(R50_MARK)]
+    heavy = [item for item in items if item.get_closest_marker(FULL_MARK)]
     if heavy:
         config.hook.pytest_deselected(items=heavy)
-        items[:] = [item for item in items if not item.get_closest_marker(R50_MARK)]
+        items[:] = [item for item in items if not item.get_closest_marker(FULL_MARK)]
 
 
 @pytest.fixture(scope="session")

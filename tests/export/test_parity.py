@@ -7,8 +7,9 @@ them checked to give > 50 detections), a blank image (checked to give none), and
 val images when ../shared/data/coco_tiny exists. Eager is ``Predictor.from_run`` itself: PIL
 resize in the mapper, the model, detector_postprocess.
 
-The R50-FPN presets are marked ``export_r50`` and left out of the default run (conftest.py):
-``pytest -m export_r50 tests/export`` runs them.
+The models other than the main job's (R50-FPN presets, the projects/ plugin) are marked
+``export_full`` and left out of the default run (conftest.py): ``pytest -m export_full tests/export``
+runs them.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ MODELS = {
     "mask_rcnn_R_50_FPN": ["model=mask_rcnn_R_50_FPN"],
     "faster_rcnn_R_50_FPN": ["model=faster_rcnn_R_50_FPN"],
 }
-R50 = {"mask_rcnn_R_50_FPN", "faster_rcnn_R_50_FPN"}
+FULL = {"lite_mask_head (projects/)", "mask_rcnn_R_50_FPN", "faster_rcnn_R_50_FPN"}
 SIZES = [(301, 199), (131, 97), (389, 517)]
 
 
@@ -41,7 +42,7 @@ def _noise(size: tuple[int, int], seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
 
 
-@pytest.fixture(scope="module", params=[pytest.param(k, marks=pytest.mark.export_r50) if k in R50 else k for k in MODELS])
+@pytest.fixture(scope="module", params=[pytest.param(k, marks=pytest.mark.export_full) if k in FULL else k for k in MODELS])
 def predictors(request, tmp_path_factory):
     if request.param == "main_job":
         run = request.getfixturevalue("main_job_run")
