@@ -20,12 +20,13 @@ def short_job() -> list[str]:
 
 @pytest.fixture
 def pip_install_into():
-    """``pip_install_into(source, target)``: ``pip install --no-deps --target target source``, as a
-    user would install a package (built in an isolated environment); fails the test with pip's error."""
+    """``pip_install_into(source, target, *more_sources)``: ``pip install --no-deps --target target
+    source ...``, as a user would install packages (each built in an isolated environment); fails
+    the test with pip's error."""
 
-    def install(source: Path | str, target: Path) -> None:
+    def install(source: Path | str, target: Path, *more_sources: Path | str) -> None:
         res = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
-                              str(source)], capture_output=True, text=True, timeout=600)
+                              str(source), *map(str, more_sources)], capture_output=True, text=True, timeout=600)
         assert res.returncode == 0, res.stderr[-3000:]
 
     return install

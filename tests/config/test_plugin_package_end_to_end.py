@@ -1,5 +1,9 @@
 """Issue 6's acceptance test: a plugin package written from scratch, pip-installed, used from the
-installed command on the default job and on R50-FPN, with nothing under framework/ or configs/ edited."""
+installed command on the default job and on R50-FPN, with nothing under framework/ or configs/ edited.
+
+The R50-FPN run is in test_variant_plugin_package.py, which installs this package beside its own and
+trains R50-FPN with parts of both (this package's pooler as the box pooler): one R50 training
+instead of two, for CI's time."""
 
 from __future__ import annotations
 
@@ -92,7 +96,7 @@ def _fingerprint() -> str:
 
 
 @pytest.mark.slow
-def test_a_pip_installed_plugin_runs_on_the_default_job_and_on_r50(tmp_path, pip_install_into, short_job):
+def test_a_pip_installed_plugin_runs_on_the_default_job(tmp_path, pip_install_into, short_job):
     before = _fingerprint()
     source = tmp_path / "tiny_heads_src"
     for rel, text in PLUGIN.items():
@@ -107,9 +111,6 @@ def test_a_pip_installed_plugin_runs_on_the_default_job_and_on_r50(tmp_path, pip
     runs = {
         "default": ["model/roi_heads/mask_head=TinyMaskHead", "model/roi_heads/mask_pooler=ScaledROIAlign",
                     "model.roi_heads.mask_head.width=8", "model.roi_heads.mask_pooler.gain=0.5"],
-        "r50": ["model=mask_rcnn_R_50_FPN", "model/roi_heads/mask_head=TinyMaskHead",
-                "model/roi_heads/box_pooler=ScaledROIAlign", "model.backbone.bottom_up.norm=BN",
-                "model.backbone.bottom_up.freeze_at=0"],
         "preset": ["model=tiny_quick"],
     }
     for name, overrides in runs.items():

@@ -1,6 +1,8 @@
 """Issue 25's acceptance test: a box predictor and a mask head that reads the feature maps itself,
 written in a package outside the repository and pip-installed, selected from the installed command
-on the default job and on R50-FPN, with nothing under framework/ or configs/ edited."""
+on the default job and on R50-FPN, with nothing under framework/ or configs/ edited. Issue 6's
+package (test_plugin_package_end_to_end.py) is installed beside it: its pooler is R50-FPN's box
+pooler here, which is that test's R50 run."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.config.test_plugin_package_end_to_end import PLUGIN as TINY_HEADS_PLUGIN
 from tests.config.test_plugin_package_end_to_end import _fingerprint
 
 PLUGIN = {
@@ -93,12 +96,13 @@ SELECT = ["model/roi_heads/box_predictor=TemperedOutputLayers", "model.roi_heads
 @pytest.mark.slow
 def test_pip_installed_box_predictor_and_feature_map_mask_head(tmp_path, pip_install_into, short_job):
     before = _fingerprint()
-    source = tmp_path / "variant_heads_src"
-    for rel, text in PLUGIN.items():
-        (source / rel).parent.mkdir(parents=True, exist_ok=True)
-        (source / rel).write_text(textwrap.dedent(text).lstrip())
+    sources = {"variant_heads_src": PLUGIN, "tiny_heads_src": TINY_HEADS_PLUGIN}
+    for folder, files in sources.items():
+        for rel, text in files.items():
+            (tmp_path / folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / folder / rel).write_text(textwrap.dedent(text).lstrip())
     site = tmp_path / "site"
-    pip_install_into(source, site)
+    pip_install_into(tmp_path / "variant_heads_src", site, tmp_path / "tiny_heads_src")
 
     command = Path(sys.executable).parent / "framework-train"
     env = {**os.environ, "PYTHONPATH": str(site), "PYTHONWARNINGS": "ignore"}
@@ -110,7 +114,8 @@ def test_pip_installed_box_predictor_and_feature_map_mask_head(tmp_path, pip_ins
                               env=env, capture_output=True, text=True, timeout=900)
 
     runs = {"default": SELECT,
-            "r50": ["model=mask_rcnn_R_50_FPN", *SELECT, "model.backbone.bottom_up.norm=BN",
+            "r50": ["model=mask_rcnn_R_50_FPN", *SELECT, "model/roi_heads/box_pooler=ScaledROIAlign",
+                    "model.roi_heads.box_pooler.gain=0.5", "model.backbone.bottom_up.norm=BN",
                     "model.backbone.bottom_up.freeze_at=0"]}
     for name, overrides in runs.items():
         res = train(name, overrides)
@@ -123,6 +128,7 @@ def test_pip_installed_box_predictor_and_feature_map_mask_head(tmp_path, pip_ins
         assert not any(k.startswith("roi_heads.mask_pooler") for k in weights)
         config = (tmp_path / name / "config.yaml").read_text()
         assert "cls_temperature: 2" in config and "mask_pooler: null" in config, name
+    assert "name: ScaledROIAlign" in (tmp_path / "r50" / "config.yaml").read_text()  # issue 6's pooler on R50
     assert _fingerprint() == before
 
     # forgetting mask_pooler=null is one message naming the key, before training
