@@ -27,6 +27,11 @@ class ExportError(InputError):
     or translated, and docs/deployment.md says how to make it exportable."""
 
 
+class MissingDependencyError(InputError, ImportError):
+    """An optional package a feature needs is not installed: the message names it and the extra that
+    installs it (``pip install 'framework[export]'``). An ImportError too, for callers that catch those."""
+
+
 def did_you_mean(word: str, candidates: Iterable[str], *, n: int = 3) -> str:
     """Return ``" Did you mean 'x'?"`` (or ``""``) for the closest ``candidates`` to ``word``."""
     candidates = sorted(set(map(str, candidates)))

@@ -98,6 +98,9 @@ def build_predictor(args: argparse.Namespace):
             valid = [b for b in BACKENDS if b != "eager"]
             raise UsageError(f"--backend {args.backend!r} cannot run an export; valid: {', '.join(valid)}."
                              f"{did_you_mean(args.backend, valid)}")
+        if args.overrides:  # the export fixed the config; nothing a key=value could change is left
+            raise UsageError(f"--backend {args.backend} runs an exported model, whose config was fixed when it was "
+                             f"exported: drop {' '.join(args.overrides)} (or export again with them)")
         if args.export:
             return Predictor.from_export(args.export, backend=args.backend)
         if not args.run:

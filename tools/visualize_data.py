@@ -87,14 +87,13 @@ def with_draws(mapper: Any, dataset_dicts: list[dict], seed: int) -> Any:
         return mapper
     from framework.data.draws import SeededDraws
     from framework.data.map_dataset import MapDataset
-    from framework.data.train_items import DRAWS_STREAM
-    from framework.utils.seeding import derive_seed
+    from framework.data.train_items import draws_seed
 
     dataset = MapDataset(dataset_dicts, mapper, serialize=False)
     positions = {id(d): i for i, d in enumerate(dataset_dicts)}
 
     def load(d: dict) -> dict:
-        draws = SeededDraws(dataset, derive_seed(seed, positions[id(d)], DRAWS_STREAM), skip_bad_images=False)
+        draws = SeededDraws(dataset, draws_seed(seed, positions[id(d)]), skip_bad_images=False)
         return mapper(d, draws=draws)
 
     return load

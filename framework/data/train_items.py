@@ -23,9 +23,16 @@ from .draws import MAX_REPLACEMENTS, SeededDraws
 from .map_dataset import DatasetMappingError, MapDataset
 from .skipping import BAD_IMAGE_ERRORS, LoadedBatch, LoadedItem, SkippedImage
 
-__all__ = ["SeededMapDataset", "SkipCountingLoader", "worker_init_fn"]
+__all__ = ["SeededMapDataset", "SkipCountingLoader", "draws_seed", "worker_init_fn"]
 
 logger = logging.getLogger(__name__)
+
+def draws_seed(seed: int, position: int) -> int:
+    """The seed of the :class:`~framework.data.draws.SeededDraws` of the sample at ``position`` of
+    the sample stream of a loader seeded with ``seed`` (anything that replays the loader's draws,
+    e.g. tools/visualize_data.py, calls this)."""
+    return derive_seed(seed, SeedStream.TRAIN_DRAWS, position)
+
 
 def worker_init_fn(worker_id: int, *, seed: int, rank: int = 0) -> None:
     """Seed a DataLoader worker's global generators from (``seed``, ``rank``, ``worker_id``).
@@ -59,7 +66,7 @@ class SeededMapDataset(Dataset):
             for attempt in range(min(MAX_REPLACEMENTS + 1, len(self.dataset))):
                 candidate = (index + attempt) % len(self.dataset)
                 # Made afresh for each attempt: the draws depend on (seed, position) only.
-                draws = SeededDraws(self.dataset, derive_seed(self.seed, SeedStream.TRAIN_DRAWS, position),
+                draws = SeededDraws(self.dataset, draws_seed(self.seed, position),
                                     skip_bad_images=self.skip_bad_images)
                 try:
                     out = self.dataset.map(candidate, draws=draws)

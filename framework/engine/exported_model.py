@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from framework.data.catalog import Metadata
+from framework.errors import MissingDependencyError
 
 __all__ = ["BACKENDS", "ExportedModel", "METADATA_FILE"]
 
@@ -43,7 +44,7 @@ class ExportedModel:
     Raises (construction):
         FileNotFoundError: no metadata.json, or no file of this backend's format (naming the
             command that writes it).
-        ImportError: onnxruntime missing (``pip install 'framework[export]'``).
+        MissingDependencyError: onnxruntime missing (``pip install 'framework[export]'``).
     """
 
     def __init__(self, folder: Union[str, os.PathLike], *, backend: Literal["onnxruntime", "torch_export"]) -> None:
@@ -67,7 +68,8 @@ class ExportedModel:
             try:
                 import onnxruntime
             except ImportError as e:
-                raise ImportError("backend='onnxruntime' needs onnxruntime: pip install 'framework[export]'") from e
+                raise MissingDependencyError(
+                    "backend='onnxruntime' needs onnxruntime: pip install 'framework[export]'") from e
             self._session = onnxruntime.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
         else:
             importlib.import_module("torchvision")  # registers torchvision::nms / roi_align, which the program calls

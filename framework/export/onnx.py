@@ -9,7 +9,7 @@ from typing import Union
 
 from torch.export import ExportedProgram
 
-from framework.errors import ExportError
+from framework.errors import ExportError, MissingDependencyError
 from framework.export.diagnose import describe_onnx_failure
 from framework.export.torch_export import example_image
 
@@ -29,14 +29,14 @@ def write_onnx(program: ExportedProgram, path: Union[str, os.PathLike], *, outpu
     NonMaxSuppression and RoiAlign (onnxscript's torchvision translations).
 
     Raises:
-        ImportError: onnx / onnxscript missing (``pip install 'framework[export]'``).
+        MissingDependencyError: onnx / onnxscript missing (``pip install 'framework[export]'``).
         ExportError: an operator without ONNX translation, naming it and the module it comes from.
     """
     import torch
 
     missing = [p for p in ("onnx", "onnxscript") if importlib.util.find_spec(p) is None]
     if missing:  # the exporter needs them; say so up front, with the extra that brings them
-        raise ImportError(f"ONNX export needs {' and '.join(missing)}: pip install 'framework[export]'")
+        raise MissingDependencyError(f"ONNX export needs {' and '.join(missing)}: pip install 'framework[export]'")
     try:
         with warnings.catch_warnings():
             # torchvision's fake NMS kernel uses a deprecated torch name; nothing for a user to act on

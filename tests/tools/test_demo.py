@@ -86,6 +86,9 @@ def test_model_errors(demo, images, run_dir, tmp_path, capsys):
     assert f"run directory {tmp_path / 'nope'} not found" in capsys.readouterr().err
     assert demo.main(base + ["model=mask_rcnn_R_50_FPN", f"weights={run_dir / 'model_final.pth'}"]) == 2
     assert "'model' is a config section" in capsys.readouterr().err
+    # an exported model's config was fixed at export: an override would be silently ignored
+    assert demo.main(base + ["--backend", "onnxruntime", "--run", str(run_dir), "model.mask_threshold=0.3"]) == 2
+    assert "drop model.mask_threshold=0.3 (or export again with them)" in capsys.readouterr().err
 
 
 def test_only_unreadable_images(demo, run_dir, tmp_path, capsys):

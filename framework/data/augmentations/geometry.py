@@ -18,30 +18,13 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
+from framework.layers.resize import resize_image_pil
 from framework.structures import BitMasks, PolygonMasks
 
 from .base import AugSample, Masks
 
 __all__ = ["resize", "resize_image_pil", "horizontal_flip", "crop", "pad"]
 
-
-def resize_image_pil(image: torch.Tensor, new_size: tuple[int, int]) -> torch.Tensor:
-    """Resize a (C, H, W) uint8 image to ``new_size`` = (new_h, new_w), bilinear, as detectron2 does.
-
-    The resize runs on a PIL image (``F.resize`` dispatches to PIL's resampler): torch's
-    antialiased bilinear kernel differs from PIL's by 1-2 levels on a few percent of the pixels,
-    and a model-zoo checkpoint must see the very same pixels. Same size: returned unchanged.
-
-    Returns:
-        (C, new_h, new_w) uint8 tensor.
-    """
-    if tuple(image.shape[-2:]) == tuple(new_size):
-        return image
-    if image.dtype != torch.uint8:
-        raise TypeError(f"resize_image_pil resizes uint8 images (PIL), got {image.dtype}; a float image was resized "
-                        "before (e.g. by ResizeShortestEdgeTorchvision): resize it with torch instead")
-    resized = F.resize(F.to_pil_image(image), list(new_size), interpolation=InterpolationMode.BILINEAR)
-    return F.pil_to_tensor(resized)
 
 
 def resize(sample: AugSample, new_size: tuple[int, int], *, image: Optional[torch.Tensor] = None) -> AugSample:

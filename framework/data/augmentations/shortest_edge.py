@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from framework.errors import ConfigError
-from framework.layers.resize import resize_shortest_edge_torchvision
+from framework.layers.resize import resize_shortest_edge_shape, resize_shortest_edge_torchvision
 from framework.registry import AUGMENTATIONS
 
 from .base import AugSample, Augmentation
@@ -15,25 +15,6 @@ from .geometry import resize
 
 __all__ = ["ResizeShortestEdge", "ResizeShortestEdgeRange", "ResizeShortestEdgeTorchvision", "resize_shortest_edge_shape"]
 
-
-def resize_shortest_edge_shape(height: int, width: int, short_edge: int, max_size: int) -> tuple[int, int]:
-    """Output (new_h, new_w) of detectron2's ``ResizeShortestEdge`` for a (height, width) image.
-
-    The shorter side becomes ``short_edge`` unless the longer side would then exceed
-    ``max_size``, in which case the longer side becomes ``max_size``; sides are rounded half up.
-    ``short_edge == 0`` means no resize. E.g. 480x640 -> 800x1067 and 100x1000 -> 133x1333 for
-    (800, 1333).
-    """
-    if short_edge == 0:
-        return height, width
-    size = float(short_edge)
-    scale = size / min(height, width)
-    # Same operation order as detectron2, so float rounding (and thus the +0.5 rounding) matches.
-    new_h, new_w = (size, scale * width) if height < width else (scale * height, size)
-    if max(new_h, new_w) > max_size:
-        scale = max_size / max(new_h, new_w)
-        new_h, new_w = new_h * scale, new_w * scale
-    return int(new_h + 0.5), int(new_w + 0.5)
 
 
 @AUGMENTATIONS.register()

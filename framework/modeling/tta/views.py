@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from framework.data.augmentations.geometry import resize_image_pil
-from framework.data.augmentations.shortest_edge import resize_shortest_edge_shape
+from framework.layers.resize import resize_image_pil, resize_shortest_edge_shape
 
 __all__ = ["View", "make_views", "view_image", "boxes_to_original", "boxes_to_view"]
 
