@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Iterator, Sequence
 
 import torch
-from torch.fx.experimental.symbolic_shapes import guard_or_false
 from torchvision.ops import box_area, box_iou
+
+from framework.structures.size_checks import known_true
 
 __all__ = ["Boxes", "pairwise_iou"]
 
@@ -31,8 +32,8 @@ class Boxes:
                 f"Boxes(tensor): expected an (N, 4) tensor or nested sequence of numbers, got "
                 f"{type(tensor).__name__} that torch cannot convert: {e}"
             ) from None
-        # guard_or_false: a symbolic count of boxes (torch.export) is not known to be 0, and needs no reshape
-        if guard_or_false(tensor.numel() == 0):
+        # a symbolic count of boxes (torch.export) is not known to be 0, and needs no reshape
+        if known_true(tensor.numel() == 0):
             tensor = tensor.reshape(-1, 4)
         if tensor.dim() != 2 or tensor.size(-1) != 4:
             raise ValueError(

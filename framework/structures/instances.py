@@ -6,9 +6,9 @@ import itertools
 from typing import Any, Sequence
 
 import torch
-from torch.fx.experimental.symbolic_shapes import guard_or_false
 
 from framework.errors import did_you_mean
+from framework.structures.size_checks import known_true
 
 __all__ = ["Instances", "split_by_image"]
 
@@ -90,8 +90,8 @@ class Instances:
         others = {k: v for k, v in self._fields.items() if k != name}
         if others:
             expected = _length(next(iter(others.values())))
-            # guard_or_false: two symbolic counts (torch.export) that cannot be told apart pass
-            if guard_or_false(n != expected):
+            # two symbolic counts (torch.export) that cannot be told apart pass
+            if known_true(n != expected):
                 raise ValueError(
                     f"field {name!r} has length {n}, but the Instances hold {expected} objects "
                     f"(fields {list(others)})"

@@ -59,7 +59,8 @@ def find_top_rpn_proposals(
     batch_idx = torch.arange(num_images, device=device)
     topk_scores, topk_proposals, level_ids = [], [], []
     for level, (boxes_l, logits_l) in enumerate(zip(proposals, pred_objectness_logits)):
-        k = torch.sym_min(logits_l.shape[1], pre_nms_topk)  # sym_min: a symbolic size while exporting
+        n = logits_l.shape[1]  # an int; a SymInt while torch.export records; a Tensor under torch.jit.trace
+        k = torch.sym_min(n, pre_nms_topk) if isinstance(n, torch.SymInt) else min(n, pre_nms_topk)
         scores_l, idx = logits_l.topk(k, dim=1)  # (N, k), sorted
         topk_scores.append(scores_l)
         topk_proposals.append(boxes_l[batch_idx[:, None], idx])  # (N, k, 4)
