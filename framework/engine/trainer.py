@@ -31,7 +31,7 @@ from torch import nn
 
 from framework.engine.hooks.base import Hook, TrainLoop
 from framework.errors import ConfigError, did_you_mean
-from framework.layers.amp import amp_autocast, check_amp
+from framework.layers.amp import amp_autocast, resolve_amp
 from framework.utils import comm
 from framework.utils.events import EventStorage
 from framework.utils.seeding import SeedStream, derive_seed, seed_global_rngs
@@ -39,6 +39,8 @@ from framework.utils.seeding import SeedStream, derive_seed, seed_global_rngs
 __all__ = ["Trainer", "GradClipper"]
 
 logger = logging.getLogger(__name__)
+
+_PRECISION_NAMES = {"none": "float32", "bf16": "bfloat16 (autocast)", "fp16": "float16 (autocast, GradScaler)"}
 
 
 class GradClipper:
@@ -110,7 +112,11 @@ class Trainer:
             returns: sorted by priority, config overrides included), or a sequence of hooks, run by
             their ``priority`` (stable) and keyed by class name. ``None`` entries are skipped. The
             keys key each hook's state in checkpoints.
-        amp: mixed precision: ``"fp16"`` (CUDA only; with a GradScaler) or ``"bf16"`` (CUDA or CPU).
+        amp: mixed precision: ``"fp16"`` (CUDA only; with a GradScaler), ``"bf16"`` (CUDA or CPU),
+            ``"auto"`` (bf16 where the hardware has it natively, else fp16 on CUDA and float32 on
+            a CPU: :func:`framework.layers.amp.resolve_amp`) or ``"none"``. The parameters, the
+            optimizer's state and the heads' last layers stay float32; ``self.amp`` is the
+            resolved name.
         grad_clip: ``{"clip_type": "value"|"norm"|"full_model", "clip_value": 1.0, "norm_type": 2.0,
             "enabled": true}`` or None (see :class:`GradClipper`).
         seed: the seed of the training randomness: before each step, the global generators (Python,
@@ -138,7 +144,7 @@ class Trainer:
         checkpointer: Any = None,
         max_iter: int,
         hooks: Mapping[str, Optional[Hook]] | Iterable[Optional[Hook]] = (),
-        amp: Literal["none", "fp16", "bf16"] = "none",
+        amp: Literal["none", "auto", "fp16", "bf16"] = "none",
         grad_clip: Optional[Mapping[str, Any]] = None,
         seed: Optional[int] = None,
         max_nonfinite_steps: int = 0,
@@ -155,9 +161,10 @@ class Trainer:
         self.nonfinite_steps = 0  # skipped so far, over the whole run (resumed runs continue the count)
 
         self.device_type = _device_type(model)
-        check_amp(amp, self.device_type, knob="amp")
-        self.amp = amp
-        self.grad_scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+        self.amp = resolve_amp(amp, self.device_type, knob="amp")
+        if amp == "auto":
+            logger.info(f"amp=auto: training in {_PRECISION_NAMES[self.amp]} on {self.device_type}")
+        self.grad_scaler = torch.amp.GradScaler("cuda") if self.amp == "fp16" else None
 
         self.iter = 0
         self.start_iter = 0

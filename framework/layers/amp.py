@@ -1,8 +1,13 @@
-"""Mixed precision by name: the ``"none" | "bf16" | "fp16"`` knobs of the trainer and the model.
+"""Mixed precision by name: the ``"none" | "auto" | "bf16" | "fp16"`` knobs of the trainer and the model.
 
-One home for the name -> dtype table and the rule the two knobs share: fp16 autocast is for CUDA
+One home for the name -> dtype table and the rules the two knobs share: fp16 autocast is for CUDA
 only (on CPU it is slow and, in training, would need a GradScaler that only CUDA has), bf16 runs
-on CPU and CUDA.
+on CPU and CUDA, and ``"auto"`` picks bf16 only where the hardware computes it natively (a CPU
+with AVX512_BF16 or AMX, a CUDA GPU with bf16), fp16 on an older CUDA GPU, float32 elsewhere:
+oneDNN emulates bf16 on other CPUs, slower than float32 (docs/benchmarks.md).
+
+Under autocast the last layer of each head runs in float32 (:func:`float32_layer`): its outputs
+feed the losses, box decoding, score thresholds and NMS, where bf16's 8-bit mantissa would show.
 """
 
 from __future__ import annotations
@@ -10,20 +15,22 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from torch import Tensor, nn
 
 from framework.errors import ConfigError, did_you_mean
+from framework.utils.cpu_features import has_native_bf16
 
-__all__ = ["AMP_DTYPES", "AMP_MODES", "check_amp", "amp_autocast"]
+__all__ = ["AMP_DTYPES", "AMP_MODES", "check_amp", "amp_autocast", "float32_layer", "resolve_amp"]
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-AMP_MODES = ("none", *AMP_DTYPES)
+AMP_MODES = ("none", "auto", *AMP_DTYPES)
 
 
 def check_amp(mode: str, device_type: str | None, *, knob: str) -> None:
     """Check a mixed-precision name, and that it can run on ``device_type``.
 
     Args:
-        mode: ``"none"``, ``"bf16"`` or ``"fp16"``.
+        mode: ``"none"``, ``"auto"``, ``"bf16"`` or ``"fp16"``.
         device_type: ``"cpu"``, ``"cuda"``, ...; ``None`` checks the name only (the device is not
             known yet).
         knob: the option's name as the user wrote it (``"amp"``, ``"inference_amp"``),
@@ -42,13 +49,52 @@ def check_amp(mode: str, device_type: str | None, *, knob: str) -> None:
         )
 
 
-def amp_autocast(mode: str, device_type: str, *, knob: str) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` for ``mode`` on ``device_type``; a no-op context for ``"none"``.
+def resolve_amp(mode: str, device_type: str, *, knob: str) -> str:
+    """The precision ``mode`` runs in on ``device_type``: ``"auto"`` becomes ``"bf16"`` where
+    :func:`framework.utils.cpu_features.has_native_bf16`, ``"fp16"`` on a CUDA GPU without bf16,
+    ``"none"`` elsewhere; the other names are returned as they are.
 
     Raises:
         ConfigError: as :func:`check_amp`.
     """
     check_amp(mode, device_type, knob=knob)
+    if mode != "auto":
+        return mode
+    if has_native_bf16(device_type):
+        return "bf16"
+    return "fp16" if device_type == "cuda" else "none"
+
+
+def amp_autocast(mode: str, device_type: str, *, knob: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``mode`` (resolved by :func:`resolve_amp`) on ``device_type``; a no-op
+    context for float32.
+
+    Raises:
+        ConfigError: as :func:`check_amp`.
+    """
+    mode = resolve_amp(mode, device_type, knob=knob)
     if mode == "none":
         return contextlib.nullcontext()
     return torch.autocast(device_type, dtype=AMP_DTYPES[mode])
+
+
+def float32_layer(layer: nn.Module, x: Tensor) -> Tensor:
+    """``layer(x)`` computed in float32 even under autocast, for the last layer of a head.
+
+    Under autocast a linear or convolution layer would round its output to bf16 / fp16 (8 or 11
+    bits of mantissa); the last layers' outputs are logits and box deltas that the losses, box
+    decoding, score thresholds and NMS read, so they are computed from the (rounded) input with
+    float32 weights and accumulation. A plain call when autocast is off: float32 models are
+    unchanged. The cost is small: these layers have few output channels.
+
+    Args:
+        layer: a module whose parameters are float32 (``nn.Linear``, ``nn.Conv2d``, ...).
+        x: its input, in any floating dtype.
+    Returns:
+        ``layer(x)``, float32 under autocast.
+    """
+    device_type = x.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return layer(x)
+    with torch.autocast(device_type, enabled=False):
+        return layer(x.float())

@@ -465,3 +465,29 @@ def test_amp_fp16_on_cuda_with_grad_scaler(tmp_path):
     assert trainer.grad_scaler is not None and not torch.equal(model.linear.weight, before)
     saved = torch.load(tmp_path / "model_final.pth", weights_only=True)
     assert "grad_scaler" in saved["trainer"] and "seed" in saved["trainer"]
+
+
+@pytest.mark.parametrize("native, expected, dtype", [(True, "bf16", torch.bfloat16), (False, "none", torch.float32)])
+def test_amp_auto_trains_in_bf16_only_on_a_cpu_with_native_bf16(monkeypatch, native, expected, dtype):
+    """train.amp=auto never silently lowers precision on a CPU that would emulate bf16."""
+    from framework.layers import amp as amp_module
+
+    monkeypatch.setattr(amp_module, "has_native_bf16", lambda device_type: native)
+    seen = []
+
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(2, 1)
+
+        def forward(self, batch):
+            out = self.linear(torch.ones(1, 2))
+            seen.append(out.dtype)
+            return {"loss": out.float().pow(2).mean()}
+
+    model = Probe()
+    trainer = Trainer(model=model, data_loader=iter(lambda: [0], None),
+                      optimizer=torch.optim.SGD(model.parameters(), lr=0.1), max_iter=1, amp="auto")
+    assert trainer.amp == expected
+    trainer.train()
+    assert seen == [dtype]

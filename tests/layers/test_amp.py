@@ -1,8 +1,12 @@
+import os
+
 import pytest
 import torch
 
 from framework.errors import ConfigError
-from framework.layers.amp import amp_autocast, check_amp
+from framework.layers import amp
+from framework.layers.amp import amp_autocast, check_amp, float32_layer, resolve_amp
+from framework.utils import cpu_features as cpu_features_module
 
 
 def test_none_is_a_no_op_context():
@@ -21,7 +25,7 @@ def test_bf16_on_cpu_autocasts_matmuls_to_bfloat16():
 
 
 def test_unknown_name_names_the_knob_the_value_and_the_choices():
-    with pytest.raises(ConfigError, match=r"inference_amp 'bf61' is not one of \['none', 'bf16', 'fp16'\].*bf16"):
+    with pytest.raises(ConfigError, match=r"inference_amp 'bf61' is not one of \['none', 'auto', 'bf16', 'fp16'\].*bf16"):
         check_amp("bf61", "cpu", knob="inference_amp")
     with pytest.raises(ConfigError, match="'fp8' is not one of"):
         check_amp("fp8", None, knob="amp")
@@ -32,3 +36,53 @@ def test_fp16_needs_cuda_but_the_name_alone_checks_without_a_device():
     check_amp("fp16", "cuda", knob="amp")
     with pytest.raises(ConfigError, match=r"amp='fp16' needs the model on a CUDA device, but it is on 'cpu'; use amp='bf16'"):
         amp_autocast("fp16", "cpu", knob="amp")
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "none")])
+def test_auto_picks_bf16_only_on_a_cpu_with_native_bf16(monkeypatch, native, expected):
+    monkeypatch.setattr(amp, "has_native_bf16", lambda device_type: native)
+    assert resolve_amp("auto", "cpu", knob="amp") == expected
+    with amp_autocast("auto", "cpu", knob="amp"):
+        y = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert y.dtype == (torch.bfloat16 if native else torch.float32)
+    for name in ("none", "bf16"):  # explicit names are kept as they are
+        assert resolve_amp(name, "cpu", knob="amp") == name
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp16")])
+def test_auto_on_cuda_is_bf16_where_supported_else_fp16(monkeypatch, native, expected):
+    monkeypatch.setattr(amp, "has_native_bf16", lambda device_type: native)
+    assert resolve_amp("auto", "cuda", knob="amp") == expected
+
+
+def test_cpu_features_follow_a_onednn_restriction(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA=AVX2 (a measurement 'as on an AVX2 CPU') turns off AVX-512 and native bf16,
+    whatever the hardware has; no restriction reports the hardware."""
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+        monkeypatch.delenv(name, raising=False)
+    hardware = cpu_features_module.cpu_features.__wrapped__()
+    assert hardware.restricted == ()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    restricted = cpu_features_module.cpu_features.__wrapped__()
+    assert restricted.restricted == ("ONEDNN_MAX_CPU_ISA",)
+    assert not restricted["AVX-512"] and not restricted["AVX512_BF16"] and not restricted["AMX"]
+    assert restricted["AVX2"] == hardware["AVX2"]
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    bf16_level = cpu_features_module.cpu_features.__wrapped__()
+    assert bf16_level["AVX512_BF16"] == hardware["AVX512_BF16"] and not bf16_level["AMX"]
+
+
+def test_float32_layer_keeps_a_heads_last_layer_in_float32_under_autocast():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 5)
+    x = torch.randn(8, 64)
+    plain = layer(x)
+    assert torch.equal(float32_layer(layer, x), plain)  # autocast off: a plain call
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast_out = layer(x)
+        kept = float32_layer(layer, x.bfloat16())
+        assert torch.is_autocast_enabled("cpu")  # restored after the call
+    assert autocast_out.dtype == torch.bfloat16 and kept.dtype == torch.float32
+    # only the input's bf16 rounding remains: float32 weights and sums, float32 output
+    torch.testing.assert_close(kept, layer(x.bfloat16().float()), rtol=0, atol=0)
+    assert (kept - plain).abs().max() < (autocast_out.float() - plain).abs().max()

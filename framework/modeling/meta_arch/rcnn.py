@@ -65,7 +65,10 @@ class GeneralizedRCNN(nn.Module):
         inference_amp: mixed precision at inference, as ``train.amp`` is for training: "bf16"
             (CPU or CUDA; fast on CPUs with AVX512_BF16 / AMX, emulated and slow on others) or
             "fp16" (CUDA) runs the backbone, RPN and RoI heads under ``torch.autocast``; scores,
-            boxes and mask probabilities come out in float32. "none" (default): float32.
+            boxes and mask probabilities come out in float32 (the heads' last layers compute in
+            float32: :func:`framework.layers.amp.float32_layer`). "auto": bf16 where the device
+            computes it natively, fp16 on an older CUDA GPU, else float32
+            (:func:`framework.layers.amp.resolve_amp`). "none" (default): float32.
         torch_compile: submodules to wrap in ``torch.compile`` (``nn.Module.compile``, in place: the
             state dict keeps its names), e.g. ``[backbone]`` or ``[backbone,
             roi_heads.mask_head]``. Each compiles on its first call and again for new input shapes
@@ -94,7 +97,7 @@ class GeneralizedRCNN(nn.Module):
         mask_threshold: float = 0.5,
         mask_paste: Literal["detectron2", "torchvision"] = "detectron2",
         channels_last: Literal["auto", "always", "inference", "never"] = "auto",
-        inference_amp: Literal["none", "bf16", "fp16"] = "none",
+        inference_amp: Literal["none", "auto", "bf16", "fp16"] = "none",
         torch_compile: Sequence[str] = (),
     ):
         super().__init__()

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from framework.layers import Conv2d, ShapeSpec
+from framework.layers.amp import float32_layer
 from framework.registry import RPN_HEADS
 
 __all__ = ["StandardRPNHead"]
@@ -62,6 +63,7 @@ class StandardRPNHead(nn.Module):
         logits, deltas = [], []
         for x in features:
             t = self.conv(x)
-            logits.append(self.objectness_logits(t))
-            deltas.append(self.anchor_deltas(t))
+            # float32 under autocast: top-k, NMS and box decoding read them
+            logits.append(float32_layer(self.objectness_logits, t))
+            deltas.append(float32_layer(self.anchor_deltas, t))
         return logits, deltas
