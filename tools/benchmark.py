@@ -18,16 +18,20 @@ Sections (``--sections``, default all but the opt-in ones):
   each against torchvision in fp32 (eager), in the same alternation.
 * ``train``: one iteration (forward, backward, SGD step) of the same two models on 2 images of
   512x768 with 8 boxes and masks each, the same sampling settings on both sides; s/iter, peak RSS.
+  ``--variants bf16`` adds ours with the forward under bf16 autocast (what ``train.amp=bf16`` runs).
 * ``main_job``: the default job's model and data (configs/train.yaml): s/iter of a training step
-  and the share of each stage (data wait, backbone, RPN, RoI heads, backward, optimizer).
+  and the share of each stage (data wait, backbone, RPN, RoI heads, backward, optimizer);
+  ``--variants bf16`` adds the same steps in bf16, alternating with float32 on the same batches.
 * ``data``: mapper + loader throughput of the default job's train pipeline in img/s, with 0 and N
   workers, on synthetic_train and on coco_tiny train (when present), against what the main job's
   step consumes.
 * ``eval``: seconds for pycocotools (and faster-coco-eval, when installed) to evaluate a fixed set
   of box + mask predictions on a COCO-format val set.
-* ``peak``: fp32 matmul and 3x3 convolution GFLOP/s measured on the spot, beside the achieved
-  GFLOP/s of both models' inference (``inference`` counts them with torch.utils.flop_counter:
-  2 flops per multiply-add; RoIAlign and NMS are not counted).
+* ``peak``: matmul and 3x3 convolution GFLOP/s measured on the spot, float32 and bfloat16, NCHW
+  and channels_last; run whenever a model section is. Each model figure's **roofline fraction**
+  is its counted work (torch.utils.flop_counter: 2 flops per multiply-add of convolutions and
+  matrix products, backward included in training; RoIAlign and NMS are not counted) per median
+  second, over the convolution peak in the dtype and layout it ran in (tools/bench/roofline.py).
 * ``export`` (opt-in, only when named): the main job's model exported to ONNX and torch.export
   (tools/export_model.py's code), then eager ``Predictor``, onnxruntime and the torch.export
   program on the same image, alternating: s/img, peak RSS and their ratios to eager, and the
@@ -35,6 +39,9 @@ Sections (``--sections``, default all but the opt-in ones):
 
 Each model figure is ours / torchvision's: runs alternate (A, B, A, B, ...) after a warm-up, and
 the medians are compared. Equal work is verified and printed (input size, proposals, detections).
+The report names the CPU and its features (AVX2, AVX-512, AVX512_BF16, AMX), and the variables
+that restrict them when set (``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` measures an
+AVX-512 machine as an AVX2 one).
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from typing import Any, Optional
 
 from bench import sections
 from bench.report import cpu_ticks, machine_info, steal_share, to_markdown
+from bench.roofline import add_fractions
 from bench.sections import OPT_IN_SECTIONS, SECTIONS
 
 
@@ -63,7 +71,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--test-size", type=int, nargs=2, default=(800, 1333), metavar=("MIN", "MAX"),
                         help="inference: shortest edge and longest-edge cap both models resize to (default 800 1333)")
     parser.add_argument("--variants", nargs="*", choices=("bf16", "compile"), default=[],
-                        help="inference also with ours in bf16 autocast / with torch.compile (backbone, mask head)")
+                        help="inference (and with bf16 training) also with ours in bf16 autocast / with torch.compile (backbone, mask head)")
     parser.add_argument("--json", type=Path, help="write the full report as JSON here")
     parser.add_argument("--markdown", type=Path, help="write the tables as markdown here")
     args = parser.parse_args(argv)
@@ -86,6 +94,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     report: dict[str, Any] = {"machine": machine_info(device), "quick": args.quick, "repeats": args.repeats, "sections": {}}
+    if {"inference", "train", "main_job"} & set(args.sections) and "peak" not in args.sections:
+        args.sections = [*args.sections, "peak"]  # the rooflines of the model sections
     started, ticks_started = time.perf_counter(), cpu_ticks()
     with tempfile.TemporaryDirectory() as tmp:
         for name in SECTIONS + OPT_IN_SECTIONS:
@@ -101,6 +111,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             result["section_seconds"] = time.perf_counter() - t0
             result["cpu_steal"] = steal_share(ticks0, cpu_ticks())
             report["sections"][name] = result
+    add_fractions(report)
     report["total_seconds"] = time.perf_counter() - started
     report["cpu_steal"] = steal_share(ticks_started, cpu_ticks())
     markdown = to_markdown(report)

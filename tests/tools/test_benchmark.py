@@ -41,8 +41,26 @@ def test_benchmark_inference_runs_equal_work_on_both_sides(tmp_path):
     assert work["proposals"]["ours"] == work["proposals"]["torchvision"] == [1000]
     assert inference["ratio"] == pytest.approx(inference["ours"]["median_s"] / inference["torchvision"]["median_s"])
     # same network, same input: the same multiply-adds to within the ops only one side has
-    gflops = inference["gflops"]
-    assert gflops["ours"] == pytest.approx(gflops["torchvision"], rel=0.02)
+    roofline = inference["roofline"]
+    assert roofline["ours"]["gflop"] == pytest.approx(roofline["torchvision"]["gflop"], rel=0.02)
+    assert roofline["ours bf16"]["gflop"] == roofline["ours"]["gflop"]
+    # each figure against the conv peak of its own dtype and layout, measured in the same run (peak joins by itself)
+    peaks = report["sections"]["peak"]["conv_peaks"]
+    assert set(peaks) == {"fp32/NCHW", "fp32/channels_last", "bf16/NCHW", "bf16/channels_last"}
+    assert roofline["torchvision"]["peak_key"] == "fp32/NCHW"
+    assert roofline["ours bf16"]["peak_key"] == f"bf16/{work['memory_format']['ours']}"
+    seconds = {"ours": inference["ours"]["median_s"], "torchvision": inference["torchvision"]["median_s"],
+               "ours bf16": inference["variants"]["bf16"]["median_s"]}
+    assert set(roofline) == set(seconds)
+    for name, entry in roofline.items():
+        assert entry["achieved_gflop_per_s"] == pytest.approx(entry["gflop"] / seconds[name])
+        assert entry["fraction"] == pytest.approx(entry["achieved_gflop_per_s"] / peaks[entry["peak_key"]])
+    assert re.search(r"\| inference, ours bf16 \| [\d.]+ \| \d+ \| \d+ \(bf16/\w+\) \| \*\*[\d.]+\*\* \|", res.stdout)
+    # the CPU is named with its features
+    from framework.utils.cpu_features import cpu_features
+
+    assert report["machine"]["cpu_features"] == cpu_features().names()
+    assert all(f in res.stdout.splitlines()[0] for f in report["machine"]["cpu_features"])
     assert re.search(r"\| inference, s/img \| [\d.]+ \| [\d.]+ \| \*\*[\d.]+\*\* \|", res.stdout)
     assert (tmp_path / "bench.md").read_text().strip() in res.stdout
     if Path("/proc/stat").exists():  # how much of the machine the hypervisor took meanwhile
@@ -72,13 +90,21 @@ def test_steal_share_is_stolen_ticks_over_all_ticks(tmp_path):
 
 def test_benchmark_main_job_data_eval_and_peak_sections(tmp_path):
     out = tmp_path / "bench.json"
-    _tool("benchmark.py", "--quick", "--sections", "main_job", "data", "eval", "peak", "--repeats", "1",
+    _tool("benchmark.py", "--quick", "--sections", "main_job", "data", "eval", "peak", "--repeats", "1", "--variants", "bf16",
           "--json", str(out), cwd=tmp_path)
     sections = json.loads(out.read_text())["sections"]
     main_job = sections["main_job"]
     assert main_job["s_per_iter"] > 0 and main_job["images_per_s_consumed"] > 0
     assert sum(main_job["shares"].values()) == pytest.approx(1.0, abs=0.02)
     assert {"data", "backbone", "rpn", "roi_heads", "backward", "optimizer"} <= set(main_job["shares"])
+    # train.amp=bf16's step on the same batches, and both steps' rates against their own peaks
+    bf16 = main_job["variants"]["bf16"]
+    assert bf16["ratio_vs_fp32"] == pytest.approx(bf16["s_per_iter"] / main_job["s_per_iter"])
+    assert sum(bf16["shares"].values()) == pytest.approx(1.0, abs=0.02)
+    layout = main_job["work"]["memory_format"]
+    assert main_job["roofline"]["fp32"]["peak_key"] == f"fp32/{layout}" and main_job["roofline"]["bf16"]["peak_key"] == f"bf16/{layout}"
+    assert main_job["roofline"]["fp32"]["gflop"] == main_job["roofline"]["bf16"]["gflop"] > 0
+    assert all(0 < e["fraction"] < 1.5 for e in main_job["roofline"].values())
     data = sections["data"]["results"]
     assert {"synthetic_train, 0 workers", "synthetic_train, 2 workers"} <= set(data)
     for row in data.values():

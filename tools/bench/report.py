@@ -11,8 +11,12 @@ __all__ = ["cpu_ticks", "machine_info", "steal_share", "to_markdown"]
 
 
 def machine_info(device) -> dict[str, Any]:
+    """The CPU (its name and features: AVX2, AVX-512, AVX512_BF16, AMX, after any ONEDNN_MAX_CPU_ISA /
+    ATEN_CPU_CAPABILITY restriction, which is named), threads, versions, device."""
     import torch
     import torchvision
+
+    from framework.utils.cpu_features import cpu_features
 
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
@@ -20,7 +24,9 @@ def machine_info(device) -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    info = {"cpu": cpu, "threads": torch.get_num_threads(), "python": platform.python_version(),
+    features = cpu_features()
+    info = {"cpu": cpu, "cpu_features": features.names(), "cpu_restricted_by": list(features.restricted),
+            "threads": torch.get_num_threads(), "python": platform.python_version(),
             "torch": torch.__version__, "torchvision": torchvision.__version__, "device": str(device)}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
@@ -49,7 +55,10 @@ def steal_share(start: tuple[int, int] | None, end: tuple[int, int] | None) -> f
 
 def to_markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
-    lines = [f"Machine: {m['cpu']}, {m['threads']} threads, {m.get('gpu', 'CPU')}; torch {m['torch']}, "
+    features = ", ".join(m.get("cpu_features", [])) or "none of AVX2/AVX-512/AVX512_BF16/AMX"
+    if m.get("cpu_restricted_by"):
+        features += f" (restricted by {', '.join(m['cpu_restricted_by'])})"
+    lines = [f"Machine: {m['cpu']} [{features}], {m['threads']} threads, {m.get('gpu', 'CPU')}; torch {m['torch']}, "
              f"torchvision {m['torchvision']}, Python {m['python']}. Mode: {'quick' if report['quick'] else 'full'}, "
              f"{report['repeats']} timed runs per side." + _steal_note(report.get("cpu_steal")), ""]
     rows = []
@@ -64,8 +73,9 @@ def to_markdown(report: dict[str, Any]) -> str:
                     f"**{r['ratio']:.2f}** | {mem} | {'yes' if r['equal_work'] else 'NO'} |")
         for variant, v in r.get("variants", {}).items():
             note = "" if variant != "bf16" else (" (native bf16)" if r.get("cpu_bf16_native") else " (emulated: no AVX512_BF16/AMX)")
+            work = f"{v['detections']} detections" if name == "inference" else "same batch"
             rows.append(f"| {name}, {r['unit']}, ours {variant}{note} vs torchvision fp32 | {r['torchvision']['median_s']:.3f} | "
-                        f"{v['median_s']:.3f} | **{v['ratio_vs_torchvision_fp32']:.2f}** | n/a | {v['detections']} detections |")
+                        f"{v['median_s']:.3f} | **{v['ratio_vs_torchvision_fp32']:.2f}** | n/a | {work} |")
     if rows:
         lines += ["| Mask R-CNN R50-FPN | torchvision | ours | ratio | peak memory ratio | equal work |",
                   "|---|---|---|---|---|---|", *rows, ""]
@@ -78,7 +88,12 @@ def to_markdown(report: dict[str, Any]) -> str:
     if mj:
         shares = ", ".join(f"{k} {v:.0%}" for k, v in mj["shares"].items())
         lines += [f"Main job ({mj['work']['model']}, batch {mj['work']['batch']}): {mj['s_per_iter']:.3f} s/iter; "
-                  f"{shares}; it consumes {mj['images_per_s_consumed']:.1f} img/s.", ""]
+                  f"{shares}; it consumes {mj['images_per_s_consumed']:.1f} img/s."]
+        for variant, v in mj.get("variants", {}).items():
+            shares = ", ".join(f"{k} {x:.0%}" for k, x in v["shares"].items())
+            lines.append(f"Main job in {variant} (train.amp={variant}, same batches, alternating): {v['s_per_iter']:.3f} "
+                         f"s/iter (**{v['ratio_vs_fp32']:.2f}** of fp32); {shares}.")
+        lines.append("")
     data = report["sections"].get("data")
     if data:
         lines += ["| data pipeline | img/s | x main job's consumption |", "|---|---|---|"]
@@ -96,12 +111,18 @@ def to_markdown(report: dict[str, Any]) -> str:
 
         lines += export_markdown(export)
     peak = report["sections"].get("peak")
-    inference = report["sections"].get("inference")
-    if peak or inference:
-        lines += ["| throughput | GFLOP/s |", "|---|---|"]
-        lines += [f"| {k} (peak on the spot) | {v:.0f} |" for k, v in (peak or {}).get("results", {}).items()]
-        for name, rate in (inference or {}).get("achieved_gflop_per_s", {}).items():
-            lines.append(f"| Mask R-CNN R50-FPN inference, {name} ({inference['gflops'][name]:.0f} GFLOP/img) | {rate:.0f} |")
+    if peak:
+        lines += ["| peak on the spot | GFLOP/s |", "|---|---|"]
+        lines += [f"| {k} | {v:.0f} |" for k, v in peak["results"].items()]
+        lines.append("")
+    roofline = [(name, label, e) for name, r in report["sections"].items() for label, e in r.get("roofline", {}).items()]
+    if roofline:
+        lines += ["| roofline (counted work / median time vs the 3x3 conv peak in the same dtype and layout) | GFLOP | "
+                  "GFLOP/s | peak GFLOP/s | fraction |", "|---|---|---|---|---|"]
+        for name, label, e in roofline:
+            peak_s = f"{e['peak_gflop_per_s']:.0f} ({e['peak_key']})" if e.get("peak_gflop_per_s") else f"n/a ({e['peak_key']})"
+            fraction = f"**{e['fraction']:.2f}**" if e.get("fraction") is not None else "n/a"
+            lines.append(f"| {name}, {label} | {e['gflop']:.1f} | {e['achieved_gflop_per_s']:.0f} | {peak_s} | {fraction} |")
         lines.append("")
     return "\n".join(lines)
 

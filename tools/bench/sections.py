@@ -11,6 +11,7 @@ from typing import Any, Callable, Optional
 from bench.export_speed import section_export  # noqa: F401 (benchmark.py finds section_<name> here)
 from bench.inputs import COCO_TINY, benchmark_image, training_batch
 from bench.models import Recorder, our_mask_rcnn, torchvision_mask_rcnn
+from bench.roofline import count_flops, measure_peaks, roofline_entry
 
 SECTIONS = ("inference", "train", "main_job", "data", "eval", "peak")
 #: Sections run only when named (``--sections export``): exporting costs about a minute of CPU.
@@ -19,8 +20,8 @@ OPT_IN_SECTIONS = ("export",)
 
 def section_inference(args, device, workdir: Path) -> dict[str, Any]:
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
+    from framework.utils.cpu_features import has_native_bf16
     from framework.utils.measure import compare_alternating
 
     image, source = benchmark_image()
@@ -34,9 +35,7 @@ def section_inference(args, device, workdir: Path) -> dict[str, Any]:
     with torch.inference_mode():
         flops, outputs = {}, {}
         for name, call in sides.items():  # the warm-up run, its flops and detections counted
-            with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.addmm: _dense_addmm_flops}) as counter:
-                outputs[name] = call()[0]
-            flops[name] = counter.get_total_flops()
+            flops[name], (outputs[name],) = count_flops(call)
         dets_ours, dets_tv = len(outputs["ours"]["instances"]), len(outputs["torchvision"]["boxes"])
         del outputs
         variant_dets = {}
@@ -60,25 +59,14 @@ def section_inference(args, device, workdir: Path) -> dict[str, Any]:
         for name in variants
     }
     if "bf16" in variants:
-        result["cpu_bf16_native"] = device.type == "cuda" or bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    result["gflops"] = {name: f / 1e9 for name, f in flops.items()}  # 2 per multiply-add; RoIAlign/NMS not counted
-    result["achieved_gflop_per_s"] = {name: flops[name] / timings[name].median / 1e9 for name in flops}
+        result["cpu_bf16_native"] = has_native_bf16(device.type)
+    layouts = {"ours": rec_ours.memory_format, "torchvision": rec_tv.memory_format}
+    result["roofline"] = {name: roofline_entry(flops[name], timings[name].median, dtype="fp32", layout=layouts[name])
+                          for name in flops}
+    for name in variants:  # the same network: the same counted work
+        result["roofline"][f"ours {name}"] = roofline_entry(
+            flops["ours"], timings[f"ours {name}"].median, dtype="bf16" if name == "bf16" else "fp32", layout=layouts["ours"])
     return result
-
-
-def _dense_addmm_flops(self, mat1, mat2, *args, out_val=None, **kwargs) -> int:
-    """torch.utils.flop_counter's addmm count, 0 for a sparse ``mat1``: our RoIAlign is such a
-    product (``framework/layers/roi_align_sparse.py``), which the dense formula would count as a
-    (RoIs x bins) x (H*W) x C matrix product, trillions of flops; RoIAlign is not counted on either side."""
-    import torch
-    from torch.utils.flop_counter import addmm_flop
-
-    if mat1.layout != torch.strided:
-        return 0
-    return addmm_flop(self.shape, mat1.shape, mat2.shape)
-
-
-_dense_addmm_flops._get_raw = True  # FlopCounterMode passes the tensors, not just their shapes
 
 
 def _inference_variant(ours, name: str):
@@ -98,7 +86,9 @@ def _inference_variant(ours, name: str):
 def section_train(args, device, workdir: Path) -> dict[str, Any]:
     import torch
 
+    from framework.layers.amp import amp_autocast
     from framework.structures import BitMasks, Boxes, Instances
+    from framework.utils.cpu_features import has_native_bf16
     from framework.utils.measure import compare_alternating
 
     batch = training_batch()
@@ -119,19 +109,21 @@ def section_train(args, device, workdir: Path) -> dict[str, Any]:
         for name, m in (("ours", ours), ("torchvision", tv))
     }
 
-    def step(name: str, model, call: Callable[[], dict]) -> None:
-        losses = call()
+    def step(name: str, model, call: Callable[[], dict], amp: str = "none") -> None:
+        with amp_autocast(amp, device.type, knob="--variants"):
+            losses = call()
         optimizers[name].zero_grad(set_to_none=True)
         sum(losses.values()).backward()
         optimizers[name].step()
 
     ours.train(), tv.train()
     rec_tv, rec_ours = Recorder(tv.backbone, tv.rpn), Recorder(ours.backbone, ours.proposal_generator)
-    timings = compare_alternating(
-        {"ours": lambda: step("ours", ours, lambda: ours(our_inputs)),
-         "torchvision": lambda: step("torchvision", tv, lambda: tv(tv_images, tv_targets))},
-        repeats=args.repeats, warmup=1,
-    )
+    sides = {"ours": lambda: step("ours", ours, lambda: ours(our_inputs)),
+             "torchvision": lambda: step("torchvision", tv, lambda: tv(tv_images, tv_targets))}
+    if "bf16" in args.variants:  # what train.amp=bf16 runs: the step's forward under autocast
+        sides["ours bf16"] = lambda: step("ours", ours, lambda: ours(our_inputs), amp="bf16")
+    flops = {name: count_flops(call)[0] for name, call in sides.items()}  # one untimed step each
+    timings = compare_alternating(sides, repeats=args.repeats, warmup=1)
     work = {
         "images": f"{len(batch)} x {int(h)}x{int(w)}, {len(batch[0][1])} boxes + masks each",
         "input_size": {"ours": rec_ours.input_size, "torchvision": rec_tv.input_size},
@@ -139,9 +131,20 @@ def section_train(args, device, workdir: Path) -> dict[str, Any]:
         "proposals": {"ours": rec_ours.proposals, "torchvision": rec_tv.proposals},
         "sampling": {"rpn": "256 anchors/img, 50% positive", "roi": "512 RoIs/img, 25% positive"},
     }
+    layouts = {"ours": rec_ours.memory_format, "torchvision": rec_tv.memory_format}
     rec_tv.close()
     rec_ours.close()
-    return _ratio_result("s/iter", timings, work)
+    result = _ratio_result("s/iter", timings, work)
+    result["roofline"] = {
+        name: roofline_entry(flops[name], timings[name].median, dtype="bf16" if name.endswith("bf16") else "fp32",
+                             layout=layouts[name.split()[0]])
+        for name in sides
+    }
+    if "ours bf16" in sides:
+        result["variants"] = {"bf16": {**timings["ours bf16"].as_dict(), "detections": "n/a",
+                                       "ratio_vs_torchvision_fp32": timings["ours bf16"].median / timings["torchvision"].median}}
+        result["cpu_bf16_native"] = has_native_bf16(device.type)
+    return result
 
 
 class StageTimer:
@@ -167,12 +170,17 @@ class StageTimer:
 
 
 def section_main_job(args, device, workdir: Path) -> dict[str, Any]:
+    """The default job's training step: s/iter and the share of each stage, in float32 and (with
+    ``--variants bf16``) as ``train.amp=bf16`` runs it, the two alternating step by step on the
+    same batches; each batch's counted work (forward + backward) from an untimed pass afterwards."""
     import statistics
 
     from framework.config.compose import compose
     from framework.data.build import build_train_loader
     from framework.engine.builders import build_datasets, build_mapper, build_model, to_kwargs
     from framework.engine.optim import build_optimizer
+    from framework.layers.amp import amp_autocast
+    from framework.layers.memory_format import is_channels_last
     from framework.utils.events import EventStorage
     from framework.utils.measure import sync
 
@@ -182,44 +190,72 @@ def section_main_job(args, device, workdir: Path) -> dict[str, Any]:
     optimizer = build_optimizer(model, cfg.solver)
     loader = iter(build_train_loader(data.train, build_mapper(cfg, "train"), **to_kwargs(cfg.dataloader.train)))
     stages = StageTimer({"backbone": model.backbone, "rpn": model.proposal_generator, "roi_heads": model.roi_heads})
+    layout: dict[str, str] = {}
+
+    def record_layout(module, args) -> None:  # a pre-hook's return value would replace the input
+        layout.setdefault("x", "channels_last" if is_channels_last(args[0]) else "NCHW")
+
+    model.backbone.register_forward_pre_hook(record_layout)
+    modes = ["none", "bf16"] if "bf16" in args.variants else ["none"]
     steps = max(args.repeats * 3, 6)
-    per_step: list[dict[str, float]] = []
+    per_step: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
+    batches = []
     with EventStorage():
         for i in range(steps + 2):  # 2 warm-up steps
-            for k in stages.seconds:
-                stages.seconds[k] = 0.0
             t0 = time.perf_counter()
             batch = next(loader)
-            t1 = time.perf_counter()
-            losses = model(batch)
-            loss = sum(losses.values())
-            sync()
-            t2 = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            sync()
-            t3 = time.perf_counter()
-            optimizer.step()
-            sync()
-            t4 = time.perf_counter()
+            data_s = time.perf_counter() - t0
             if i >= 2:
-                per_step.append({"data": t1 - t0, **stages.seconds, "other_forward": (t2 - t1) - sum(stages.seconds.values()),
-                                 "backward": t3 - t2, "optimizer": t4 - t3, "total": t4 - t0})
-    median = {k: statistics.median(s[k] for s in per_step) for k in per_step[0]}
-    # Shares from means: the stages of a step add up to its total, so their means add up to the mean total.
-    mean = {k: statistics.fmean(s[k] for s in per_step) for k in per_step[0]}
-    compute = median["total"] - median["data"]
+                batches.append(batch)
+            for mode in modes:
+                for k in stages.seconds:
+                    stages.seconds[k] = 0.0
+                t1 = time.perf_counter()
+                with amp_autocast(mode, device.type, knob="--variants"):
+                    losses = model(batch)
+                loss = sum(losses.values())
+                sync()
+                t2 = time.perf_counter()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                sync()
+                t3 = time.perf_counter()
+                optimizer.step()
+                sync()
+                t4 = time.perf_counter()
+                if i >= 2:
+                    per_step[mode].append({"data": data_s, **stages.seconds,
+                                           "other_forward": (t2 - t1) - sum(stages.seconds.values()),
+                                           "backward": t3 - t2, "optimizer": t4 - t3, "total": data_s + t4 - t1})
+
+        def counted(batch) -> None:
+            loss = sum(model(batch).values())
+            loss.backward()
+            optimizer.zero_grad(set_to_none=True)
+
+        step_flops = [count_flops(lambda b=b: counted(b))[0] for b in batches]
     batch_size = int(cfg.dataloader.train.total_batch_size)
-    return {
-        "unit": "s/iter",
-        "s_per_iter": median["total"],
-        "shares": {k: v / mean["total"] for k, v in mean.items() if k != "total"},
-        "stage_seconds": median,
-        "images_per_s_consumed": batch_size / compute,
-        "work": {"model": cfg.model.backbone.bottom_up.name + "-" + str(cfg.model.backbone.bottom_up.depth) + " FPN (the default job)",
-                 "batch": batch_size, "input_min_size": list(cfg.input.train.augmentations[0].short_edge_length),
-                 "steps": steps},
-    }
+    result: dict[str, Any] = {"unit": "s/iter", "roofline": {}, "work": {
+        "model": cfg.model.backbone.bottom_up.name + "-" + str(cfg.model.backbone.bottom_up.depth) + " FPN (the default job)",
+        "batch": batch_size, "input_min_size": list(cfg.input.train.augmentations[0].short_edge_length),
+        "steps": steps, "memory_format": layout.get("x")}}
+    for mode in modes:
+        rows = per_step[mode]
+        median = {k: statistics.median(s[k] for s in rows) for k in rows[0]}
+        # Shares from means: the stages of a step add up to its total, so their means add up to the mean total.
+        mean = {k: statistics.fmean(s[k] for s in rows) for k in rows[0]}
+        compute = [s["total"] - s["data"] for s in rows]
+        figures = {"s_per_iter": median["total"], "shares": {k: v / mean["total"] for k, v in mean.items() if k != "total"},
+                   "stage_seconds": median, "images_per_s_consumed": batch_size / statistics.median(compute)}
+        # the mean rate over the steps (sum of work / sum of compute time): image sizes vary by step
+        result["roofline"]["fp32" if mode == "none" else mode] = roofline_entry(
+            statistics.fmean(step_flops), statistics.fmean(compute), dtype="fp32" if mode == "none" else mode,
+            layout=layout.get("x"))
+        if mode == "none":
+            result.update(figures)
+        else:
+            result.setdefault("variants", {})[mode] = {**figures, "ratio_vs_fp32": figures["s_per_iter"] / result["s_per_iter"]}
+    return result
 
 
 def section_data(args, device, workdir: Path, consumed: Optional[float]) -> dict[str, Any]:
@@ -297,25 +333,7 @@ def section_eval(args, device, workdir: Path) -> dict[str, Any]:
 
 
 def section_peak(args, device, workdir: Path) -> dict[str, Any]:
-    import torch
-
-    from framework.utils.measure import compare_alternating
-
-    def rate(fn: Callable[[], Any], flops: float) -> float:
-        return flops / compare_alternating({"x": fn}, repeats=args.repeats, warmup=1)["x"].median / 1e9
-
-    n = 2048
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    x = torch.randn(1, 256, 100, 136, device=device)
-    conv = torch.nn.Conv2d(256, 256, 3, padding=1).to(device).eval()
-    conv_flops = 2 * 256 * 256 * 9 * 100 * 136
-    out: dict[str, Any] = {"unit": "GFLOP/s", "results": {}}
-    with torch.inference_mode():
-        out["results"]["matmul 2048x2048, fp32"] = rate(lambda: a @ b, 2 * n**3)
-        out["results"]["conv 3x3 256->256 at 100x136, NCHW fp32"] = rate(lambda: conv(x), conv_flops)
-        conv_cl, x_cl = conv.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
-        out["results"]["conv 3x3 256->256 at 100x136, channels_last fp32"] = rate(lambda: conv_cl(x_cl), conv_flops)
-    return out
+    return measure_peaks(device, args.repeats)
 
 
 def _ratio_result(unit: str, timings, work: dict[str, Any]) -> dict[str, Any]:
