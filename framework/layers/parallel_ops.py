@@ -207,10 +207,17 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         groups[g].append(int(classes[i]))
         load[g] += int(counts[i])
 
+    # Each class's members, ascending (a stable sort by class): one pass instead of a comparison
+    # of every box per class (80 classes x 80,000 boxes at a score threshold of 0).
+    by_class = torch.argsort(idxs, stable=True)
+    starts = (torch.cumsum(counts, 0) - counts).tolist()
+    slices = {int(c): (start, int(n)) for c, start, n in zip(classes.tolist(), starts, counts.tolist())}
+
     def keep_of(group: list[int]) -> Tensor:
         kept = []
         for class_id in group:
-            members = torch.where(idxs == class_id)[0]
+            start, n = slices[class_id]
+            members = by_class[start:start + n]
             kept.append(members[ops.nms(boxes32[members], scores32[members], iou_threshold)])
         return torch.cat(kept)
 

@@ -3,7 +3,7 @@ import torch
 
 from framework.errors import ConfigError
 from framework.layers import amp
-from framework.layers.amp import amp_autocast, check_amp, float32_layer, resolve_amp
+from framework.layers.amp import amp_autocast, check_amp, float32_layers, resolve_amp
 from framework.utils import cpu_features as cpu_features_module
 
 
@@ -70,17 +70,19 @@ def test_cpu_features_follow_a_onednn_restriction(monkeypatch):
     assert bf16_level["AVX512_BF16"] == hardware["AVX512_BF16"] and not bf16_level["AMX"]
 
 
-def test_float32_layer_keeps_a_heads_last_layer_in_float32_under_autocast():
+def test_float32_layers_keep_a_heads_last_layers_in_float32_under_autocast():
     torch.manual_seed(0)
-    layer = torch.nn.Linear(64, 5)
+    layers = (torch.nn.Linear(64, 5), torch.nn.Linear(64, 20))
     x = torch.randn(8, 64)
-    plain = layer(x)
-    assert torch.equal(float32_layer(layer, x), plain)  # autocast off: a plain call
+    plain = tuple(layer(x) for layer in layers)
+    for got, want in zip(float32_layers(x, *layers), plain):  # autocast off: plain calls
+        assert torch.equal(got, want)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        autocast_out = layer(x)
-        kept = float32_layer(layer, x.bfloat16())
+        autocast_out = layers[0](x)
+        kept = float32_layers(x.bfloat16(), *layers)
         assert torch.is_autocast_enabled("cpu")  # restored after the call
-    assert autocast_out.dtype == torch.bfloat16 and kept.dtype == torch.float32
+    assert autocast_out.dtype == torch.bfloat16 and all(k.dtype == torch.float32 for k in kept)
     # only the input's bf16 rounding remains: float32 weights and sums, float32 output
-    torch.testing.assert_close(kept, layer(x.bfloat16().float()), rtol=0, atol=0)
-    assert (kept - plain).abs().max() < (autocast_out.float() - plain).abs().max()
+    for got, layer in zip(kept, layers):
+        torch.testing.assert_close(got, layer(x.bfloat16().float()), rtol=0, atol=0)
+    assert (kept[0] - plain[0]).abs().max() < (autocast_out.float() - plain[0]).abs().max()

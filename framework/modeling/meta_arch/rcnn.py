@@ -65,8 +65,8 @@ class GeneralizedRCNN(nn.Module):
         inference_amp: mixed precision at inference, as ``train.amp`` is for training: "bf16"
             (CPU or CUDA; fast on CPUs with AVX512_BF16 / AMX, emulated and slow on others) or
             "fp16" (CUDA) runs the backbone, RPN and RoI heads under ``torch.autocast``; scores,
-            boxes and mask probabilities come out in float32 (the heads' last layers compute in
-            float32: :func:`framework.layers.amp.float32_layer`). "auto": bf16 where the device
+            boxes and mask probabilities come out in float32 (the RPN and box predictor layers compute in
+            float32: :func:`framework.layers.amp.float32_layers`). "auto": bf16 where the device
             computes it natively, fp16 on an older CUDA GPU, else float32
             (:func:`framework.layers.amp.resolve_amp`). "none" (default): float32.
         torch_compile: submodules to wrap in ``torch.compile`` (``nn.Module.compile``, in place: the

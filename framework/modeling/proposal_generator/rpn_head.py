@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from framework.layers import Conv2d, ShapeSpec
-from framework.layers.amp import float32_layer
+from framework.layers.amp import float32_layers
 from framework.registry import RPN_HEADS
 
 __all__ = ["StandardRPNHead"]
@@ -63,7 +63,8 @@ class StandardRPNHead(nn.Module):
         logits, deltas = [], []
         for x in features:
             t = self.conv(x)
-            # float32 under autocast: top-k, NMS and box decoding read them
-            logits.append(float32_layer(self.objectness_logits, t))
-            deltas.append(float32_layer(self.anchor_deltas, t))
+            # float32 under autocast: top-k over every anchor, NMS and box decoding read them
+            level_logits, level_deltas = float32_layers(t, self.objectness_logits, self.anchor_deltas)
+            logits.append(level_logits)
+            deltas.append(level_deltas)
         return logits, deltas

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from framework.layers import ShapeSpec
-from framework.layers.amp import float32_layer
+from framework.layers.amp import float32_layers
 from framework.layers.graph_capture import known_all
 from framework.layers.parallel_ops import batched_nms
 from framework.modeling.box_regression import Box2BoxTransform, dense_box_regression_loss
@@ -130,7 +130,7 @@ class FastRCNNOutputLayers(nn.Module):
         """(R, D) or (R, C, H, W) -> scores (R, K+1), deltas (R, K*4)."""
         x = x.flatten(1)
         # float32 under autocast: the losses, score thresholds and box decoding read them
-        return float32_layer(self.cls_score, x), float32_layer(self.bbox_pred, x)
+        return float32_layers(x, self.cls_score, self.bbox_pred)
 
     def losses(self, predictions: tuple[torch.Tensor, torch.Tensor], proposals: Sequence[Instances]) -> dict[str, torch.Tensor]:
         """Softmax cross-entropy over sampled RoIs; box regression on the foreground ones, summed and

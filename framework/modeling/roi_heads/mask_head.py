@@ -14,7 +14,6 @@ from fvcore.nn import weight_init
 from torch import nn
 
 from framework.layers import Conv2d, ShapeSpec, get_norm
-from framework.layers.amp import float32_layer
 from framework.registry import MASK_HEADS
 from framework.structures import Instances, split_by_image
 from framework.utils.events import put_scalars
@@ -141,5 +140,4 @@ class MaskRCNNConvUpsampleHead(BaseMaskRCNNHead):
     def layers(self, x: torch.Tensor) -> torch.Tensor:
         for conv in self.mask_fcns:
             x = conv(x)
-        # float32 under autocast: mask logits are thresholded at 0.5 probability after pasting
-        return float32_layer(self.predictor, F.relu_(self.deconv(x)))
+        return self.predictor(F.relu_(self.deconv(x)))
