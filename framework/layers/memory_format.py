@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from framework.utils.cpu_features import cpu_features
+
 __all__ = ["channels_last_trains_faster", "contiguous_nchw", "is_channels_last"]
 
 #: Spatial positions per copied block: 1024 x C floats stay in cache while they are transposed.
@@ -22,9 +24,10 @@ def channels_last_trains_faster(device: torch.device) -> bool:
     Measured with oneDNN's convolutions (docs/benchmarks.md): on a CPU with AVX-512 the R50-FPN
     backbone's forward + backward takes 2.3 s in NHWC against 3.0 s in NCHW (batch 2 x 512x768,
     2 cores); on an AVX2 CPU NHWC is the slower one (13.3 s against 8.6 s). CUDA: not measured
-    here, so NCHW, detectron2's and torchvision's layout.
+    here, so NCHW, detectron2's and torchvision's layout. AVX-512 as the kernels see it: a process
+    restricted to AVX2 (``ONEDNN_MAX_CPU_ISA`` / ``ATEN_CPU_CAPABILITY``) trains in NCHW.
     """
-    return device.type == "cpu" and torch.backends.cpu.get_cpu_capability() == "AVX512"
+    return device.type == "cpu" and cpu_features()["AVX-512"]
 
 
 def contiguous_nchw(x: Tensor) -> Tensor:

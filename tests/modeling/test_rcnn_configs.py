@@ -191,8 +191,11 @@ def test_channels_last_training_gives_the_nchw_losses_and_gradients(monkeypatch)
         torch.testing.assert_close(nhwc_grads[n] / scale, nchw_grads[n] / scale, rtol=0, atol=1e-4, msg=n)
 
     seen.clear()
-    for capability in ("AVX512", "AVX2"):
-        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+    from framework.layers import memory_format
+    from framework.utils.cpu_features import CpuFeatures
+
+    for avx512 in (True, False):
+        monkeypatch.setattr(memory_format, "cpu_features", lambda v=avx512: CpuFeatures({"AVX2": True, "AVX-512": v}))
         step("auto")
         model.eval()
         with torch.no_grad():
