@@ -323,23 +323,30 @@ def test_amp_fp16_on_cpu_is_a_config_error():
         Trainer(model=model, data_loader=[], optimizer=opt, max_iter=1, amp="bf61")
 
 
+class _DtypeProbe(nn.Module):
+    """One linear layer; ``seen`` records the dtype of its output at every step."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(2, 1)
+        self.seen = []
+
+    def forward(self, batch):
+        out = self.linear(torch.ones(1, 2))
+        self.seen.append(out.dtype)
+        return {"loss": out.float().pow(2).mean()}
+
+
+def _probe_trainer(model: _DtypeProbe, *, amp: str, max_iter: int) -> Trainer:
+    return Trainer(model=model, data_loader=iter(lambda: [0], None), optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                   max_iter=max_iter, amp=amp)
+
+
 def test_amp_bf16_on_cpu_runs_under_autocast():
-    seen = []
-
-    class Probe(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.linear = nn.Linear(2, 1)
-
-        def forward(self, batch):
-            out = self.linear(torch.ones(1, 2))
-            seen.append(out.dtype)
-            return {"loss": out.float().pow(2).mean()}
-
-    model = Probe()
+    model = _DtypeProbe()
     before = model.linear.weight.detach().clone()
-    Trainer(model=model, data_loader=iter(lambda: [0], None), optimizer=torch.optim.SGD(model.parameters(), lr=0.1), max_iter=2, amp="bf16").train()
-    assert seen == [torch.bfloat16, torch.bfloat16]
+    _probe_trainer(model, amp="bf16", max_iter=2).train()
+    assert model.seen == [torch.bfloat16, torch.bfloat16]
     assert model.linear.weight.dtype == torch.float32 and not torch.equal(model.linear.weight, before)
 
 
@@ -473,21 +480,8 @@ def test_amp_auto_trains_in_bf16_only_on_a_cpu_with_native_bf16(monkeypatch, nat
     from framework.layers import amp as amp_module
 
     monkeypatch.setattr(amp_module, "has_native_bf16", lambda device_type: native)
-    seen = []
-
-    class Probe(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.linear = nn.Linear(2, 1)
-
-        def forward(self, batch):
-            out = self.linear(torch.ones(1, 2))
-            seen.append(out.dtype)
-            return {"loss": out.float().pow(2).mean()}
-
-    model = Probe()
-    trainer = Trainer(model=model, data_loader=iter(lambda: [0], None),
-                      optimizer=torch.optim.SGD(model.parameters(), lr=0.1), max_iter=1, amp="auto")
+    model = _DtypeProbe()
+    trainer = _probe_trainer(model, amp="auto", max_iter=1)
     assert trainer.amp == expected
     trainer.train()
-    assert seen == [dtype]
+    assert model.seen == [dtype]

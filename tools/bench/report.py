@@ -113,7 +113,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     peak = report["sections"].get("peak")
     if peak:
         lines += ["| peak on the spot | GFLOP/s |", "|---|---|"]
-        lines += [f"| {k} | {v:.0f} |" for k, v in peak["results"].items()]
+        lines += [f"| {k} | {v:.0f} |" if v >= 10 else f"| {k} | {v:.2g} |" for k, v in peak["results"].items()]
         lines.append("")
     roofline = [(name, label, e) for name, r in report["sections"].items() for label, e in r.get("roofline", {}).items()]
     if roofline:
