@@ -7,7 +7,7 @@ them checked to give > 50 detections), a blank image (checked to give none), and
 val images when ../shared/data/coco_tiny exists. Eager is ``Predictor.from_run`` itself: PIL
 resize in the mapper, the model, detector_postprocess.
 
-The models other than the main job's (R50-FPN presets, the projects/ plugin) are marked
+The models other than the main job's (R50-FPN presets, the projects/ plugins) are marked
 ``export_full`` and left out of the default run (conftest.py): ``pytest -m export_full tests/export``
 runs them.
 """
@@ -33,8 +33,10 @@ MODELS = {
     "lite_mask_head (projects/)": ["model=mask_rcnn_R_18_FPN_quick_lite"],
     "mask_rcnn_R_50_FPN": ["model=mask_rcnn_R_50_FPN"],
     "faster_rcnn_R_50_FPN": ["model=faster_rcnn_R_50_FPN"],
+    "point_rend (projects/)": ["model=point_rend_R_18_FPN_quick"],
+    "mask_scoring_rcnn (projects/)": ["model=mask_scoring_rcnn_R_18_FPN_quick"],
 }
-FULL = {"lite_mask_head (projects/)", "mask_rcnn_R_50_FPN", "faster_rcnn_R_50_FPN"}
+FULL = set(MODELS) - {"main_job"}
 SIZES = [(301, 199), (131, 97), (389, 517)]
 
 
