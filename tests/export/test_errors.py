@@ -110,3 +110,8 @@ def test_missing_run_directory_is_one_line(capsys, tmp_path):
 def test_no_model_named_is_one_line(capsys, tmp_path):
     assert export_main(["--format", "onnx", "--output", str(tmp_path), "model=mask_rcnn_R_50_FPN"]) == 2
     assert "weights=<checkpoint file>" in capsys.readouterr().err
+
+
+def test_unknown_mask_paste_rule_is_named():
+    with pytest.raises(ConfigError, match=r"mask_paste must be one of detectron2, torchvision, got 'nearest'"):
+        ExportablePredictor(model=torch.nn.Identity(), short_edge=0, max_size=1, mask_on=True, mask_paste="nearest")
