@@ -37,6 +37,7 @@ MODELS = {
     "faster_rcnn_R_50_FPN": ["model=faster_rcnn_R_50_FPN"],
     "point_rend (projects/)": ["model=point_rend_R_18_FPN_quick"],
     "mask_scoring_rcnn (projects/)": ["model=mask_scoring_rcnn_R_18_FPN_quick"],
+    "cascade_rcnn (projects/)": ["model=cascade_mask_rcnn_R_18_FPN_quick"],
     # torchvision's semantics (mask pasting, and its resize in the mapper, as docs/deployment.md advises)
     "mask_rcnn_R_50_FPN_torchvision": ["model=mask_rcnn_R_50_FPN_torchvision", TORCHVISION_RESIZE],
     "faster_rcnn_R_50_FPN_torchvision": ["model=faster_rcnn_R_50_FPN_torchvision", TORCHVISION_RESIZE],
