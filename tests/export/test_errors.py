@@ -3,6 +3,8 @@ an unknown --format, a missing run directory (exit code 2 from the command)."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -66,6 +68,28 @@ def test_value_branch_names_module_and_line():
     assert "module model.proposal_generator.rpn_head (ValueBranchingHead)" in message
     assert "test_errors.py" in message and "if features[0].mean() > 0" in message
     assert "docs/deployment.md" in message and "\n" not in message
+
+
+def test_command_prints_one_message_for_a_module_that_does_not_export(capfd, caplog, monkeypatch, tmp_path):
+    # the module of the test above, through framework-export: what torch.export prints while it
+    # fails (a partial graph, at file-descriptor level too) stays out of stderr unless --verbose
+    module = _exportable()
+    module.model.proposal_generator.rpn_head = ValueBranchingHead(module.model.proposal_generator.rpn_head)
+    monkeypatch.setattr("framework.export.exporter.build_exportable", lambda cfg, weights: module)
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"")  # never read: the module above is exported
+    argv = ["--format", "torch_export", "--output", str(tmp_path / "out"), f"weights={weights}"]
+    capfd.readouterr()
+    assert export_main(argv) == 2
+    err = capfd.readouterr().err.strip()
+    assert err.startswith("error: cannot export module model.proposal_generator.rpn_head (ValueBranchingHead)")
+    assert "\n" not in err, err[:2000]
+    # --verbose logs it at DEBUG (to stderr in a shell; pytest's log capture here)
+    monkeypatch.setattr(logging.getLogger("framework.export"), "level", logging.NOTSET)  # restored after
+    assert export_main([*argv, "--verbose"]) == 2
+    printed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("torch.export printed:")]
+    assert printed and "aten." in printed[0]  # the partial graph torch printed
+    assert capfd.readouterr().err.strip() == err
 
 
 def test_op_without_onnx_translation_names_module_and_op(tmp_path):
