@@ -32,10 +32,10 @@ Sections (``--sections``, default all but the opt-in ones):
   is its counted work (torch.utils.flop_counter: 2 flops per multiply-add of convolutions and
   matrix products, backward included in training; RoIAlign and NMS are not counted) per median
   second, over the convolution peak in the dtype and layout it ran in (tools/bench/roofline.py).
-* ``export`` (opt-in, only when named): the main job's model exported to ONNX and torch.export
-  (tools/export_model.py's code), then eager ``Predictor``, onnxruntime and the torch.export
-  program on the same image, alternating: s/img, peak RSS and their ratios to eager, and the
-  export's seconds (docs/deployment.md).
+* ``export`` (opt-in, only when named): the main job's model and Mask R-CNN R50-FPN (resized to
+  ``--test-size``) each exported to ONNX and torch.export (tools/export_model.py's code), then
+  eager ``Predictor``, onnxruntime and the torch.export program on the same image, alternating:
+  s/img, peak RSS and their ratios to eager, and the export's seconds (docs/deployment.md).
 
 Each model figure is ours / torchvision's: runs alternate (A, B, A, B, ...) after a warm-up, and
 the medians are compared. Equal work is verified and printed (input size, proposals, detections).

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from framework.errors import ConfigError, ExportError
 from framework.export.module import ExportablePredictor
+from framework.export.paste import GRAPH_MASK_PASTERS
 
 __all__ = ["build_exportable", "export_config", "exported_resize"]
 
@@ -69,7 +70,7 @@ def build_exportable(cfg: DictConfig, weights: Path) -> ExportablePredictor:
 
     Raises:
         ExportError: a config whose inference cannot be written as a graph (``model.test_resize``,
-            torchvision's mask pasting), naming the key.
+            a ``model.mask_paste`` rule without a graph version), naming the key.
         ConfigError: an invalid config.
     """
     from framework.checkpoint import Checkpointer
@@ -93,8 +94,8 @@ def build_exportable(cfg: DictConfig, weights: Path) -> ExportablePredictor:
     fields = getattr(model, "output_fields", None) or ()
     mask_paste = getattr(model, "mask_paste", "detectron2")
     mask_on = "pred_masks" in fields
-    if mask_on and mask_paste != "detectron2":
-        raise ExportError(f"config key 'model.mask_paste'={mask_paste!r} does not export yet: only detectron2's "
-                          "pasting is written as graph operations (framework/export/paste.py)")
+    if mask_on and mask_paste not in GRAPH_MASK_PASTERS:
+        raise ExportError(f"config key 'model.mask_paste'={mask_paste!r} does not export: the pasting rules written "
+                          f"as graph operations (framework/export/paste.py) are {', '.join(GRAPH_MASK_PASTERS)}")
     return ExportablePredictor(model=model.eval(), short_edge=short_edge, max_size=max_size,
-                               resize_style=resize_style, mask_on=mask_on)
+                               resize_style=resize_style, mask_on=mask_on, mask_paste=mask_paste)

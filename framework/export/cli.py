@@ -10,12 +10,14 @@ of that config. Without one, ``configs/train.yaml`` is composed with the overrid
 choices allowed) and ``weights=`` names the checkpoint. The output folder gets ``model.onnx`` /
 ``model.pt2`` and ``metadata.json`` (class names, inputs and outputs, the config); see
 docs/deployment.md. Errors (a missing run directory, an unknown format, a module that does not
-export) are one line and exit code 2; ``--traceback`` shows the traceback.
+export) are one line and exit code 2; ``--traceback`` shows the traceback, ``--verbose`` what torch
+printed while exporting.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Optional
@@ -35,6 +37,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                         help="onnx and/or torch_export (default: onnx)")
     parser.add_argument("--output", help="output folder (default: RUN_DIR/export; required without a run directory)")
     parser.add_argument("--checkpoint", default="best", help="with a run directory: best, last or a path (default: best)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show what torch.export and the ONNX exporter print (logged at DEBUG)")
     add_traceback_flag(parser)
     add_projects_flag(parser)
     args = parser.parse_args(argv)
@@ -48,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from framework.engine.predictor import find_checkpoint, load_run_config, resolve_metadata
     from framework.export.exporter import check_formats, export_model
 
+    if args.verbose:
+        logging.getLogger("framework.export").setLevel(logging.DEBUG)
     formats = check_formats(args.format)
     weights_overrides = [o.partition("=")[2] for o in args.overrides if o.partition("=")[0] == "weights"]
     others = [o for o in args.overrides if o.partition("=")[0] != "weights"]

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from framework.errors import ConfigError
-from framework.export.paste import paste_masks_detectron2
+from framework.export.paste import GRAPH_MASK_PASTERS
 from framework.export.resize import resize_image, resize_shape
 
 __all__ = ["ExportablePredictor", "OUTPUT_NAMES"]
@@ -36,6 +36,8 @@ class ExportablePredictor(nn.Module):
             ``short_edge_length`` and ``max_size``; ``"detectron2"`` for ``ResizeShortestEdge``,
             ``"torchvision"`` for ``ResizeShortestEdgeTorchvision``).
         mask_on: whether the model predicts masks (adds the ``masks`` output).
+        mask_paste: the pasting rule (:data:`framework.export.paste.GRAPH_MASK_PASTERS`), the
+            model's ``mask_paste``: ``"detectron2"`` or ``"torchvision"``.
 
     Call: ``module(image)`` with ``image`` (H, W, 3) uint8 RGB, any H, W >= 2. Returns the tuple
     ``boxes`` (N, 4) float32 XYXY in the input's pixels, ``scores`` (N,) float32, ``classes`` (N,)
@@ -50,11 +52,16 @@ class ExportablePredictor(nn.Module):
         max_size: int,
         resize_style: Literal["detectron2", "torchvision"] = "detectron2",
         mask_on: bool,
+        mask_paste: Literal["detectron2", "torchvision"] = "detectron2",
     ) -> None:
         super().__init__()
         if resize_style not in ("detectron2", "torchvision"):
             raise ConfigError(f"ExportablePredictor: resize_style must be 'detectron2' or 'torchvision', got {resize_style!r}")
+        if mask_paste not in GRAPH_MASK_PASTERS:
+            raise ConfigError(f"ExportablePredictor: mask_paste must be one of {', '.join(GRAPH_MASK_PASTERS)}, "
+                              f"got {mask_paste!r}")
         self.model = model.eval()
+        self.mask_paste = mask_paste
         self.short_edge = int(short_edge)
         self.max_size = int(max_size)
         self.resize_style = resize_style
@@ -105,5 +112,6 @@ class ExportablePredictor(nn.Module):
         if not self.mask_on:
             return outputs
         masks = result.pred_masks[keep][:, 0]
-        pasted = paste_masks_detectron2(masks, boxes, height, width, h32, w32, threshold=self.mask_threshold)
+        paste = GRAPH_MASK_PASTERS[self.mask_paste]
+        pasted = paste(masks, boxes, height, width, h32, w32, threshold=self.mask_threshold)
         return outputs + (pasted,)

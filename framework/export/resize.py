@@ -38,6 +38,11 @@ def _size_tensor(size) -> Tensor:
     return torch.scalar_tensor(size, dtype=torch.float64)
 
 
+def _div(number: float, tensor: Tensor) -> Tensor:
+    """``number / tensor`` rounded once, as Python divides floats (see :func:`resize_shape`)."""
+    return torch.full_like(tensor, float(number)) / tensor
+
+
 def resize_shape(height: Tensor, width: Tensor, *, short_edge: int, max_size: int,
                  style: Literal["detectron2", "torchvision"] = "detectron2") -> tuple[Tensor, Tensor]:
     """Output (new_h, new_w) of the test-time resize of an image of (height, width), as 0-d int64.
@@ -53,15 +58,18 @@ def resize_shape(height: Tensor, width: Tensor, *, short_edge: int, max_size: in
     if short_edge == 0:
         return height.to(torch.int64), width.to(torch.int64)
     size = float(short_edge)
+    # A number over a tensor (``size / t``) is computed by torch as ``size * (1 / t)``, which can be
+    # one ulp off Python's division and then floors or rounds to another side length (389 px to
+    # short edge 224: 223 instead of 224); a tensor over a tensor is IEEE division, as Python's.
     if style == "torchvision":
-        scale = torch.minimum(size / torch.minimum(height, width), max_size / torch.maximum(height, width))
+        scale = torch.minimum(_div(size, torch.minimum(height, width)), _div(max_size, torch.maximum(height, width)))
         return torch.floor(height * scale).to(torch.int64), torch.floor(width * scale).to(torch.int64)
-    scale = size / torch.minimum(height, width)
+    scale = _div(size, torch.minimum(height, width))
     portrait = height < width
     new_h = torch.where(portrait, torch.full_like(height, size), scale * height)
     new_w = torch.where(portrait, scale * width, torch.full_like(width, size))
     longest = torch.maximum(new_h, new_w)
-    cap = max_size / longest
+    cap = _div(max_size, longest)
     too_big = longest > max_size
     new_h = torch.where(too_big, new_h * cap, new_h)
     new_w = torch.where(too_big, new_w * cap, new_w)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Union
 
@@ -11,8 +12,11 @@ from torch.export import Dim, ExportedProgram
 
 from framework.errors import ExportError
 from framework.export.diagnose import describe_export_failure
+from framework.export.quiet import captured_output, log_captured
 
 __all__ = ["EXAMPLE_SIZE", "dynamic_shapes", "example_image", "export_program", "save_program"]
+
+logger = logging.getLogger(__name__)
 
 #: (H, W) of the image the graph is recorded with. Its content and size do not matter (H and W are
 #: dynamic); it is not square, so that no code path equates height and width.
@@ -56,17 +60,24 @@ def export_program(module: torch.nn.Module, *, example: torch.Tensor | None = No
 
     Non-strict mode (the model's Python runs as is, on symbolic tensors); under ``no_grad``, so that
     the model's own ``@torch.no_grad()`` does not become a sub-graph that the ONNX translation
-    would have to re-trace.
+    would have to re-trace. What torch prints meanwhile (on a failure, a partial graph) is logged at
+    DEBUG instead (:mod:`framework.export.quiet`), so that a failure is one message.
 
     Raises:
         ExportError: naming the module and the operation that could not be recorded.
     """
     example = example_image() if example is None else example
-    try:
-        with torch.no_grad():
-            return torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes(), strict=False)
-    except Exception as e:  # torch raises many types; each becomes one message naming module and op
-        raise ExportError(describe_export_failure(e, module)) from e
+    failure = None
+    with captured_output() as captured:
+        try:
+            with torch.no_grad():
+                program = torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes(), strict=False)
+        except Exception as e:  # torch raises many types; each becomes one message naming module and op
+            failure = e
+    log_captured(logger, "torch.export", captured)
+    if failure is not None:
+        raise ExportError(describe_export_failure(failure, module)) from failure
+    return program
 
 
 def save_program(program: ExportedProgram, path: Union[str, os.PathLike]) -> None:

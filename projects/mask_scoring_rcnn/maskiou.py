@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
-from framework.structures import Instances
+from framework.structures import Instances, split_by_image
+from framework.structures.size_checks import known_true
 
 __all__ = ["maskiou_loss", "maskiou_rescore", "select_class"]
 
@@ -48,11 +49,12 @@ def maskiou_rescore(pred_maskiou: torch.Tensor, instances: Sequence[Instances]) 
         pred_maskiou: (R,) predicted IoU of each detection for its predicted class, R = total
             detections of ``instances`` in order.
     """
-    if pred_maskiou.numel() != sum(len(i) for i in instances):
-        raise ValueError(
-            f"maskiou_rescore: {pred_maskiou.numel()} IoUs for {sum(len(i) for i in instances)} detections"
-        )
-    for iou, inst in zip(pred_maskiou.split([len(i) for i in instances]), instances):
+    # Counts as the instances' own (possibly symbolic) lengths, not the builtin len, so that
+    # torch.export can record this; the check raises only when a mismatch is certain.
+    total = sum(i.__len__() for i in instances)
+    if known_true(pred_maskiou.numel() != total):
+        raise ValueError(f"maskiou_rescore: {pred_maskiou.numel()} IoUs for {total} detections")
+    for iou, inst in zip(split_by_image(pred_maskiou, instances), instances):
         iou = iou.clamp(0.0, 1.0).to(inst.scores.dtype)
         inst.det_scores = inst.scores
         inst.mask_iou = iou

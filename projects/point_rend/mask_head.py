@@ -12,6 +12,7 @@ from framework.layers import ShapeSpec, check_feature_names
 from framework.modeling.roi_heads.mask_head import mask_rcnn_inference, mask_rcnn_loss
 from framework.registry import MASK_HEADS
 from framework.structures import Boxes, Instances
+from framework.structures.size_checks import known_true
 
 from .coarse_head import CoarseMaskHead
 from .point_features import (
@@ -136,7 +137,9 @@ class PointRendMaskHead(nn.Module):
         boxes = [i.pred_boxes for i in instances]
         coarse = self.coarse_head(self._pool(features, boxes))
         classes = _cat_classes(instances, "pred_classes", coarse.device)
-        if len(classes) == 0:
+        # Counts are read as shapes, not with the builtin len: while torch.export records, the number
+        # of detections is symbolic; the shortcut is taken only when it is known to be 0 (eager).
+        if known_true(classes.shape[0] == 0):
             mask_rcnn_inference(coarse, instances)
             return instances
         mask_rcnn_inference(self._subdivide(features, boxes, coarse, classes), instances)
@@ -144,7 +147,7 @@ class PointRendMaskHead(nn.Module):
 
     def _pool(self, features, boxes: Sequence[Boxes]) -> torch.Tensor:
         """(R, C, S, S): ``in_features`` bilinear at the centres of an S x S grid in each box."""
-        num = sum(len(b) for b in boxes)
+        num = sum(b.tensor.shape[0] for b in boxes)
         grid = regular_grid_points(num, self.pooler_resolution, features[self.in_features[0]].device)
         x = sample_point_features([features[f] for f in self.in_features], [self.strides[f] for f in self.in_features], boxes, grid)
         return x.reshape(num, x.shape[1], self.pooler_resolution, self.pooler_resolution)
@@ -158,7 +161,7 @@ class PointRendMaskHead(nn.Module):
 
     def _subdivide(self, features, boxes, coarse: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Adaptive subdivision: (R, 1, M, M) logits of each detection's class."""
-        num = len(classes)
+        num = classes.shape[0]
         side = self.init_resolution
         logits = _class_logits(self._point_logits(features, boxes, regular_grid_points(num, side, coarse.device), coarse), classes)
         mask = logits.reshape(num, 1, side, side)
@@ -181,4 +184,4 @@ def _class_logits(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     """(R, K, ...) -> (R, 1, ...) of each row's class; class-agnostic (R, 1, ...) unchanged."""
     if logits.shape[1] == 1:
         return logits
-    return logits[torch.arange(len(classes), device=logits.device), classes].unsqueeze(1)
+    return logits[torch.arange(classes.shape[0], device=logits.device), classes].unsqueeze(1)

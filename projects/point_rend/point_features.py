@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from framework.structures import Boxes
+from framework.structures.size_checks import known_true
 
 __all__ = [
     "point_sample",
@@ -113,15 +114,23 @@ def sample_point_features(
         (R, sum C_l, P).
     """
     in_image = points_in_image(Boxes.cat(list(boxes)).tensor, points)
+    # Counts as shapes (b.tensor.shape[0]), not the builtin len: torch.export records them as
+    # symbolic sizes, and a graph must also run with 0 boxes, hence explicit reshape sizes (-1 is
+    # ambiguous for an empty tensor).
+    per_image = [in_image] if len(boxes) == 1 else in_image.split([b.tensor.shape[0] for b in boxes])
     out = []
-    for i, pts in enumerate(in_image.split([len(b) for b in boxes])):
-        if len(pts) == 0:
+    for i, pts in enumerate(per_image):
+        num_boxes, num_points = pts.shape[0], pts.shape[1]
+        if known_true(num_boxes == 0):
             out.append(in_image.new_zeros(0, sum(f.shape[1] for f in features), points.shape[1]))
             continue
         per_level = []
         for feature, stride in zip(features, strides):
-            extent = pts.new_tensor([feature.shape[-1] * stride, feature.shape[-2] * stride])
-            sampled = point_sample(feature[i : i + 1], (pts / extent).reshape(1, -1, 2))  # (1, C, Ri*P)
-            per_level.append(sampled.reshape(feature.shape[1], len(pts), -1).transpose(0, 1))
+            # scalar_tensor, not new_tensor: a feature's size is symbolic while recording
+            extent = torch.stack([torch.scalar_tensor(side * stride, dtype=pts.dtype, device=pts.device)
+                                  for side in (feature.shape[-1], feature.shape[-2])])
+            flat = (pts / extent).reshape(1, num_boxes * num_points, 2)
+            sampled = point_sample(feature[i : i + 1], flat)  # (1, C, Ri*P)
+            per_level.append(sampled.reshape(feature.shape[1], num_boxes, num_points).transpose(0, 1))
         out.append(torch.cat(per_level, dim=1))
     return torch.cat(out, dim=0)

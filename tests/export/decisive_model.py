@@ -12,9 +12,9 @@ in two ways:
   shrink boxes to a few thousandths of a pixel.
 
 A trained model is decisive at a sane scale; this one is made so without training. Each
-prediction layer (RPN objectness and deltas, class scores, box deltas, mask logits) is redrawn
-with a std chosen from the norm of its input, measured on a textured calibration image, so that
-its outputs have a fixed spread whatever the backbone: logits spread over a few units (scores
+prediction layer (RPN objectness and deltas, class scores and box deltas of every stage, mask
+logits, a MaskIoU head's IoUs) is redrawn with a std chosen from the norm of its input, measured
+on a textured calibration image, so that its outputs have a fixed spread whatever the backbone: logits spread over a few units (scores
 neither tied nor saturated), box deltas small (boxes stay near their anchors / proposals, none
 degenerate). Then the background bias is raised until a blank image gives no detection at all,
 while a textured image still gives many (the tests check both). Imported by name (pytest puts
@@ -40,12 +40,26 @@ CALIBRATION = np.random.default_rng(123).integers(0, 256, (200, 260, 3), dtype=n
 #: spread over a few units; RPN deltas are in anchor units (0.1: an anchor moves or grows by
 #: about 10%); box deltas are divided by the box coding's weights (10, 10, 5, 5) when decoded, so
 #: 0.5 moves a proposal by about 5%; mask logits of std 4 leave few pixels near the threshold.
-OUTPUT_STD = {"objectness": 1.0, "rpn_deltas": 0.1, "class": 1.5, "box_deltas": 0.5, "mask": 4.0}
+#: A MaskIoU predictor (projects/mask_scoring_rcnn) regresses an IoU that rescales the scores
+#: (clamped to [0, 1]): a spread of 0.15 about a bias of 0.5 keeps every score apart from 0.
+OUTPUT_STD = {"objectness": 1.0, "rpn_deltas": 0.1, "class": 1.5, "box_deltas": 0.5, "mask": 4.0, "maskiou": 0.15}
+#: The bias each redrawn layer gets (0 unless named here).
+OUTPUT_BIAS = {"maskiou": 0.5}
 
 
-def _last_conv(module: nn.Module) -> nn.Conv2d | None:
-    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
-    return convs[-1] if convs else None
+def _mask_prediction_layers(mask_head: nn.Module | None) -> list[nn.Module]:
+    """The layers whose outputs are mask logits, in the order they run: a head's last Conv2d
+    (Mask R-CNN's conv-upsample heads), or PointRend's coarse ``prediction`` then its point head's
+    ``predictor`` (projects/point_rend: the coarse logits are an input of the point head, whose
+    logits are the final masks)."""
+    if mask_head is None:
+        return []
+    coarse = getattr(getattr(mask_head, "coarse_head", None), "prediction", None)
+    point = getattr(getattr(mask_head, "point_head", None), "predictor", None)
+    if point is not None:
+        return [layer for layer in (coarse, point) if layer is not None]
+    convs = [m for m in mask_head.modules() if isinstance(m, nn.Conv2d)]
+    return convs[-1:]
 
 
 def _input_norm(layer: nn.Module, inputs: list[torch.Tensor]) -> float:
@@ -59,7 +73,9 @@ def _input_norm(layer: nn.Module, inputs: list[torch.Tensor]) -> float:
 @torch.no_grad()
 def _redraw(predictor: Predictor, layers: dict[str, nn.Module], generator: torch.Generator) -> None:
     """Run the calibration image, then redraw each of ``layers`` (role -> layer) with weights of
-    std ``OUTPUT_STD[role] / input norm`` and zero bias."""
+    std ``OUTPUT_STD[role] / input norm`` and the bias ``OUTPUT_BIAS`` gives (else zero)."""
+    if not layers:  # nothing of this kind in the model: no calibration run either
+        return
     seen: dict[str, list[torch.Tensor]] = {role: [] for role in layers}
     handles = [layer.register_forward_hook(lambda m, args, out, role=role: seen[role].append(args[0].detach()))
                for role, layer in layers.items()]
@@ -74,7 +90,7 @@ def _redraw(predictor: Predictor, layers: dict[str, nn.Module], generator: torch
         std = OUTPUT_STD[role] / _input_norm(layer, seen[role])
         layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator, dtype=torch.float64).mul(std).float())
         if layer.bias is not None:
-            layer.bias.zero_()
+            layer.bias.fill_(OUTPUT_BIAS.get(role, 0.0))
 
 
 def _present(pairs: Iterable[tuple[str, nn.Module | None]]) -> dict[str, nn.Module]:
@@ -85,11 +101,14 @@ def _present(pairs: Iterable[tuple[str, nn.Module | None]]) -> dict[str, nn.Modu
 def make_decisive(predictor: Predictor, *, seed: int = 1, margin: float = 3.0) -> None:
     """Redraw ``predictor.model``'s prediction layers at a fixed output spread (:data:`OUTPUT_STD`)
     and raise the background bias so that every RoI of :data:`BLANK` scores background ``margin``
-    logits above any class. Works on any RoI heads with a ``box_predictor.cls_score`` (plugins
-    included); the RPN and box deltas are redrawn where they have detectron2's layer names.
+    logits above any class, in every stage. Works on any RoI heads with a ``box_predictor`` holding
+    a ``cls_score`` or a list of them (Cascade R-CNN's stages); the RPN and box deltas are redrawn
+    where they have detectron2's layer names, the mask logits as :func:`_mask_prediction_layers`
+    finds them, and a MaskIoU ``maskiou_head.predictor`` (projects/mask_scoring_rcnn).
 
-    Three stages, each calibrated on what the previous one now gives: the RPN (its proposals feed
-    the box branch), the box branch (its detections feed the mask branch), the mask branch.
+    Each step is calibrated on what the steps before it now give, in the order the model runs:
+    the RPN (its proposals feed the box branch), each box stage (its boxes feed the next stage),
+    the mask layers, the MaskIoU predictor (it reads the mask logits).
     """
     model = predictor.model
     generator = torch.Generator().manual_seed(seed)
@@ -97,17 +116,23 @@ def make_decisive(predictor: Predictor, *, seed: int = 1, margin: float = 3.0) -
     _redraw(predictor, _present([("objectness", getattr(rpn_head, "objectness_logits", None)),
                                  ("rpn_deltas", getattr(rpn_head, "anchor_deltas", None))]), generator)
     heads = model.roi_heads
-    cls_score = heads.box_predictor.cls_score
-    _redraw(predictor, _present([("class", cls_score),
-                                 ("box_deltas", getattr(heads.box_predictor, "bbox_pred", None))]), generator)
-    mask_head = getattr(heads, "mask_head", None)
-    _redraw(predictor, _present([("mask", _last_conv(mask_head) if mask_head is not None else None)]), generator)
-    seen: list[torch.Tensor] = []
-    handle = cls_score.register_forward_hook(lambda m, args, out: seen.append(out.detach()))
+    stages = list(heads.box_predictor) if isinstance(heads.box_predictor, nn.ModuleList) else [heads.box_predictor]
+    for stage in stages:
+        _redraw(predictor, _present([("class", stage.cls_score),
+                                     ("box_deltas", getattr(stage, "bbox_pred", None))]), generator)
+    for layer in _mask_prediction_layers(getattr(heads, "mask_head", None)):
+        _redraw(predictor, {"mask": layer}, generator)
+    maskiou = getattr(getattr(heads, "maskiou_head", None), "predictor", None)
+    _redraw(predictor, _present([("maskiou", maskiou)]), generator)
+    seen: dict[int, list[torch.Tensor]] = {k: [] for k in range(len(stages))}
+    handles = [stage.cls_score.register_forward_hook(lambda m, args, out, k=k: seen[k].append(out.detach()))
+               for k, stage in enumerate(stages)]
     try:
         predictor(BLANK)
     finally:
-        handle.remove()
-    logits = torch.cat(seen)  # (R, K + 1), every RoI of every stage
-    lift = (logits[:, :-1].max() - logits[:, -1].min()).clamp(min=0) + margin
-    cls_score.bias[-1] += lift
+        for handle in handles:
+            handle.remove()
+    for k, stage in enumerate(stages):
+        logits = torch.cat(seen[k])  # (R, K + 1), every RoI this stage scored
+        lift = (logits[:, :-1].max() - logits[:, -1].min()).clamp(min=0) + margin
+        stage.cls_score.bias[-1] += lift

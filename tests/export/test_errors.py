@@ -3,6 +3,8 @@ an unknown --format, a missing run directory (exit code 2 from the command)."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -68,6 +70,28 @@ def test_value_branch_names_module_and_line():
     assert "docs/deployment.md" in message and "\n" not in message
 
 
+def test_command_prints_one_message_for_a_module_that_does_not_export(capfd, caplog, monkeypatch, tmp_path):
+    # the module of the test above, through framework-export: what torch.export prints while it
+    # fails (a partial graph, at file-descriptor level too) stays out of stderr unless --verbose
+    module = _exportable()
+    module.model.proposal_generator.rpn_head = ValueBranchingHead(module.model.proposal_generator.rpn_head)
+    monkeypatch.setattr("framework.export.exporter.build_exportable", lambda cfg, weights: module)
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"")  # never read: the module above is exported
+    argv = ["--format", "torch_export", "--output", str(tmp_path / "out"), f"weights={weights}"]
+    capfd.readouterr()
+    assert export_main(argv) == 2
+    err = capfd.readouterr().err.strip()
+    assert err.startswith("error: cannot export module model.proposal_generator.rpn_head (ValueBranchingHead)")
+    assert "\n" not in err, err[:2000]
+    # --verbose logs it at DEBUG (to stderr in a shell; pytest's log capture here)
+    monkeypatch.setattr(logging.getLogger("framework.export"), "level", logging.NOTSET)  # restored after
+    assert export_main([*argv, "--verbose"]) == 2
+    printed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("torch.export printed:")]
+    assert printed and "aten." in printed[0]  # the partial graph torch printed
+    assert capfd.readouterr().err.strip() == err
+
+
 def test_op_without_onnx_translation_names_module_and_op(tmp_path):
     program = export_program(SmallDetector())  # torch.export records it ...
     with pytest.raises(ExportError) as e:  # ... ONNX has no translation
@@ -110,3 +134,8 @@ def test_missing_run_directory_is_one_line(capsys, tmp_path):
 def test_no_model_named_is_one_line(capsys, tmp_path):
     assert export_main(["--format", "onnx", "--output", str(tmp_path), "model=mask_rcnn_R_50_FPN"]) == 2
     assert "weights=<checkpoint file>" in capsys.readouterr().err
+
+
+def test_unknown_mask_paste_rule_is_named():
+    with pytest.raises(ConfigError, match=r"mask_paste must be one of detectron2, torchvision, got 'nearest'"):
+        ExportablePredictor(model=torch.nn.Identity(), short_edge=0, max_size=1, mask_on=True, mask_paste="nearest")

@@ -7,7 +7,7 @@ them checked to give > 50 detections), a blank image (checked to give none), and
 val images when ../shared/data/coco_tiny exists. Eager is ``Predictor.from_run`` itself: PIL
 resize in the mapper, the model, detector_postprocess.
 
-The models other than the main job's (R50-FPN presets, the projects/ plugin) are marked
+The models other than the main job's (R50-FPN presets, the projects/ plugins) are marked
 ``export_full`` and left out of the default run (conftest.py): ``pytest -m export_full tests/export``
 runs them.
 """
@@ -28,13 +28,21 @@ COCO_TINY = Path(__file__).resolve().parents[3] / "shared" / "data" / "coco_tiny
 if not COCO_TINY.is_dir():
     COCO_TINY = Path("/work/shared/data/coco_tiny/val2017")
 
+#: The main job's test size with torchvision's resize rule (floored sides, float bilinear).
+TORCHVISION_RESIZE = "input.test.augmentations=[{name: ResizeShortestEdgeTorchvision, short_edge_length: [224], max_size: 400}]"
 MODELS = {
     "main_job": [],  # model=mask_rcnn_R_18_FPN_quick, the main job's
     "lite_mask_head (projects/)": ["model=mask_rcnn_R_18_FPN_quick_lite"],
     "mask_rcnn_R_50_FPN": ["model=mask_rcnn_R_50_FPN"],
     "faster_rcnn_R_50_FPN": ["model=faster_rcnn_R_50_FPN"],
+    "point_rend (projects/)": ["model=point_rend_R_18_FPN_quick"],
+    "mask_scoring_rcnn (projects/)": ["model=mask_scoring_rcnn_R_18_FPN_quick"],
+    "cascade_rcnn (projects/)": ["model=cascade_mask_rcnn_R_18_FPN_quick"],
+    # torchvision's semantics (mask pasting, and its resize in the mapper, as docs/deployment.md advises)
+    "mask_rcnn_R_50_FPN_torchvision": ["model=mask_rcnn_R_50_FPN_torchvision", TORCHVISION_RESIZE],
+    "faster_rcnn_R_50_FPN_torchvision": ["model=faster_rcnn_R_50_FPN_torchvision", TORCHVISION_RESIZE],
 }
-FULL = {"lite_mask_head (projects/)", "mask_rcnn_R_50_FPN", "faster_rcnn_R_50_FPN"}
+FULL = set(MODELS) - {"main_job"}
 SIZES = [(301, 199), (131, 97), (389, 517)]
 
 

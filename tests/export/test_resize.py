@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from PIL import Image
 
 from framework.data.augmentations import resize_shortest_edge_shape
 from framework.export.resize import pil_bilinear_weights, resize_image, resize_shape
+from framework.layers.resize import resize_shortest_edge_torchvision
 
 # (height, width, short_edge, max_size): down- and upscaling, portrait and landscape, the cap on the
 # long side, an exact .5 rounding case (64 x 65 -> 800 x 812.5 -> 813), equal sizes, 0 = no resize.
@@ -49,3 +52,27 @@ def test_weights_halving_by_hand():
     expected_row0 = [np.floor(3 / 7 * one + 0.5), np.floor(3 / 7 * one + 0.5), np.floor(1 / 7 * one + 0.5), 0.0]
     np.testing.assert_array_equal(w[0].numpy(), expected_row0)
     np.testing.assert_array_equal(w[1].numpy(), expected_row0[::-1])
+
+
+@pytest.mark.parametrize("short,cap", [(224, 400), (800, 1333)])
+def test_sizes_equal_the_mapper_on_a_sweep(short, cap):
+    # every height 2..699 against widths 2..699 in steps of 7, as one batched call (the operations are
+    # elementwise); a number divided by a tensor (torch: number * (1 / t), one ulp off) gave 389 px
+    # -> 223 instead of 224 with the torchvision rule, and 31 sizes of this sweep off by one pixel
+    # with detectron2's
+    hs, ws = torch.meshgrid(torch.arange(2, 700, dtype=torch.float64), torch.arange(2, 700, 7, dtype=torch.float64),
+                            indexing="ij")
+    hs, ws = hs.flatten(), ws.flatten()
+    for style in ("detectron2", "torchvision"):
+        new_h, new_w = resize_shape(hs, ws, short_edge=short, max_size=cap, style=style)
+        got = list(zip(new_h.tolist(), new_w.tolist()))
+        sizes = [(int(h), int(w)) for h, w in zip(hs.tolist(), ws.tolist())]
+        if style == "detectron2":
+            expected = [resize_shortest_edge_shape(h, w, short, cap) for h, w in sizes]
+        else:  # the torchvision resize's output size, from a blank image of each size would be slow:
+            # its rule (framework.layers.resize.resize_shortest_edge_torchvision), in Python floats
+            expected = [(math.floor(h * s), math.floor(w * s))
+                        for h, w in sizes for s in [min(short / min(h, w), cap / max(h, w))]]
+        wrong = [(size, g, e) for size, g, e in zip(sizes, got, expected) if g != e]
+        assert not wrong, f"{style}: {len(wrong)} sizes differ, e.g. {wrong[:3]}"
+    assert resize_shortest_edge_torchvision(torch.zeros(1, 389, 517), 224, 400).shape[-2:] == (224, 297)
