@@ -28,6 +28,7 @@ __all__ = [
     "ROIAlignV2",
     "assign_boxes_to_levels",
     "convert_boxes_to_pooler_format",
+    "pooler_rois",
 ]
 
 
@@ -69,6 +70,21 @@ def convert_boxes_to_pooler_format(box_lists: Sequence[Boxes]) -> torch.Tensor:
         image_index = torch.repeat_interleave(torch.arange(len(box_lists), dtype=boxes.dtype, device=boxes.device), counts)
     return torch.cat([image_index[:, None], boxes], dim=1)
 
+
+
+def pooler_rois(box_lists: Sequence[Boxes], feature_dtype: torch.dtype) -> torch.Tensor:
+    """:func:`convert_boxes_to_pooler_format`'s (K, 5) rois in the dtype the pooling reads: the
+    features' float dtype, except bf16 / fp16 features (autocast), where they stay float32.
+
+    bf16 keeps 8 bits of mantissa: a coordinate of 300 px would be rounded to a multiple of 2 px
+    (fp16: 0.25 px) before pooling, moving every RoI by up to a pixel. The pooling ops take float32
+    rois with reduced-precision features (:func:`framework.layers.parallel_ops.roi_align` pools in
+    float32 and rounds the output back, as torchvision's autocast kernels do).
+    """
+    rois = convert_boxes_to_pooler_format(box_lists)
+    if feature_dtype in (torch.bfloat16, torch.float16):
+        return rois
+    return rois.to(feature_dtype)
 
 def _levels_from_scales(scales: Sequence[float]) -> tuple[int, int]:
     """(min_level, max_level) for scales 1/2^min, 1/2^(min+1), ..., 1/2^max; a clear error otherwise."""
@@ -150,7 +166,7 @@ class ROIPooler(nn.Module):
         # Zero boxes in total still go through the ops below (which return (0, C, h, w)), so the
         # output stays connected to the features' graph, as in detectron2.
         num_boxes = sum(b.tensor.shape[0] for b in box_lists)  # a symbolic count stays symbolic (torch.export)
-        rois = convert_boxes_to_pooler_format(box_lists).to(x[0].dtype)
+        rois = pooler_rois(box_lists, x[0].dtype)
         memory_format = torch.channels_last if is_channels_last(x[0]) else torch.contiguous_format
         if len(x) == 1:
             return self.pool(x[0], rois, self.scales[0]).contiguous(memory_format=memory_format)
@@ -181,6 +197,8 @@ class ROIPool(ROIPooler):
     """
 
     def pool(self, feature: torch.Tensor, rois: torch.Tensor, scale: float) -> torch.Tensor:
+        if feature.dtype in (torch.bfloat16, torch.float16):  # float32 rois (pooler_rois): pool in float32
+            return roi_pool(feature.float(), rois.float(), self.output_size, scale).to(feature.dtype)
         return roi_pool(feature, rois, self.output_size, scale)
 
 

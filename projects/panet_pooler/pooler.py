@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 
 from framework.errors import ConfigError
-from framework.modeling.poolers import ROIAlignV2, convert_boxes_to_pooler_format
+from framework.modeling.poolers import ROIAlignV2, pooler_rois
 from framework.registry import ROI_POOLERS
 from framework.structures.boxes import Boxes
 from projects.panet_pooler.fusion import FUSIONS, Fusion, fuse_levels
@@ -74,7 +74,7 @@ class PANetPooler(ROIAlignV2):
         if len(box_lists) == 0:
             return x[0].new_zeros((0, x[0].shape[1], *self.output_size))
         # Zero boxes still go through roi_align (-> (0, C, h, w)) so the output stays in the graph.
-        rois = convert_boxes_to_pooler_format(box_lists).to(x[0].dtype)
+        rois = pooler_rois(box_lists, x[0].dtype)
         return fuse_levels([self.pool(feature, rois, scale) for feature, scale in zip(x, self.scales)], self.fusion)
 
     def extra_repr(self) -> str:

@@ -9,9 +9,10 @@ import pytest
 # decisive_model.py and parity.py are imported by name
 sys.path.insert(0, str(Path(__file__).parent))
 
-#: Marks the parity tests of the models other than the main job's (the R50-FPN presets, the
-#: projects/ plugin): exporting a model costs about a minute of CPU, more than CI's time affords for
-#: three more. Run with ``pytest -m export_full tests/export``.
+#: Marks the parity tests of the models other than the main job's (the R50-FPN presets, detectron2's
+#: and torchvision's, and the projects/ plugins: test_parity.py's MODELS): exporting a model costs
+#: about a minute of CPU, more than CI's time affords for eight more. Run with
+#: ``pytest -m export_full tests/export``.
 FULL_MARK = "export_full"
 
 

@@ -148,3 +148,22 @@ def test_registry_entries_and_knobs():
     assert (p.min_level, p.max_level, p.canonical_box_size, p.canonical_level) == (2, 5, 224, 4)
     with pytest.raises(ConfigError, match="no knob 'sampling_ratio'"):
         ROI_POOLERS.build({"name": "ROIPool", "sampling_ratio": 2}, output_size=7, scales=[0.25])
+
+
+@pytest.mark.parametrize("pooler_name", ["ROIAlignV2", "ROIPool"])
+def test_bf16_features_are_pooled_at_float32_box_coordinates(pooler_name):
+    """Under autocast the features are bf16 but the RoIs stay float32: bf16 would round a
+    coordinate of 300.7 px to 300 (a multiple of 2 px there). The bf16 output equals pooling the
+    same (bf16-valued) features in float32 at the exact boxes, rounded to bf16."""
+    from framework.modeling.poolers import pooler_rois
+
+    rois = pooler_rois([Boxes(torch.tensor([[300.7, 10.3, 340.9, 50.6]]))], torch.bfloat16)
+    assert rois.dtype == torch.float32 and rois[0, 1].item() == pytest.approx(300.7)
+    torch.manual_seed(0)
+    pooler = ROI_POOLERS.build(pooler_name, output_size=7, scales=[0.25])
+    feature = torch.randn(1, 8, 100, 100).bfloat16()
+    boxes = [Boxes(torch.tensor([[300.7, 10.3, 340.9, 50.6]]))]
+    out = pooler([feature], boxes)
+    expected = pooler([feature.float()], boxes).bfloat16()
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -205,6 +206,9 @@ def test_default_job_trains_and_evaluates_with_both_poolers(tmp_path, monkeypatc
         assert fusion == ("max" if size == (7, 7) else "sum")
         assert len(feats) == 4 and out.shape == (sum(len(b) for b in boxes), feats[0].shape[1], *size)
         rois = torch.cat([torch.cat([torch.full((len(b), 1), float(i)), b], 1) for i, b in enumerate(boxes)])
-        per_level = torch.stack([roi_align(f, rois, size, s, 0, aligned=True) for f, s in zip(feats, scales)])
-        expected = per_level.amax(0) if fusion == "max" else per_level.sum(0)
+        # Training runs under the default train.amp=auto: bf16 features on a CPU with native bf16,
+        # pooled in float32 and rounded back per level (torchvision's autocast rule), then fused
+        # level after level in the features' dtype.
+        per_level = [roi_align(f.float(), rois, size, s, 0, aligned=True).to(f.dtype) for f, s in zip(feats, scales)]
+        expected = functools.reduce(torch.maximum if fusion == "max" else torch.add, per_level)
         torch.testing.assert_close(out, expected, msg=f"training={training}, size={size}")
