@@ -71,7 +71,6 @@ def convert_boxes_to_pooler_format(box_lists: Sequence[Boxes]) -> torch.Tensor:
     return torch.cat([image_index[:, None], boxes], dim=1)
 
 
-
 def pooler_rois(box_lists: Sequence[Boxes], feature_dtype: torch.dtype) -> torch.Tensor:
     """:func:`convert_boxes_to_pooler_format`'s (K, 5) rois in the dtype the pooling reads: the
     features' float dtype, except bf16 / fp16 features (autocast), where they stay float32.
