@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow
 #: 150 steps of the default job on 128-192 px images (about 50 s of training on 2 cores).
 LEARNING_JOB = [*SMALL_IMAGES, "train.max_iter=150", "lr_scheduler.warmup_iters=25", "lr_scheduler.steps=[120]",
                 "dataloader.train.num_workers=1", "dataloader.test.num_workers=0"]
-#: Box / mask AP of LEARNING_JOB at seeds 1, 2, 3 (mask AP 14.75 +- 2.6 over the three).
+#: Box / mask AP of LEARNING_JOB at seeds 1, 2, 3 (mask AP 14.75 +- 2.6 over the three) with torch's
+#: AdamW loop; with the fused AdamW (the default since), seed 1 gave 10.71 / 10.70.
 LEARNED = {1: (16.48, 17.18), 2: (12.15, 12.06), 3: (15.59, 15.00)}
 #: Half the lowest measured AP: far above an untrained model's 0.0, and below every measured run
 #: with a margin for other CPUs and torch versions (their float rounding changes the trajectory).
@@ -48,12 +49,14 @@ def test_the_default_job_learns(learned_run):
         f"reach {LEARNED} (threshold {THRESHOLD})")
 
 
-#: bf16 inference against float32 on the trained checkpoint, per float32 detection with a score of
-#: at least BF16_CONFIDENT (the top tenth after 150 steps): a bf16 detection of the same class with
-#: box IoU and mask IoU at least these and a score within BF16_SCORE; at least BF16_MATCHED of them
-#: (docs/training.md). Measured (AMD EPYC, AVX512_BF16): 34 of 35 matched; the matched ones' worst
-#: score difference 0.006 and mask IoU 0.968; the unmatched one's box IoU 0.79.
-BF16_CONFIDENT, BF16_BOX_IOU, BF16_MASK_IOU, BF16_SCORE, BF16_MATCHED = 0.3, 0.9, 0.8, 0.05, 0.9
+#: bf16 inference against float32 on the trained checkpoint, per confident float32 detection (the
+#: top BF16_TOP of all its detections on 10 validation images, by score: a rank rather than a score
+#: threshold, since how confident 150 steps make the model moves with every change of float
+#: rounding): a bf16 detection of the same class with box IoU and mask IoU at least these and a
+#: score within BF16_SCORE; at least BF16_MATCHED of them (docs/training.md). Measured (AMD EPYC,
+#: AVX512_BF16): 52 of 52 matched (top tenth of 522, scores 0.21-0.38), worst box IoU 0.996, mask
+#: IoU 0.993, score difference 0.002.
+BF16_TOP, BF16_BOX_IOU, BF16_MASK_IOU, BF16_SCORE, BF16_MATCHED = 0.1, 0.9, 0.8, 0.05, 0.9
 
 
 def test_bf16_inference_gives_the_float32_detections_of_a_trained_model(learned_run):
@@ -68,11 +71,14 @@ def test_bf16_inference_gives_the_float32_detections_of_a_trained_model(learned_
     _, image_root = ensure_builtin_synthetic()["val"]
     fp32 = Predictor.from_run(learned_run, checkpoint="last", device="cpu")
     bf16 = Predictor.from_run(learned_run, checkpoint="last", device="cpu", overrides=["model.inference_amp=bf16"])
+    pairs = [(fp32(str(path)), bf16(str(path))) for path in sorted(image_root.iterdir())[:10]]
+    scores = torch.cat([a.scores for a, _ in pairs]).sort(descending=True).values
+    assert len(scores) >= 100, f"the trained model gave only {len(scores)} detections on 10 images"
+    min_score = scores[int(BF16_TOP * len(scores)) - 1]
     confident = matched = 0
-    for path in sorted(image_root.iterdir())[:10]:
-        a, b = fp32(str(path)), bf16(str(path))
+    for a, b in pairs:
         assert b.scores.dtype == b.pred_boxes.tensor.dtype == torch.float32
-        keep = a.scores >= BF16_CONFIDENT
+        keep = a.scores >= min_score
         confident += int(keep.sum())
         if len(b) == 0:
             continue
@@ -86,5 +92,4 @@ def test_bf16_inference_gives_the_float32_detections_of_a_trained_model(learned_
                 if inter / union >= BF16_MASK_IOU:
                     matched += 1
                     break
-    assert confident >= 10, f"the trained model gave only {confident} detections with score >= {BF16_CONFIDENT}"
     assert matched >= BF16_MATCHED * confident, f"bf16 found {matched} of {confident} float32 detections again"

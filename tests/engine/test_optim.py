@@ -97,6 +97,29 @@ def test_sgd_options():
     assert opt.defaults["momentum"] == 0.8 and opt.defaults["nesterov"] is True
 
 
+@pytest.mark.parametrize("build", [SGD, AdamW])
+def test_fused_is_the_default_and_matches_the_loop(build):
+    # fused (the default) and torch's loop: the same updates to float rounding over several steps,
+    # and each resumes from the other's state dict
+    torch.manual_seed(0)
+    # no norm after the conv: its bias would get a gradient of pure rounding, which Adam scales up to lr
+    models = [nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(36, 2)) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    opts = [build(models[0], base_lr=0.01), build(models[1], base_lr=0.01, fused=False)]
+    assert opts[0].defaults["fused"] is True and not opts[1].defaults["fused"]
+    x = torch.randn(4, 3, 5, 5)
+    for _ in range(3):
+        for model, opt in zip(models, opts):
+            opt.zero_grad()
+            model(x).square().sum().backward()
+            opt.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        assert not torch.equal(a, torch.zeros_like(a))
+    opts[1].load_state_dict(opts[0].state_dict())
+    opts[0].load_state_dict(opts[1].state_dict())
+
+
 def test_errors():
     with pytest.raises(ConfigError, match="OPTIMIZERS has no component named 'sgd' .at config path 'solver.name'.. Did you mean 'SGD'"):
         build_optimizer(nn.Linear(2, 1), {"name": "sgd", "base_lr": 0.1})
