@@ -10,6 +10,8 @@ Mask R-CNN step.
   faster). Without MKL it splits the *channels* over Python threads (torchvision's kernels release
   the GIL): every channel is pooled exactly as in one call, so output and gradient are
   bit-identical to ``torchvision.ops.roi_align``.
+* :func:`roi_align_levels` pools RoIs from the levels of a pyramid; with MKL all levels in one
+  sparse product (the same values as :func:`roi_align` per level).
 * :func:`batched_nms` splits the *classes*: NMS never compares boxes of different classes, and the
   kept set is sorted by score the way torchvision sorts it, so the indices are those of
   ``torchvision.ops.batched_nms``.
@@ -35,9 +37,10 @@ from torchvision import ops
 
 from framework.layers import roi_align_sparse
 from framework.layers.graph_capture import is_exporting
+from framework.layers.level_pooling import pool_by_level
 from framework.layers.memory_format import contiguous_nchw
 
-__all__ = ["batched_nms_per_class", "roi_align", "batched_nms", "num_workers"]
+__all__ = ["batched_nms_per_class", "roi_align", "roi_align_levels", "batched_nms", "num_workers"]
 
 T = TypeVar("T")
 
@@ -116,6 +119,24 @@ class _ChannelSplitRoIAlign(torch.autograd.Function):
         return torch.cat(parts, dim=1), None, None, None, None, None, None
 
 
+def _on_cpu_kernels(input: Tensor, rois: Tensor) -> bool:
+    """Whether the CPU paths below apply: a CPU tensor, eager (not scripted, traced or exported),
+    and (K, 5) rois; elsewhere torchvision's op is called."""
+    return (input.device.type == "cpu" and not (torch.jit.is_scripting() or torch.jit.is_tracing() or is_exporting())
+            and rois.dim() == 2 and rois.shape[1] == 5)
+
+
+def _sparse_fits(rois: Tensor, spatial_scale: float | Tensor, output_size: tuple[int, int], channels: int,
+                 sampling_ratio: int, aligned: bool) -> bool:
+    """Whether the sparse RoIAlign applies: MKL, and a matrix with no more entries than the output
+    (huge RoIs with many sampling points are cheaper for torchvision's kernel) or int32 indices."""
+    if not torch.backends.mkl.is_available():
+        return False
+    out_elements = rois.shape[0] * channels * output_size[0] * output_size[1]
+    entries = roi_align_sparse.num_entries(rois, spatial_scale, output_size, sampling_ratio, aligned)
+    return entries <= min(out_elements, MAX_SPARSE_ENTRIES)
+
+
 def roi_align(
     input: Tensor,
     rois: Tensor,
@@ -143,8 +164,7 @@ def roi_align(
         (K, C, out_h, out_w); in ``input``'s memory format on the sparse path, NCHW otherwise.
     """
     output_size = tuple(output_size)
-    if (input.device.type != "cpu" or torch.jit.is_scripting() or torch.jit.is_tracing() or is_exporting() or rois.dim() != 2
-            or rois.shape[1] != 5):
+    if not _on_cpu_kernels(input, rois):
         return ops.roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
     if input.dtype in (torch.bfloat16, torch.float16):
         # What torchvision's autocast kernel does (float32 in, the input's dtype out), done here rather
@@ -156,16 +176,59 @@ def roi_align(
     if input.dtype not in (torch.float32, torch.float64):
         return ops.roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
     rois = rois.to(input.dtype)
-    out_elements = rois.shape[0] * input.shape[1] * output_size[0] * output_size[1]
-    if torch.backends.mkl.is_available():
-        entries = roi_align_sparse.num_entries(rois, spatial_scale, output_size, sampling_ratio, aligned)
-        if entries <= min(out_elements, MAX_SPARSE_ENTRIES):
-            return roi_align_sparse.roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
+    if _sparse_fits(rois, spatial_scale, output_size, input.shape[1], sampling_ratio, aligned):
+        return roi_align_sparse.roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
     input = contiguous_nchw(input)  # torchvision reads NCHW, and would copy per slice
+    out_elements = rois.shape[0] * input.shape[1] * output_size[0] * output_size[1]
     workers = min(num_workers(input.device, out_elements, MIN_ROI_ALIGN_WORK), input.shape[1])
     if workers == 1:
         return ops.roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
     return _ChannelSplitRoIAlign.apply(input, rois, spatial_scale, output_size, sampling_ratio, aligned, workers)
+
+
+def roi_align_levels(
+    inputs: Sequence[Tensor],
+    rois: Tensor,
+    levels: Tensor,
+    output_size: tuple[int, int],
+    spatial_scales: Sequence[float],
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+) -> Tensor:
+    """RoI k pooled by :func:`roi_align` from ``inputs[levels[k]]`` at ``spatial_scales[levels[k]]``.
+
+    On a CPU with MKL all levels go through one sparse matrix product (whose columns run over the
+    pixels of every level; :func:`framework.layers.roi_align_sparse.roi_align_levels`): one matrix
+    to build, one product and one transposed product in the backward, instead of one of each per
+    level plus the gathering of RoIs by level and the scattering of their results. Each RoI's
+    values are :func:`roi_align`'s on its level (the same matrix rows). Elsewhere, or where the
+    sparse path does not apply: :func:`~framework.layers.level_pooling.pool_by_level` with
+    :func:`roi_align`.
+
+    Args:
+        inputs: one (N, C, H_l, W_l) feature map per level, the same dtype and memory format.
+        rois: (K, 5) ``(batch_index, x0, y0, x1, y1)`` boxes in input-image coordinates.
+        levels: (K,) int64 index into ``inputs`` per RoI.
+        output_size, sampling_ratio, aligned: as in :func:`roi_align`.
+        spatial_scales: one per level.
+
+    Returns:
+        (K, C, out_h, out_w) in the memory format of ``inputs[0]``.
+    """
+    output_size = tuple(output_size)
+    dtype = inputs[0].dtype
+    if _on_cpu_kernels(inputs[0], rois) and dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+        compute = torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
+        # Reduced precision: pooled in float32 and rounded back, as roi_align does; autocast off inside.
+        with torch.autocast("cpu", enabled=False):
+            rois = rois.to(compute)
+            scales = torch.tensor(spatial_scales, dtype=compute).index_select(0, levels)
+            if _sparse_fits(rois, scales, output_size, inputs[0].shape[1], sampling_ratio, aligned):
+                out = roi_align_sparse.roi_align_levels([x.to(compute) for x in inputs], rois, levels, output_size,
+                                                        spatial_scales, sampling_ratio, aligned)
+                return out.to(dtype)
+    return pool_by_level(inputs, rois, levels, output_size, lambda level, level_rois: roi_align(
+        inputs[level], level_rois, output_size, spatial_scales[level], sampling_ratio, aligned))
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float, *,

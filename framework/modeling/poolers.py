@@ -17,7 +17,8 @@ from torchvision.ops import roi_pool
 
 from framework.errors import ConfigError
 from framework.layers.memory_format import is_channels_last
-from framework.layers.parallel_ops import roi_align
+from framework.layers.level_pooling import pool_by_level
+from framework.layers.parallel_ops import roi_align, roi_align_levels
 from framework.registry import ROI_POOLERS
 from framework.structures.boxes import Boxes
 
@@ -84,6 +85,7 @@ def pooler_rois(box_lists: Sequence[Boxes], feature_dtype: torch.dtype) -> torch
     if feature_dtype in (torch.bfloat16, torch.float16):
         return rois
     return rois.to(feature_dtype)
+
 
 def _levels_from_scales(scales: Sequence[float]) -> tuple[int, int]:
     """(min_level, max_level) for scales 1/2^min, 1/2^(min+1), ..., 1/2^max; a clear error otherwise."""
@@ -164,7 +166,6 @@ class ROIPooler(nn.Module):
             return x[0].new_zeros((0, num_channels, *self.output_size))
         # Zero boxes in total still go through the ops below (which return (0, C, h, w)), so the
         # output stays connected to the features' graph, as in detectron2.
-        num_boxes = sum(b.tensor.shape[0] for b in box_lists)  # a symbolic count stays symbolic (torch.export)
         rois = pooler_rois(box_lists, x[0].dtype)
         memory_format = torch.channels_last if is_channels_last(x[0]) else torch.contiguous_format
         if len(x) == 1:
@@ -173,13 +174,14 @@ class ROIPooler(nn.Module):
         levels = assign_boxes_to_levels(
             box_lists, self.min_level, self.max_level, self.canonical_box_size, self.canonical_level
         )
-        output = torch.empty((num_boxes, num_channels, *self.output_size), dtype=x[0].dtype, device=x[0].device,
-                             memory_format=memory_format).zero_()
-        for level, (feature, scale) in enumerate(zip(x, self.scales)):
-            inds = torch.nonzero(levels == level, as_tuple=True)[0]
-            # index_put_ rather than output[inds] = ...: keeps autograd/tracing happy with empty inds
-            output.index_put_((inds,), self.pool(feature, rois[inds], scale))
-        return output
+        return self.pool_levels(x, rois, levels)
+
+    def pool_levels(self, x: list[torch.Tensor], rois: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        """Pool RoI k (of ``rois`` (K, 5)) from ``x[levels[k]]`` -> (K, C, *output_size), in the
+        memory format of ``x[0]``. Here :meth:`pool` level by level; a subclass may pool all the
+        levels at once."""
+        return pool_by_level(x, rois, levels, self.output_size,
+                             lambda level, level_rois: self.pool(x[level], level_rois, self.scales[level]))
 
     def extra_repr(self) -> str:
         return (
@@ -230,6 +232,10 @@ class ROIAlign(ROIPooler):
 
     def pool(self, feature: torch.Tensor, rois: torch.Tensor, scale: float) -> torch.Tensor:
         return roi_align(feature, rois, self.output_size, scale, self.sampling_ratio, self.aligned)
+
+    def pool_levels(self, x: list[torch.Tensor], rois: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        # every level in one call: on a CPU one sparse product for all of them (parallel_ops)
+        return roi_align_levels(x, rois, levels, self.output_size, self.scales, self.sampling_ratio, self.aligned)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, sampling_ratio={self.sampling_ratio}, aligned={self.aligned}"

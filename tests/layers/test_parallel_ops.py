@@ -126,6 +126,55 @@ def test_roi_align_with_no_rois_keeps_the_graph(two_threads, mkl):
     assert torch.equal(feature.grad, torch.zeros_like(feature))
 
 
+def _pyramid(channels_last: bool, dtype: torch.dtype):
+    """3 levels of a 2-image pyramid (strides 4, 8, 16 of a 96x128 input), 200 RoIs spread over them."""
+    g = torch.Generator().manual_seed(7)
+    features = [torch.randn(2, 19, 24 // 2 ** i, 32 // 2 ** i, generator=g).to(dtype) for i in range(3)]
+    if channels_last:
+        features = [f.contiguous(memory_format=torch.channels_last) for f in features]
+    levels = torch.randint(0, 3, (200,), generator=g)
+    return [f.requires_grad_() for f in features], _rois(200, images=2, size=(96, 128), seed=8), levels
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_roi_align_levels_is_roi_align_per_level_bitwise(two_threads, mkl, channels_last, dtype):
+    """One product over all levels (with MKL) gives every RoI exactly what roi_align gives on its
+    level, forward and backward (the same matrix rows, the transposed rows in the same order)."""
+    features, rois, levels = _pyramid(channels_last, dtype)
+    scales = [0.25, 0.125, 0.0625]
+    args = ((7, 7), scales, 0, True)
+    levels_calls = []
+    real = parallel_ops.roi_align_sparse.roi_align_levels
+    parallel_ops.roi_align_sparse.roi_align_levels = lambda *a: levels_calls.append(a[1].shape[0]) or real(*a)
+    try:
+        ours = parallel_ops.roi_align_levels(features, rois, levels, *args)
+    finally:
+        parallel_ops.roi_align_sparse.roi_align_levels = real
+    grad = torch.randn(ours.shape, generator=torch.Generator().manual_seed(9)).to(dtype)
+    ours_grads = torch.autograd.grad(ours, features, grad)
+
+    expected = torch.zeros_like(ours)
+    for level in range(3):
+        inds = torch.nonzero(levels == level).flatten()
+        expected[inds] = parallel_ops.roi_align(features[level], rois[inds], (7, 7), scales[level], 0, True)
+    expected_grads = torch.autograd.grad(expected, features, grad)
+    assert levels_calls == ([200] if mkl else [])  # without MKL: per level, torchvision's kernel
+    assert torch.equal(ours, expected)
+    assert all(torch.equal(a, b) for a, b in zip(ours_grads, expected_grads))
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    assert ours.dtype == dtype and ours.is_contiguous(memory_format=layout)
+
+
+def test_roi_align_levels_with_no_rois_keeps_every_levels_graph(two_threads, mkl):
+    features, _, _ = _pyramid(True, torch.float32)
+    out = parallel_ops.roi_align_levels(features, torch.zeros(0, 5), torch.zeros(0, dtype=torch.int64), (7, 7),
+                                        [0.25, 0.125, 0.0625], 0, True)
+    assert out.shape == (0, 19, 7, 7)
+    grads = torch.autograd.grad(out.sum(), features)
+    assert all(torch.equal(g, torch.zeros_like(g)) for g in grads)
+
+
 def _nms_inputs(n: int, classes: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     xy = torch.rand(n, 2, generator=g) * 300
