@@ -87,7 +87,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     import torch
 
     from framework.engine.builders import resolve_device
+    from framework.utils.onednn import enlarge_primitive_cache
 
+    enlarge_primitive_cache()  # as launch() does for a run, before the first convolution: both sides get it
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
     if args.threads:

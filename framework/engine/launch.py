@@ -16,7 +16,8 @@ under torchrun, cannot differ between ranks: rank 0's is used everywhere).
 
 Backends: ``gloo`` for CPU runs, ``nccl`` for CUDA (``backend="auto"`` picks by ``device_type``);
 with CUDA each rank uses ``cuda:<LOCAL_RANK>``. CPU ranks divide the machine's cores between them
-(``torch.set_num_threads``) unless ``OMP_NUM_THREADS`` says otherwise.
+(``torch.set_num_threads``) unless ``OMP_NUM_THREADS`` says otherwise. oneDNN's primitive cache is
+enlarged first (:func:`framework.utils.onednn.enlarge_primitive_cache`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import torch.distributed as dist
 from framework.errors import ConfigError, InputError
 from framework.registry import config_section
 from framework.utils import comm
+from framework.utils.onednn import enlarge_primitive_cache
 
 __all__ = ["launch", "distributed_env", "DistributedEnv"]
 
@@ -157,6 +159,7 @@ def launch(
     """
     if num_procs < 1:
         raise ConfigError(f"config path 'dist.num_procs': must be >= 1, got {num_procs}")
+    enlarge_primitive_cache()  # before the run's first convolution; spawned ranks inherit it
     if dist.is_initialized():  # already inside a group (e.g. launch called from a launched function)
         return main_func(*args)
     backend = _resolve_backend(backend, device_type)

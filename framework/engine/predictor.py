@@ -197,7 +197,9 @@ class Predictor:
     def __init__(self, *, model: Union[nn.Module, ExportedModel], cfg: DictConfig, weights: str | None = None,
                  backend: str = "eager") -> None:
         from framework.engine.builders import build_mapper
+        from framework.utils.onednn import enlarge_primitive_cache
 
+        enlarge_primitive_cache()  # takes effect when this comes before the process's first convolution
         if backend not in BACKENDS:
             raise ValueError(f"Predictor backend must be one of {list(BACKENDS)}, got {backend!r}.{did_you_mean(str(backend), BACKENDS)}")
         exported = isinstance(model, ExportedModel)

@@ -218,14 +218,15 @@ def roi_align_levels(
     output_size = tuple(output_size)
     dtype = inputs[0].dtype
     if _on_cpu_kernels(inputs[0], rois) and dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+        # Reduced precision: pooled in float32 (the maps cast while stacked) and rounded back, as
+        # roi_align does; autocast off inside.
         compute = torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
-        # Reduced precision: pooled in float32 and rounded back, as roi_align does; autocast off inside.
         with torch.autocast("cpu", enabled=False):
             rois = rois.to(compute)
             scales = torch.tensor(spatial_scales, dtype=compute).index_select(0, levels)
             if _sparse_fits(rois, scales, output_size, inputs[0].shape[1], sampling_ratio, aligned):
-                out = roi_align_sparse.roi_align_levels([x.to(compute) for x in inputs], rois, levels, output_size,
-                                                        spatial_scales, sampling_ratio, aligned)
+                out = roi_align_sparse.roi_align_levels(inputs, rois, levels, output_size, spatial_scales,
+                                                        sampling_ratio, aligned)
                 return out.to(dtype)
     return pool_by_level(inputs, rois, levels, output_size, lambda level, level_rois: roi_align(
         inputs[level], level_rois, output_size, spatial_scales[level], sampling_ratio, aligned))

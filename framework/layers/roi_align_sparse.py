@@ -283,23 +283,35 @@ def roi_align_levels(inputs: Sequence[Tensor], rois: Tensor, levels: Optional[Te
     """RoI k pooled from ``inputs[levels[k]]`` as :func:`roi_align` pools it, all in one product.
 
     Args:
-        inputs: (N, C, H_l, W_l) float32 or float64 CPU feature maps, one per level, the same N, C,
-            dtype and memory format.
+        inputs: (N, C, H_l, W_l) CPU feature maps, one per level, the same N, C, dtype and memory
+            format; pooled in ``rois``' dtype (float32 or float64): bf16 / fp16 maps are cast while
+            they are stacked.
         rois: (K, 5) as in :func:`roi_align`.
         levels: (K,) int64 level of each RoI; None with one input.
         spatial_scales: one per level.
         output_size, sampling_ratio, aligned: as in ``torchvision.ops.roi_align``.
 
     Returns:
-        (K, C, out_h, out_w) in the inputs' memory format: each RoI what :func:`roi_align` gives
-        on its level (the same matrix rows, so the same values), gradients for every input.
+        (K, C, out_h, out_w) in the inputs' memory format and ``rois``' dtype: each RoI what
+        :func:`roi_align` gives on its level (the same matrix rows, so the same values), gradients
+        for every input.
     """
     c = inputs[0].shape[1]
     out_h, out_w = output_size
     matrix = multilevel_sampling_matrix(rois.detach(), levels, spatial_scales, output_size,
                                         [x.shape for x in inputs], sampling_ratio, aligned)
-    # (N*H*W, C) per level: a view when channels_last; the levels stacked (a copy) when several
+    # (N*H*W, C) per level: a view when channels_last; several levels stacked in one pass (a copy)
     pixels = [x.permute(0, 2, 3, 1).reshape(-1, c) for x in inputs]
-    bins = _SparseProduct.apply(matrix, pixels[0] if len(pixels) == 1 else torch.cat(pixels))  # (K*out_h*out_w, C)
+    if len(pixels) == 1:
+        stacked = pixels[0].to(rois.dtype)
+    elif all(p.dtype == rois.dtype for p in pixels):
+        stacked = torch.cat(pixels)
+    else:  # cast while copying (autograd routes each slice's gradient back, cast to its level's dtype)
+        stacked = torch.empty(sum(p.shape[0] for p in pixels), c, dtype=rois.dtype, device=rois.device)
+        start = 0
+        for p in pixels:
+            stacked[start:start + p.shape[0]] = p
+            start += p.shape[0]
+    bins = _SparseProduct.apply(matrix, stacked)  # (K*out_h*out_w, C)
     out = bins.view(rois.shape[0], out_h, out_w, c).permute(0, 3, 1, 2)
     return out if is_channels_last(inputs[0]) else out.contiguous()
